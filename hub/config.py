@@ -1,0 +1,54 @@
+"""Settings from the environment, all under one prefix (HUB_), so one `env` listing shows
+how a hub is configured. Secrets are never logged: `describe()` masks them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    # Without a database URL the hub starts an embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    # Without a bootstrap address the hub starts an embedded Kafka-protocol broker (Tansu).
+    kafka_bootstrap: str | None = None
+    data_dir: Path = Path("./.hub-data")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    # Port of the embedded broker when the hub starts one.
+    embedded_kafka_port: int = 9092
+    # Base URL the hub writes into links (Bundle.link, Location); derived from host and port if unset.
+    base_url: str | None = None
+    # Largest request body the FHIR API accepts, in bytes (413 above it).
+    max_body_bytes: int = 16 * 1024 * 1024
+    # Search page sizes.
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    # Connections per API process to PostgreSQL.
+    db_pool_min: int = 4
+    db_pool_max: int = 16
+    # uvicorn worker processes for `ipc-hub api`.
+    http_workers: int = 1
+    log_level: str = "info"
+
+    def public_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.http_host}:{self.http_port}"
+
+    def describe(self) -> dict[str, str]:
+        """The settings as they may be printed: credentials in URLs masked."""
+        shown = {}
+        for name, value in self.model_dump().items():
+            text = "" if value is None else str(value)
+            if name == "database_url" and "@" in text:
+                scheme, _, rest = text.partition("://")
+                text = f"{scheme}://***@{rest.rpartition('@')[2]}"
+            shown[f"HUB_{name.upper()}"] = text
+        return shown
+
+
+def load_settings() -> Settings:
+    return Settings()

