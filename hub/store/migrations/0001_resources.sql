@@ -7,7 +7,7 @@ CREATE TABLE resource (
     version      integer     NOT NULL,
     last_updated timestamptz NOT NULL,
     deleted      boolean     NOT NULL DEFAULT false,
-    content      jsonb,                       -- NULL once deleted
+    content      json,                        -- NULL once deleted; json (not jsonb) keeps the text served as written
     PRIMARY KEY (res_type, res_id)
 );
 CREATE INDEX resource_type_updated ON resource (res_type, last_updated);
@@ -19,7 +19,7 @@ CREATE TABLE resource_version (
     last_updated timestamptz NOT NULL,
     deleted      boolean     NOT NULL DEFAULT false,
     method       text        NOT NULL,       -- POST, PUT or DELETE: Bundle.entry.request in _history
-    content      jsonb,
+    content      json,
     PRIMARY KEY (res_type, res_id, version)
 );
 CREATE INDEX resource_version_updated ON resource_version (last_updated);

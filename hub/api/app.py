@@ -1,0 +1,97 @@
+"""The FastAPI application: routers, the database pool, and the one place where errors become
+HTTP responses (an OperationOutcome in the client's format, never a stack trace)."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from hub.api import capability, everything, health, rest
+from hub.api.formats import JSON, fhir_response, render, response_format
+from hub.config import Settings
+from hub.fhir.errors import FhirError, Issue, operation_outcome
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        pool = AsyncConnectionPool(database_url, min_size=settings.db_pool_min,
+                                   max_size=settings.db_pool_max, open=False,
+                                   kwargs={"autocommit": True})
+        await pool.open(wait=True, timeout=30)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="IPC Hub",
+        summary="FHIR R4 shared record for Integrated Personal Commissioning",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.base_url = f"{settings.public_base_url()}/fhir"
+    app.include_router(health.router)
+    app.include_router(capability.router)  # /fhir/metadata before /fhir/{type}
+    app.include_router(everything.router)
+    app.include_router(rest.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _outcome_response(request: Request, status: int, issues: list[Issue],
+                      headers: dict[str, str] | None = None) -> Response:
+    try:
+        fmt = response_format(request)
+    except FhirError:
+        fmt = JSON
+    return fhir_response(render(operation_outcome(issues), fmt), fmt, status=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return _outcome_response(request, exc.status, exc.issues, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            issue = Issue("not-found", f"no such endpoint: {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            issue = Issue("not-supported", f"{request.method} is not allowed on {request.url.path}")
+        else:
+            issue = Issue("processing", str(exc.detail))
+        return _outcome_response(request, exc.status_code, [issue], dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _outcome_response(request, 400, [Issue("invalid", "the request is not well formed")])
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Log the kind and place of the failure, not the request's data (it may identify a person).
+        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__) if log.isEnabledFor(logging.DEBUG) else None)
+        return _outcome_response(request, 500, [Issue("exception", "the server failed to process "
+                                                      "the request; it has been logged")])
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes: each builds its app from HUB_* settings."""
+    from hub.config import load_settings
+
+    settings = load_settings()
+    if not settings.database_url:
+        raise RuntimeError("HUB_DATABASE_URL must be set for multi-process serving")
+    return create_app(settings, settings.database_url)

@@ -1,0 +1,93 @@
+"""GET /fhir/metadata: the CapabilityStatement, built from what the code actually does (the
+supported types, each type's supported search parameters, the interactions the routes serve)
+so that it cannot claim more than the hub does."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from hub.api.formats import fhir_response, render, response_format, wants_pretty
+from hub.fhir.resources import SUPPORTED_TYPES
+from hub.search.definitions import is_supported, params_for
+
+router = APIRouter(prefix="/fhir")
+
+_TYPE_INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
+                      "create", "search-type"]
+_RESULT_PARAMS = [
+    ("_count", "number", "Page size (the server caps it)"),
+    ("_offset", "number", "Where a page starts; the server writes it into next/previous links"),
+    ("_sort", "string", "Sort by _id, _lastUpdated or a search parameter; '-' for descending"),
+    ("_include", "string", "Also return resources this result references"),
+    ("_revinclude", "string", "Also return resources that reference this result"),
+    ("_summary", "token", "count: return only the total"),
+    ("_total", "token", "none, estimate or accurate"),
+]
+
+
+@lru_cache(maxsize=1)
+def capability_statement(base_url: str) -> dict:
+    resources = [_resource_entry(t) for t in sorted(SUPPORTED_TYPES)]
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "ipc-hub",
+        "url": f"{base_url}/metadata",
+        "name": "IPCHub",
+        "title": "IPC Hub FHIR R4 server",
+        "status": "active",
+        "date": datetime.now(UTC).date().isoformat(),
+        "publisher": "IPC Hub",
+        "kind": "instance",
+        "software": {"name": "IPC Hub", "version": "0.1.0"},
+        "implementation": {"description": "IPC Hub shared record", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [{
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            }],
+        }],
+    }
+
+
+def _resource_entry(res_type: str) -> dict:
+    params = [
+        {"name": code, "definition": p.url, "type": p.type}
+        for code, p in sorted(params_for(res_type).items()) if is_supported(p)
+    ]
+    params += [{"name": name, "type": kind, "documentation": doc} for name, kind, doc in _RESULT_PARAMS]
+    entry = {
+        "type": res_type,
+        "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalUpdate": True,
+        "conditionalRead": "not-match",
+        "conditionalDelete": "not-supported",
+        "referencePolicy": ["literal", "local"],
+        "searchInclude": ["*"],
+        "searchRevInclude": ["*"],
+        "searchParam": params,
+    }
+    if res_type == "Patient":
+        entry["operation"] = [{
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        }]
+    return entry
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    fmt = response_format(request)
+    statement = capability_statement(request.app.state.base_url)
+    return fhir_response(render(statement, fmt, pretty=wants_pretty(request)), fmt)

@@ -1,0 +1,181 @@
+"""`ipc-hub`: the one command operators use. `up` runs everything on the embedded default;
+`api` and `migrate` are the pieces production runs as separate services.
+
+Subcommands are registered in COMMANDS; each later capability (workers, connectors, clients)
+adds its own parser and handler there."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from hub.config import Settings, load_settings
+from hub.runtime.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, ensure_port_free
+
+log = logging.getLogger("hub")
+
+
+def _database_url(settings: Settings, stack: ExitStack) -> str:
+    """HUB_DATABASE_URL, or an embedded PostgreSQL in the data folder that stops with us."""
+    if settings.database_url:
+        return settings.database_url
+    server = EmbeddedPostgres(settings.data_dir)
+    url = server.start()
+    stack.callback(server.stop)
+    log.info("embedded PostgreSQL running in %s", server.pgdata)
+    return url
+
+
+def _kafka_bootstrap(settings: Settings, stack: ExitStack) -> str:
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    broker = EmbeddedKafka(settings.embedded_kafka_port, settings.data_dir / "log")
+    bootstrap = broker.start()
+    stack.callback(broker.stop)
+    log.info("embedded Kafka-protocol broker (Tansu) on %s", bootstrap)
+    return bootstrap
+
+
+def _serve_api(settings: Settings, database_url: str, banner: Callable[[], None] | None = None) -> None:
+    import uvicorn
+
+    from hub.api.app import create_app
+
+    ensure_port_free(settings.http_host, settings.http_port, "HUB_HTTP_PORT")
+    common = dict(host=settings.http_host, port=settings.http_port, loop="uvloop", http="httptools",
+                  log_level=settings.log_level, access_log=False, server_header=False)
+    if settings.http_workers > 1:
+        # Worker processes build their own app from the environment.
+        os.environ["HUB_DATABASE_URL"] = database_url
+        uvicorn.run("hub.api.app:app_from_environment", factory=True, workers=settings.http_workers,
+                    **common)
+        return
+    config = uvicorn.Config(create_app(settings, database_url), **common)
+    server = uvicorn.Server(config)
+    if banner is not None:
+        original_startup = server.startup
+
+        async def startup(sockets=None):
+            await original_startup(sockets)
+            if server.started:
+                banner()
+
+        server.startup = startup
+    server.run()
+
+
+def _print_banner(settings: Settings) -> None:
+    base = settings.public_base_url()
+    print(
+        "\nIPC Hub is ready.\n"
+        f"  FHIR API            {base}/fhir\n"
+        f"  CapabilityStatement {base}/fhir/metadata\n"
+        f"  OpenAPI docs        {base}/docs\n"
+        f"  Health              {base}/healthz  {base}/readyz\n"
+        f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    """Everything in one process tree on the embedded default (or on configured services)."""
+    from hub.store.migrate import migrate
+
+    with ExitStack() as stack:
+        database_url = _database_url(settings, stack)
+        migrate(database_url)
+        _kafka_bootstrap(settings, stack)
+        _serve_api(settings, database_url, banner=lambda: _print_banner(settings))
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
+    """The FHIR REST API alone (production runs several behind a load balancer)."""
+    with ExitStack() as stack:
+        database_url = _database_url(settings, stack)
+        if args.migrate:
+            from hub.store.migrate import migrate
+
+            migrate(database_url)
+        _serve_api(settings, database_url)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    """Bring the database schema up to date, then exit."""
+    from hub.store.migrate import migrate
+
+    with ExitStack() as stack:
+        applied = migrate(_database_url(settings, stack))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start everything on the embedded default",
+                       description="Start the whole hub in one command: an embedded PostgreSQL "
+                       "(unless HUB_DATABASE_URL is set), an embedded Kafka-protocol broker (unless "
+                       "HUB_KAFKA_BOOTSTRAP is set), schema migrations and the FHIR API on "
+                       "HUB_HTTP_HOST:HUB_HTTP_PORT. Data stays in HUB_DATA_DIR between runs.")
+    p.set_defaults(handler=cmd_up)
+
+
+def _add_api(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("api", help="serve the FHIR REST API",
+                       description="Serve the FHIR R4 REST API at /fhir on HUB_HTTP_HOST:HUB_HTTP_PORT "
+                       "against HUB_DATABASE_URL (an embedded PostgreSQL if unset). HUB_HTTP_WORKERS "
+                       "sets the number of worker processes.")
+    p.add_argument("--migrate", action="store_true", help="apply schema migrations before serving")
+    p.set_defaults(handler=cmd_api)
+
+
+def _add_migrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="apply database schema migrations",
+                       description="Apply every schema migration not yet applied to HUB_DATABASE_URL "
+                       "(an embedded PostgreSQL if unset). Safe to run from several places at once.")
+    p.set_defaults(handler=cmd_migrate)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipc-hub",
+        description="IPC Hub: one shared FHIR record and care plan per person, joined up from MOD, "
+        "GP, hospital, local authority and charity feeds. Configuration comes from HUB_* "
+        "environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so embedded services are stopped by the same cleanup."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _terminate_on_sigterm()
+    try:
+        args.handler(args, settings)
+    except EmbeddedError as exc:
+        print(f"ipc-hub: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
