@@ -1,5 +1,5 @@
 # The project's commands. Each makes .venv from the pinned lock file first (once, and again
-# whenever pyproject.toml or requirements.lock changes), so a fresh machine needs only Python 3.11+.
+# whenever pyproject.toml or requirements-dev.lock changes), so a fresh machine needs only Python 3.11+.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -20,18 +20,21 @@ bench: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "IPC Hub needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-# Re-pin the whole dependency tree after changing pyproject.toml.
+# Re-pin the whole dependency tree after changing pyproject.toml: requirements.lock is what the
+# production image installs, requirements-dev.lock adds the test tools.
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install -q ".[test]"
+	.lockenv/bin/pip install -q .
 	.lockenv/bin/pip freeze --exclude ipc-hub | sort > requirements.lock
+	.lockenv/bin/pip install -q ".[test]"
+	.lockenv/bin/pip freeze --exclude ipc-hub | sort > requirements-dev.lock
 	rm -rf .lockenv
 
 clean:
