@@ -2,10 +2,11 @@
 HTTP responses (an OperationOutcome in the client's format, never a stack trace)."""
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
@@ -42,12 +43,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.base_url = f"{settings.public_base_url()}/fhir"
-    app.include_router(health.router)
-    app.include_router(capability.router)  # /fhir/metadata before /fhir/{type}
-    app.include_router(everything.router)
-    app.include_router(rest.router)
+    # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
+    for module in (rest, everything, capability, health):
+        _add_routes(app, module.router)
     _install_error_handlers(app)
     return app
+
+
+def _add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Put a router's routes straight on the app. `include_router` nests them behind a matching
+    layer that cost ~35 µs per request here (a quarter of a read); the routes already carry
+    their full paths, so nothing is lost."""
+    app.router.routes.extend(router.routes)
 
 
 def _outcome_response(request: Request, status: int, issues: list[Issue],
@@ -94,4 +101,7 @@ def app_from_environment() -> FastAPI:
     settings = load_settings()
     if not settings.database_url:
         raise RuntimeError("HUB_DATABASE_URL must be set for multi-process serving")
-    return create_app(settings, settings.database_url)
+    app = create_app(settings, settings.database_url)
+    gc.collect()
+    gc.freeze()  # as in single-process serving: start-up objects leave the collector's scans
+    return app

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from psycopg import AsyncConnection
 from starlette.responses import Response
 
-from hub.api import bundles
+from hub.api import bundles, paths  # noqa: F401  (paths registers the path convertors)
 from hub.api.formats import (
     fhir_response,
     read_body,
@@ -79,7 +79,33 @@ def _resource_response(request: Request, version: Version, *, status: int, locat
 # --- instance level -------------------------------------------------------------------------
 
 
-@router.get("/{res_type}/{res_id}/_history/{version_id}")
+# The read is the hottest route: it is defined (and so matched) first, and its path parameters are
+# taken from the request instead of being declared, which skips FastAPI's per-parameter
+# resolution (~8% of a read here); openapi_extra still documents them.
+_READ_PARAMETERS = {"parameters": [
+    {"name": "res_type", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": "FHIR resource type"},
+    {"name": "res_id", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": "logical id"},
+]}
+
+
+@router.get("/{res_type:fhirtype}/{res_id:fhirid}", openapi_extra=_READ_PARAMETERS)
+async def read(request: Request) -> Response:
+    res_type = request.path_params["res_type"]
+    res_id = request.path_params["res_id"]
+    require_supported(res_type)
+    async with _pool(request).connection() as conn:
+        version = await repository.read(conn, res_type, res_id)
+    headers = version_headers(version)
+    if request.headers.get("if-none-match") == version.etag:
+        return Response(status_code=304, headers=headers)
+    fmt = response_format(request)
+    return fhir_response(render_text(version.content, fmt, pretty=wants_pretty(request)), fmt,
+                         headers=headers)
+
+
+@router.get("/{res_type:fhirtype}/{res_id:fhirid}/_history/{version_id}")
 async def vread(res_type: str, res_id: str, version_id: str, request: Request) -> Response:
     require_supported(res_type)
     if not version_id.isdigit():
@@ -91,7 +117,7 @@ async def vread(res_type: str, res_id: str, version_id: str, request: Request) -
                          headers=version_headers(version))
 
 
-@router.get("/{res_type}/{res_id}/_history")
+@router.get("/{res_type:fhirtype}/{res_id:fhirid}/_history")
 async def instance_history(res_type: str, res_id: str, request: Request) -> Response:
     require_supported(res_type)
     async with _pool(request).connection() as conn:
@@ -100,7 +126,7 @@ async def instance_history(res_type: str, res_id: str, request: Request) -> Resp
         return await _history(request, conn, res_type=res_type, res_id=res_id)
 
 
-@router.get("/{res_type}/_history")
+@router.get("/{res_type:fhirtype}/_history")
 async def type_history(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     async with _pool(request).connection() as conn:
@@ -111,19 +137,6 @@ async def type_history(res_type: str, request: Request) -> Response:
 async def system_history(request: Request) -> Response:
     async with _pool(request).connection() as conn:
         return await _history(request, conn)
-
-
-@router.get("/{res_type}/{res_id}")
-async def read(res_type: str, res_id: str, request: Request) -> Response:
-    require_supported(res_type)
-    async with _pool(request).connection() as conn:
-        version = await repository.read(conn, res_type, res_id)
-    headers = version_headers(version)
-    if request.headers.get("if-none-match") == version.etag:
-        return Response(status_code=304, headers=headers)
-    fmt = response_format(request)
-    return fhir_response(render_text(version.content, fmt, pretty=wants_pretty(request)), fmt,
-                         headers=headers)
 
 
 @router.put("/{res_type}/{res_id}")
@@ -143,7 +156,7 @@ async def update(res_type: str, res_id: str, request: Request) -> Response:
     return _resource_response(request, version, status=201 if created else 200, location=created)
 
 
-@router.delete("/{res_type}/{res_id}")
+@router.delete("/{res_type:fhirtype}/{res_id:fhirid}")
 async def delete(res_type: str, res_id: str, request: Request) -> Response:
     require_supported(res_type)
     if_match = version_from_etag(request.headers.get("if-match"))
@@ -156,7 +169,7 @@ async def delete(res_type: str, res_id: str, request: Request) -> Response:
 # --- type level -----------------------------------------------------------------------------
 
 
-@router.post("/{res_type}")
+@router.post("/{res_type:fhirtype}")
 async def create(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     resource = check_structure(await read_body(request, _settings(request).max_body_bytes), res_type)
@@ -171,7 +184,7 @@ async def create(res_type: str, request: Request) -> Response:
     return _resource_response(request, version, status=201, location=True)
 
 
-@router.put("/{res_type}")
+@router.put("/{res_type:fhirtype}")
 async def conditional_update(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     criteria = request.url.query
@@ -185,13 +198,13 @@ async def conditional_update(res_type: str, request: Request) -> Response:
     return _resource_response(request, version, status=201 if created else 200, location=created)
 
 
-@router.get("/{res_type}")
+@router.get("/{res_type:fhirtype}")
 async def search_get(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     return await _search(request, res_type, list(request.query_params.multi_items()))
 
 
-@router.post("/{res_type}/_search")
+@router.post("/{res_type:fhirtype}/_search")
 async def search_post(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

@@ -6,6 +6,7 @@ adds its own parser and handler there."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -54,7 +55,12 @@ def _serve_api(settings: Settings, database_url: str, banner: Callable[[], None]
         uvicorn.run("hub.api.app:app_from_environment", factory=True, workers=settings.http_workers,
                     **common)
         return
-    config = uvicorn.Config(create_app(settings, database_url), **common)
+    app = create_app(settings, database_url)
+    # Objects alive at start-up (modules, FHIR models, search definitions) live for the whole
+    # process: keep the collector from rescanning them, which otherwise sets the p99 latency.
+    gc.collect()
+    gc.freeze()
+    config = uvicorn.Config(app, **common)
     server = uvicorn.Server(config)
     if banner is not None:
         original_startup = server.startup
@@ -86,6 +92,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     """Everything in one process tree on the embedded default (or on configured services)."""
     from hub.store.migrate import migrate
 
+    # Refuse a busy port before starting anything, not after the database is up.
+    ensure_port_free(settings.http_host, settings.http_port, "HUB_HTTP_PORT")
     with ExitStack() as stack:
         database_url = _database_url(settings, stack)
         migrate(database_url)
@@ -95,6 +103,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
     """The FHIR REST API alone (production runs several behind a load balancer)."""
+    ensure_port_free(settings.http_host, settings.http_port, "HUB_HTTP_PORT")
     with ExitStack() as stack:
         database_url = _database_url(settings, stack)
         if args.migrate:

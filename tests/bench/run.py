@@ -571,7 +571,7 @@ def section_http(ctx: BenchContext, args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env["BENCH_DATABASE_URL"] = ctx.database_url
     bare_argv = [sys.executable, "-m", "tests.bench.bare_app", "--port", str(bare_port)]
-    if args.bare_gc_freeze:
+    if not args.bare_no_gc_freeze:
         bare_argv.append("--gc-freeze")
     bare = ctx.start_process("bare-app", bare_argv, env=env)
     bare_url = f"http://127.0.0.1:{bare_port}"
@@ -715,8 +715,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub-log-level",
                         help="HUB_LOG_LEVEL for the hub under test (default: the hub's own default;"
                              " it writes no access log either way)")
-    parser.add_argument("--bare-gc-freeze", action="store_true",
-                        help="the bare app calls gc.freeze() once started (use when the hub does)")
+    parser.add_argument("--bare-no-gc-freeze", action="store_true",
+                        help="the bare app skips gc.freeze() (the hub freezes at start-up, so the "
+                             "bare app does too by default)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
@@ -781,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine,
                 "settings": {"duration_s": duration, "rounds": rounds, "clients": ctx.clients, "bare_only": args.bare_only,
                              "hub_log_level": args.hub_log_level,
-                             "bare_gc_freeze": args.bare_gc_freeze},
+                             "bare_gc_freeze": not args.bare_no_gc_freeze},
                 "all_targets_met": passed,
                 **result,
             }
