@@ -2,7 +2,6 @@
 HTTP responses (an OperationOutcome in the client's format, never a stack trace)."""
 from __future__ import annotations
 
-import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -16,6 +15,7 @@ from hub.api import capability, everything, health, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.runtime.process import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,5 @@ def app_from_environment() -> FastAPI:
     if not settings.database_url:
         raise RuntimeError("HUB_DATABASE_URL must be set for multi-process serving")
     app = create_app(settings, settings.database_url)
-    gc.collect()
-    gc.freeze()  # as in single-process serving: start-up objects leave the collector's scans
+    settle_heap()
     return app

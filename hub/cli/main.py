@@ -6,7 +6,6 @@ adds its own parser and handler there."""
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -16,6 +15,7 @@ from contextlib import ExitStack
 
 from hub.config import Settings, load_settings
 from hub.runtime.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, ensure_port_free
+from hub.runtime.process import settle_heap
 
 log = logging.getLogger("hub")
 
@@ -56,10 +56,7 @@ def _serve_api(settings: Settings, database_url: str, banner: Callable[[], None]
                     **common)
         return
     app = create_app(settings, database_url)
-    # Objects alive at start-up (modules, FHIR models, search definitions) live for the whole
-    # process: keep the collector from rescanning them, which otherwise sets the p99 latency.
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     config = uvicorn.Config(app, **common)
     server = uvicorn.Server(config)
     if banner is not None:

@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() once the app is built: the start-up heap leaves the collector's"
-                             " scans (mirrors a hub that does the same)")
+                        help="settle the heap as the hub does once built (hub.runtime.process."
+                             "settle_heap: gc.freeze and the hub's GC thresholds)")
     args = parser.parse_args()
     if not args.database_url:
         parser.error("give --database-url or set BENCH_DATABASE_URL")
@@ -69,10 +69,9 @@ def main() -> None:
         int(os.environ.get("HUB_DB_POOL_MAX", 16)),
     )
     if args.gc_freeze:
-        import gc
+        from hub.runtime.process import settle_heap
 
-        gc.collect()
-        gc.freeze()
+        settle_heap()
     uvicorn.run(
         app, host=args.host, port=args.port, loop="uvloop", http="httptools", workers=1,
         log_level="warning", access_log=False, server_header=False,

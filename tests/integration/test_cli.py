@@ -66,8 +66,8 @@ class RunningHub:
             if "IPC Hub is ready" in line:
                 self.ready.set()
 
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
         return self.process.wait(30)
 
 
@@ -95,7 +95,9 @@ def test_up_serves_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
         assert got.status_code == 200
         assert got.json()["identifier"] == created["identifier"]
     finally:
-        assert again.stop() == 0
+        assert again.stop(signal.SIGINT) == 0  # Ctrl-C stops it as cleanly as SIGTERM
+    assert _processes_mentioning(pgdata) == []
+    assert _processes_mentioning(f"127.0.0.1:{kafka_port}") == []
 
 
 @pytest.mark.parametrize("command", ["api", "up"])

@@ -379,3 +379,84 @@ def test_openapi_document_is_served(hub_url):
     r = httpx.get(f"{hub_url}/openapi.json")
     assert r.status_code == 200
     assert "/fhir/{res_type}/{res_id}" in r.json()["paths"]
+
+
+# --- formats --------------------------------------------------------------------------------
+
+
+def test_xml_by_accept_and_format_and_json_alias(fhir):
+    created = create(fhir, patient(family="Xml"))
+    by_accept = fhir.get(f"/Patient/{created['id']}", headers={"Accept": "application/fhir+xml"})
+    assert by_accept.headers["Content-Type"].startswith("application/fhir+xml")
+    assert b"<family value=\"Xml\"/>" in by_accept.content
+    by_param = fhir.get(f"/Patient/{created['id']}", params={"_format": "xml"},
+                        headers={"Accept": "application/fhir+json"})
+    assert by_param.content == by_accept.content
+    as_json = fhir.get(f"/Patient/{created['id']}", params={"_format": "application/json"})
+    assert as_json.json()["id"] == created["id"]
+    bundle = fhir.get("/Patient", params={"_id": created["id"], "_format": "xml"})
+    assert bundle.content.lstrip().startswith(b"<?xml") and b"<Bundle" in bundle.content
+
+
+def test_xml_errors_come_back_as_xml_outcomes(fhir):
+    r = fhir.post("/Patient", content=b"<Patient xmlns='http://hl7.org/fhir'><nmae/></Patient>",
+                  headers={"Content-Type": "application/fhir+xml", "Accept": "application/fhir+xml"})
+    assert r.status_code == 400
+    assert b"<OperationOutcome" in r.content and b"Patient.nmae" in r.content
+
+
+def test_xml_with_entities_is_refused(fhir):
+    evil = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            b'<Patient xmlns="http://hl7.org/fhir"><id value="&e;"/></Patient>')
+    r = fhir.post("/Patient", content=evil, headers={"Content-Type": "application/fhir+xml"})
+    assert r.status_code == 400
+    assert b"root:" not in r.content
+
+
+def test_pretty_output_and_unknown_format(fhir):
+    created = create(fhir, patient())
+    pretty = fhir.get(f"/Patient/{created['id']}", params={"_pretty": "true"})
+    assert b"\n  " in pretty.content and pretty.json()["id"] == created["id"]
+    assert fhir.get(f"/Patient/{created['id']}", params={"_format": "yaml"}).status_code == 406
+    assert fhir.get(f"/Patient/{created['id']}", headers={"Accept": "text/csv"}).status_code == 406
+
+
+def test_decimal_precision_is_kept(fhir):
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+           "valueQuantity": {"value": 70.50, "unit": "kg"}}
+    body = b'{"resourceType":"Observation","status":"final","code":{"text":"weight"},' \
+           b'"valueQuantity":{"value":70.50,"unit":"kg"}}'
+    r = fhir.post("/Observation", content=body, headers={"Content-Type": JSON})
+    assert r.status_code == 201
+    assert b'"value":70.50' in fhir.get(f"/Observation/{r.json()['id']}").content
+    assert b'<value value="70.50"/>' in fhir.get(f"/Observation/{r.json()['id']}",
+                                                 params={"_format": "xml"}).content
+    assert obs["valueQuantity"]["value"] == 70.5
+
+
+# --- $everything ----------------------------------------------------------------------------
+
+
+def test_everything_returns_the_persons_record_only(fhir):
+    from tests.factories import carer
+
+    gp = create(fhir, {"resourceType": "Organization", "name": "Station Road Surgery"})
+    person = create(fhir, patient(generalPractitioner=[{"reference": f"Organization/{gp['id']}"}]))
+    other = create(fhir, patient())
+    ref = f"Patient/{person['id']}"
+    mine = {create(fhir, r)["id"] for r in (care_plan(ref), goal(ref), carer(ref))}
+    create(fhir, goal(f"Patient/{other['id']}"))
+    bundle = fhir.get(f"/Patient/{person['id']}/$everything").json()
+    got = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+    assert got == {("Patient", person["id"]), ("Organization", gp["id"])} | {
+        (t, i) for t, i in got if i in mine}
+    assert {i for _, i in got} >= mine
+    assert bundle["total"] == 5
+    only_goals = fhir.get(f"/Patient/{person['id']}/$everything", params={"_type": "Goal"}).json()
+    assert [e["resource"]["resourceType"] for e in only_goals["entry"]] == ["Goal"]
+    paged = fhir.get(f"/Patient/{person['id']}/$everything", params={"_count": 2}).json()
+    assert len(paged["entry"]) == 2 and any(link["relation"] == "next" for link in paged["link"])
+
+
+def test_everything_for_unknown_person_is_404(fhir):
+    assert fhir.get("/Patient/nobody-here/$everything").status_code == 404
