@@ -123,56 +123,48 @@ def build_include_sql(res_type: str, ids: Sequence[str], includes: Sequence[Incl
     """Resources referred to by the matches (`_include`): rows of (res_type, res_id, version,
     last_updated, content text), each once. Includes whose source type is not `res_type` are
     skipped; None when none applies (nothing to run)."""
-    conditions: list[str] = []
-    params: list[object] = []
-    for inc in includes:
-        if inc.source_type not in ("*", res_type):
-            continue
-        parts, part_params = [], []
-        if inc.param != "*":
-            parts.append("i.param = %s")
-            part_params.append(inc.param)
-        if inc.target_type:
-            parts.append("i.target_type = %s")
-            part_params.append(inc.target_type)
-        conditions.append("(" + " AND ".join(parts) + ")" if parts else "TRUE")
-        params.extend(part_params)
-    if not conditions or not ids:
-        return None
-    sql = (
-        f"SELECT {INCLUDED_COLUMNS} FROM resource t WHERE NOT t.deleted AND (t.res_type, t.res_id) IN ("
-        "SELECT i.target_type, i.target_id FROM idx_reference i "
-        "WHERE i.res_type = %s AND i.res_id = ANY(%s) AND i.target_id IS NOT NULL AND ("
-        + " OR ".join(conditions) + "))"
+    filters = [
+        [("i.param", None if inc.param == "*" else inc.param), ("i.target_type", inc.target_type)]
+        for inc in includes if inc.source_type in ("*", res_type)
+    ]
+    return _reference_hop_sql(
+        res_type, ids, filters, hop="i.target_type, i.target_id",
+        start="i.res_type = %s AND i.res_id = ANY(%s) AND i.target_id IS NOT NULL",
     )
-    return sql, [res_type, list(ids), *params]
 
 
 def build_revinclude_sql(res_type: str, ids: Sequence[str], revincludes: Sequence[Include]) -> tuple[str, list] | None:
     """Resources that refer to the matches (`_revinclude=Source:param[:Target]`): same columns
     as build_include_sql. Revincludes whose target type is set and is not `res_type` are
     skipped; None when none applies."""
+    filters = [
+        [("i.res_type", None if inc.source_type == "*" else inc.source_type),
+         ("i.param", None if inc.param == "*" else inc.param)]
+        for inc in revincludes if inc.target_type in (None, res_type)
+    ]
+    return _reference_hop_sql(
+        res_type, ids, filters, hop="i.res_type, i.res_id",
+        start="i.target_type = %s AND i.target_id = ANY(%s)",
+    )
+
+
+def _reference_hop_sql(
+    res_type: str, ids: Sequence[str], filters: list[list[tuple[str, str | None]]], *, hop: str, start: str
+) -> tuple[str, list] | None:
+    """One hop along idx_reference from the matches (`start`) to the resources at the other end
+    (`hop`), keeping index rows that satisfy any of `filters` (each a list of column = value,
+    None meaning any value)."""
+    if not filters or not ids:
+        return None
     conditions: list[str] = []
     params: list[object] = []
-    for inc in revincludes:
-        if inc.target_type not in (None, res_type):
-            continue
-        parts, part_params = [], []
-        if inc.source_type != "*":
-            parts.append("i.res_type = %s")
-            part_params.append(inc.source_type)
-        if inc.param != "*":
-            parts.append("i.param = %s")
-            part_params.append(inc.param)
+    for columns in filters:
+        parts = [f"{column} = %s" for column, value in columns if value is not None]
+        params += [value for _, value in columns if value is not None]
         conditions.append("(" + " AND ".join(parts) + ")" if parts else "TRUE")
-        params.extend(part_params)
-    if not conditions or not ids:
-        return None
     sql = (
         f"SELECT {INCLUDED_COLUMNS} FROM resource t WHERE NOT t.deleted AND (t.res_type, t.res_id) IN ("
-        "SELECT i.res_type, i.res_id FROM idx_reference i "
-        "WHERE i.target_type = %s AND i.target_id = ANY(%s) AND ("
-        + " OR ".join(conditions) + "))"
+        f"SELECT {hop} FROM idx_reference i WHERE {start} AND (" + " OR ".join(conditions) + "))"
     )
     return sql, [res_type, list(ids), *params]
 

@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 warnings.filterwarnings("ignore", module="platformdirs.*")
 
@@ -97,9 +97,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def cpu_seconds_of_group(pgid: int) -> float:
-    """user + system CPU of every live process in a process group, from /proc."""
-    total = 0
+def _process_cpu() -> Iterator[tuple[int, int, int, float]]:
+    """(pid, parent pid, process group, user + system CPU seconds) of every live process, from /proc."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -109,25 +108,17 @@ def cpu_seconds_of_group(pgid: int) -> float:
         except OSError:
             continue
         # after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        yield int(entry.name), int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_seconds_of_group(pgid: int) -> float:
+    """CPU seconds of every live process in a process group."""
+    return sum(cpu for _, _, group, cpu in _process_cpu() if group == pgid)
 
 
 def cpu_seconds_of_tree(root_pid: int) -> float:
-    """user + system CPU of a process and its direct children (the postmaster and its backends)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == root_pid or int(fields[1]) == root_pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+    """CPU seconds of a process and its direct children (the postmaster and its backends)."""
+    return sum(cpu for pid, parent, _, cpu in _process_cpu() if root_pid in (pid, parent))
 
 
 # --- the context every section gets ---------------------------------------------------------------
