@@ -11,7 +11,7 @@ _serial = itertools.count(1)
 
 
 def nhs_check_digit(first_nine: str) -> int | None:
-    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1)))
+    total = sum(int(d) * w for d, w in zip(first_nine, range(10, 1, -1), strict=True))
     check = 11 - total % 11
     if check == 11:
         return 0

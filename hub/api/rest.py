@@ -7,8 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qsl
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
 from fastapi import APIRouter, Request
 from psycopg import AsyncConnection
 from starlette.responses import Response
@@ -22,7 +23,7 @@ from hub.api.formats import (
     response_format,
     wants_pretty,
 )
-from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.fhir.errors import FhirError, Issue, not_found, operation_outcome
 from hub.fhir.resources import check_structure, require_supported, require_valid_id
 from hub.search.parse import SearchRequest, parse_search
 from hub.store import repository, transactions
@@ -122,7 +123,7 @@ async def instance_history(res_type: str, res_id: str, request: Request) -> Resp
     require_supported(res_type)
     async with _pool(request).connection() as conn:
         if await repository.current_version(conn, res_type, res_id) is None:
-            raise FhirError("not-found", f"{res_type}/{res_id} is not known to the hub")
+            raise not_found(res_type, res_id)
         return await _history(request, conn, res_type=res_type, res_id=res_id)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -59,7 +59,7 @@ def require_valid_id(res_id: str) -> None:
                         "(1 to 64 letters, digits, '-' or '.')")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(res_type: str):
     return get_fhir_model_class(res_type)
 

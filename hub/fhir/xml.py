@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.element import Element
 from fhir.resources.R4B.extension import Extension

@@ -7,7 +7,7 @@ A batch runs each entry in its own savepoint and reports each entry's outcome.""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from psycopg import AsyncConnection
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from hub.fhir.resources import is_supported
 from hub.fhir import jsontext
+from hub.fhir.resources import is_supported
 from hub.fhir.xml import xml_to_json
 from tests.shared_data import UKCORE_EXAMPLES
 

@@ -7,7 +7,6 @@ import re
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +21,16 @@ from hub.search.extract import (
     parse_reference,
 )
 from hub.search.pathwalk import UnsupportedExpression, compile_path, reference_type
-from hub.search.values import DATE_MAX, DATE_MIN, NUMBER_MAX, NUMBER_MIN, date_range, normalize, precision_range
-
-UKCORE_EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "ukcore" / "examples"
+from hub.search.values import (
+    DATE_MAX,
+    DATE_MIN,
+    NUMBER_MAX,
+    NUMBER_MIN,
+    date_range,
+    normalize,
+    precision_range,
+)
+from tests.shared_data import UKCORE_EXAMPLES
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -563,7 +569,7 @@ def _ukcore_resources() -> list[dict[str, Any]]:
 
 def test_compiled_extractor_agrees_with_fhirpathpy() -> None:
     pytest.importorskip("fhirpathpy")
-    corpus = SAMPLES + (_ukcore_resources() if UKCORE_EXAMPLES.is_dir() else [])
+    corpus = SAMPLES + _ukcore_resources()
     compared: set[tuple[str, str]] = set()
     mismatches = []
     for resource in corpus:

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from hub.fhir.errors import FhirError
 from hub.fhir.jsontext import FhirDecimal, json_default
 from hub.fhir.xml import json_to_xml, xml_to_json
+from tests.shared_data import UKCORE_EXAMPLES
 
 FHIR = "http://hl7.org/fhir"
 XHTML = "http://www.w3.org/1999/xhtml"
-EXAMPLES_IN_SHARED = Path("shared/testdata/ukcore/examples")
 EXPECTED_EXAMPLE_COUNT = 215
 
 # Examples that are invalid FHIR in R4 as much as in R4B: R4B is right to reject them.
@@ -38,23 +38,7 @@ OUT_OF_ORDER_EXAMPLES = {
 }
 
 
-def find_examples_dir() -> Path:
-    """shared/ sits beside the repository (/work/main -> /work/shared); look upwards."""
-    for folder in Path(__file__).resolve().parents:
-        candidate = folder / EXAMPLES_IN_SHARED
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no {EXAMPLES_IN_SHARED} above {Path(__file__).parent}")
-
-
-def example_files() -> list[Path]:
-    try:
-        return sorted(find_examples_dir().glob("*.xml"))
-    except FileNotFoundError:
-        return []
-
-
-EXAMPLES = example_files()
+EXAMPLES = sorted(UKCORE_EXAMPLES.glob("*.xml"))
 
 
 def exact_json(resource: dict[str, Any]) -> bytes:
@@ -84,7 +68,7 @@ def element_outline(root: etree._Element) -> list[tuple[str, tuple[tuple[str, st
 
 
 def test_all_uk_core_examples_are_found() -> None:
-    assert len(EXAMPLES) == EXPECTED_EXAMPLE_COUNT, find_examples_dir()
+    assert len(EXAMPLES) == EXPECTED_EXAMPLE_COUNT, UKCORE_EXAMPLES
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
