@@ -46,6 +46,9 @@ RUN groupadd --system --gid 10001 hub \
  && chown hub:hub /var/lib/ipc-hub
 
 COPY --from=build /opt/ipc-hub /opt/ipc-hub
+# The implementation guide the hub loads, serves and enforces (data, not code).
+COPY --from=build /src/profiles /opt/ipc-hub/profiles
+ENV HUB_PROFILES_DIR=/opt/ipc-hub/profiles
 
 USER hub:hub
 WORKDIR /var/lib/ipc-hub

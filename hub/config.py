@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     # uvicorn worker processes for `ipc-hub api`.
     http_workers: int = 1
     log_level: str = "info"
+    # The event pipeline (see hub/bus/kafka.py for why these defaults suit Apache Kafka and Tansu).
+    topic_prefix: str = "ipc"
+    topic_partitions: int = 4
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1500
+    kafka_max_poll_records: int = 500
+    dlq_max_consecutive: int = 100
+    retry_max_delay_s: float = 5.0
+    # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
+    mappings: str = "mappings.fhir_bundle"
+    # Where a worker process serves /metrics, /healthz and /readyz (0: not served).
+    worker_http_port: int = 0
 
     def public_base_url(self) -> str:
         if self.base_url:

@@ -80,7 +80,7 @@ def carer(patient_ref: str, **extra: Any) -> dict[str, Any]:
         "resourceType": "RelatedPerson",
         "patient": {"reference": patient_ref},
         "relationship": [{"coding": [{
-            "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-AdditionalRelatedPersonRole",
+            "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-AdditionalPersonRelationshipRole",
             "code": "Carer", "display": "Carer"}]}],
         "name": [{"family": "Smith", "given": ["Jo"]}],
     }

@@ -11,11 +11,13 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from hub.api import capability, everything, health, rest
+from hub.api import capability, everything, health, operations, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.fhir.validation import load_guide
 from hub.runtime.process import settle_heap
+from hub.store.conformance import load_conformance
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                                    kwargs={"autocommit": True})
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
+        async with pool.connection() as conn:  # the IPC guide, served at /fhir/StructureDefinition…
+            await load_conformance(conn, load_guide().conformance_resources())
         try:
             yield
         finally:
@@ -44,7 +48,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
-    for module in (rest, everything, capability, health):
+    # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
+    for module in (operations, rest, everything, capability, health):
         _add_routes(app, module.router)
     _install_error_handlers(app)
     return app

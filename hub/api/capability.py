@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from hub.api.formats import fhir_response, render, response_format, wants_pretty
 from hub.fhir.resources import SUPPORTED_TYPES
+from hub.fhir.validation import profiles_for
 from hub.search.definitions import is_supported, params_for
 
 router = APIRouter(prefix="/fhir")
@@ -26,6 +27,9 @@ _RESULT_PARAMS = [
     ("_summary", "token", "count: return only the total"),
     ("_total", "token", "none, estimate or accurate"),
 ]
+
+
+_VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 
 
 @lru_cache(maxsize=1)
@@ -52,7 +56,7 @@ def capability_statement(base_url: str) -> dict:
             "operation": [{
                 "name": "everything",
                 "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            }],
+            }, _VALIDATE],
         }],
     }
 
@@ -78,11 +82,15 @@ def _resource_entry(res_type: str) -> dict:
         "searchRevInclude": ["*"],
         "searchParam": params,
     }
+    profiles = profiles_for(res_type)
+    if profiles:
+        entry["supportedProfile"] = profiles
+    entry["operation"] = [_VALIDATE]
     if res_type == "Patient":
-        entry["operation"] = [{
+        entry["operation"].insert(0, {
             "name": "everything",
             "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-        }]
+        })
     return entry
 
 

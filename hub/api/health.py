@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+
+from hub.bus.metrics import exposition
 
 router = APIRouter()
 
@@ -22,3 +24,10 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # any failure to reach the database means not ready
         return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ready", "database": "ok"})
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus text format: the pipeline's counters when `ipc-hub up` runs the workers here."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)

@@ -94,7 +94,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     with ExitStack() as stack:
         database_url = _database_url(settings, stack)
         migrate(database_url)
-        _kafka_bootstrap(settings, stack)
+        bootstrap = _kafka_bootstrap(settings, stack)
+        from hub.cli.workers import start_pipeline
+
+        start_pipeline(settings, database_url, bootstrap, stack)
         _serve_api(settings, database_url, banner=lambda: _print_banner(settings))
 
 
@@ -144,7 +147,14 @@ def _add_migrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_migrate)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate]
+def _pipeline_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from hub.cli.workers import PARSERS
+
+    return PARSERS
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate,
+                                                                *_pipeline_parsers()]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hub.fhir.errors import FhirError, Issue
+from hub.fhir.validation import check_profiles
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -67,6 +68,9 @@ def _model(res_type: str):
 def check_structure(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
     """Refuse anything that is not a structurally valid resource of the expected type.
 
+    Then the IPC profiles (hub.fhir.validation): those the resource claims and those whose scope it
+    is in; a breach is refused with 422 before anything is stored.
+
     Returns the resource (unchanged) so callers can chain; raises FhirError naming each problem
     with its FHIRPath location.
     """
@@ -92,6 +96,7 @@ def check_structure(resource: Any, expected_type: str | None = None) -> dict[str
         raise FhirError("invariant", "a period ends before it starts (FHIR invariant per-1)",
                         issues=[Issue("invariant", f"{where}: end {end} is before start {start} "
                                       "(FHIR invariant per-1)", where) for where, start, end in broken])
+    check_profiles(resource)
     return resource
 
 

@@ -51,6 +51,9 @@ class EmbeddedPostgres:
 
             self._server.stop()
             atexit.unregister(self._server._cleanup)  # already stopped: no second pg_ctl at exit
+            # pgserver caches servers by folder; forget this one so a later start() starts it again.
+            type(self._server)._instances.pop(self._server.pgdata, None)
+            self._server.global_process_id_list.get_and_remove(os.getpid())
             self._server = None
 
 

@@ -54,10 +54,20 @@ _INSERT_NEW = (
 )
 _UPDATE = ("UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = %s "
            "WHERE res_type = %s AND res_id = %s")
+_LOCK_CONTENT = ("SELECT version, deleted, content::text, last_updated FROM resource "
+                 "WHERE res_type = %s AND res_id = %s FOR UPDATE")
+# Each version goes to resource_version and, in the same statement (no extra round trip), a
+# change event to the outbox that the pipeline's relay publishes to Kafka.
 _INSERT_VERSION = (
-    "INSERT INTO resource_version (res_type, res_id, version, last_updated, deleted, method, content) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    "WITH v AS (INSERT INTO resource_version "
+    "(res_type, res_id, version, last_updated, deleted, method, content) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)) "
+    "INSERT INTO outbox (res_type, res_id, version, method) VALUES (%s, %s, %s, %s)"
 )
+
+
+# Version.method of what update(skip_unchanged=True) returns when it wrote nothing.
+UNCHANGED = "UNCHANGED"
 
 
 @dataclass(slots=True, frozen=True)
@@ -145,14 +155,28 @@ async def update(
     resource: dict[str, Any],
     *,
     if_match: int | None = None,
+    skip_unchanged: bool = False,
 ) -> tuple[Version, bool]:
     """Store a new version (or the first, update-as-create). Returns (version, created).
 
     Concurrent writers to one resource are serialised by a row lock; with `if_match` the write
     happens only if the current version is still that one (else 412), which is how two
     coordinators editing one plan learn that the other saved first.
+
+    With `skip_unchanged` (the pipeline's recorder), content equal to the current version's
+    apart from id and meta writes nothing and returns the current version, so replaying a
+    message leaves no empty versions. The REST API keeps FHIR's plain semantics: every PUT is a
+    version.
     """
-    previous = await _lock(conn, res_type, res_id)
+    if skip_unchanged:
+        cur = await conn.execute(_LOCK_CONTENT, (res_type, res_id))
+        row = await cur.fetchone()
+        previous = (row[0], row[1]) if row else None
+        if row is not None and not row[1] and (if_match is None or if_match == row[0]):
+            if _same_content(resource, row[2]):
+                return Version(res_type, res_id, row[0], row[3], row[2], method=UNCHANGED), False
+    else:
+        previous = await _lock(conn, res_type, res_id)
     saved = await _put(conn, res_type, res_id, resource, if_match=if_match, method="PUT",
                        previous=previous, locked=True)
     return saved, previous is None or previous[1]
@@ -171,7 +195,8 @@ async def delete(conn: AsyncConnection, res_type: str, res_id: str, *, if_match:
     version = previous[0] + 1
     moment = datetime.now(UTC)
     await conn.execute(_UPDATE, (version, moment, True, None, res_type, res_id))
-    await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, True, "DELETE", None))
+    await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, True, "DELETE", None,
+                                         res_type, res_id, version, "DELETE"))
     for statement in _DELETE_INDEX:
         await conn.execute(statement, (res_type, res_id))
     return Version(res_type, res_id, version, moment, None, deleted=True, method="DELETE")
@@ -219,9 +244,18 @@ async def _put(
             await conn.execute(_UPDATE, (version, moment, False, content, res_type, res_id))
             for statement in _DELETE_INDEX:
                 await conn.execute(statement, (res_type, res_id))
-        await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, False, method, content))
+        await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, False, method, content,
+                                             res_type, res_id, version, method))
         await _insert_index(conn, res_type, res_id, index_rows(resource))
         return Version(res_type, res_id, version, moment, content, method=method)
+
+
+def _same_content(resource: dict[str, Any], stored: str) -> bool:
+    """True when two bodies differ at most in id and meta (compared as written: 1.50 ≠ 1.5)."""
+    def body(value: dict[str, Any]) -> bytes:
+        return jsontext.dumps({k: v for k, v in value.items() if k not in ("id", "meta")})
+
+    return body(resource) == body(jsontext.loads(stored))
 
 
 def _stamp(resource: dict[str, Any], res_id: str, version: int, moment: datetime) -> str:

@@ -682,6 +682,22 @@ SECTIONS: dict[str, Section] = {
 }
 
 
+def _register_section_modules() -> None:
+    """Sections written as modules of their own import BenchContext from here, so they register
+    once this module is defined."""
+    from tests.bench import validation
+    from tests.bench.ingest import print_ingest, section_ingest
+
+    SECTIONS["ingest"] = Section("ingest", "Pipeline ingest: envelopes in → resources committed, "
+                                 "against raw COPY and raw produce+consume", section_ingest, print_ingest,
+                                 needs_hub=False)
+    SECTIONS["validation"] = Section("validation", "IPC profile checks beside structural validation alone",
+                                     validation.run, validation.print_result, needs_hub=False)
+
+
+_register_section_modules()
+
+
 # --- driver ---------------------------------------------------------------------------------------
 
 def _raise_interrupt(signum, frame):

@@ -208,6 +208,16 @@ def test_dockerfile_image_shape():
     assert "--no-deps ." in text
 
 
+def test_image_carries_the_implementation_guide():
+    """The hub refuses to start without profiles/, which a wheel install does not bring."""
+    stage = _dockerfile_final_stage()
+    copies = " ".join(_instructions(stage, "COPY"))
+    assert "/src/profiles" in copies
+    env = " ".join(_instructions(stage, "ENV"))
+    assert "HUB_PROFILES_DIR=/opt/ipc-hub/profiles" in env
+    assert "profiles" not in {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+
+
 def test_dockerignore_keeps_local_state_out():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".hub-data", ".git", ".bench", ".pytest_cache"} <= ignored

@@ -1,0 +1,224 @@
+"""The MLLP listener: frames in, ACKs out, each accepted message handed to an injected async
+`publish(message_bytes, meta)`. AA (CA) is sent only after publish returns; if it raises, the
+sender gets AR and will resend. `meta` holds exactly the Envelope fields other than the payload
+(source, kind, person_key, content_type, correlation_id), so the Kafka wiring is
+`await producer.send(Envelope(payload=message, **meta))`.
+
+Duplicates (same sender, control id and content, MSH-7 aside) are acknowledged again without a
+second publish, through an injected dedupe store. One connection's messages are handled in
+order; connections run concurrently."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from connectors.hl7v2.ack import Header, build_ack, read_header, wants_ack
+from connectors.hl7v2.errors import (
+    Hl7v2Error,
+    MalformedMessage,
+    PublishFailed,
+    UnsupportedMessage,
+)
+from connectors.hl7v2.framing import DEFAULT_MAX_SIZE, MllpFramer, frame
+from hub.fhir.identifiers import NHS_NUMBER
+from mappings.hl7v2.adt import MappingError, patient_identifiers, source_system
+from mappings.hl7v2.er7 import Er7Error, Message, decode, parse
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31",
+                              "A40", "A47"})
+MERGE_EVENTS = frozenset({"A40", "A47"})
+CONTENT_TYPE = "x-application/hl7-v2+er7"
+KIND = "hl7v2-adt"
+
+Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
+
+
+class Dedupe(Protocol):
+    async def seen(self, key: str) -> bool: ...
+    async def remember(self, key: str) -> None: ...
+
+
+@dataclass
+class MemoryDedupe:
+    """The in-process default: the last `capacity` keys. Production injects a shared store."""
+    capacity: int = 100_000
+    _keys: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    async def seen(self, key: str) -> bool:
+        return key in self._keys
+
+    async def remember(self, key: str) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+
+def dedupe_key(header: Header, text: str) -> str:
+    """Sender + control id + a digest of the content without MSH-7: a resend (often re-stamped)
+    matches; a different message that reuses a control id does not, so it is not lost."""
+    fs = header.separators.field
+    first, _, rest = text.partition("\r")
+    parts = first.split(fs)
+    if len(parts) > 6:
+        parts[6] = ""
+    digest = hashlib.sha256((fs.join(parts) + "\r" + rest).encode()).hexdigest()[:32]
+    return f"{header.sending_application}|{header.sending_facility}|{header.control_id}|{digest}"
+
+
+def check_message(msg: Message, events: frozenset[str]) -> None:
+    """Refuse what the hub will not take (AR codes 200/201/203) and what lacks the content a
+    mapping needs (AE codes 100/101), before anything is published."""
+    major = ".".join(msg.version.split(".")[:2])
+    if major not in ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8"):
+        raise UnsupportedMessage(f"HL7 version {msg.version or '(none)'} is not supported (2.3 to 2.8)",
+                                 "MSH^1^12", 203)
+    if msg.message_code != "ADT":
+        raise UnsupportedMessage(f"message type {msg.message_code or '(none)'} is not accepted here",
+                                 "MSH^1^9^1", 200)
+    if msg.trigger_event not in events:
+        raise UnsupportedMessage(f"ADT event {msg.trigger_event or '(none)'} is not accepted here",
+                                 "MSH^1^9^2", 201)
+    pid = msg.first("PID")
+    if pid is None:
+        raise MalformedMessage("the message has no PID segment", "PID", 100)
+    if not any(rep and rep[0][0] for rep in pid.reps(3)):
+        raise MalformedMessage("PID-3 (patient identifier list) is empty", "PID^1^3", 101)
+    if msg.trigger_event in MERGE_EVENTS:
+        mrg = msg.first("MRG")
+        if mrg is None:
+            raise MalformedMessage(f"ADT^{msg.trigger_event} needs an MRG segment", "MRG", 100)
+        if not mrg.value(1):
+            raise MalformedMessage("MRG-1 (prior patient identifier) is empty", "MRG^1^1", 101)
+
+
+def envelope_meta(msg: Message) -> dict[str, str]:
+    """The Envelope fields for one accepted message. The person key is the NHS number when a
+    valid one is present (so one person's events stay in order), else the source's MRN."""
+    source = source_system(msg)
+    identifiers, _ = patient_identifiers(msg.first("PID"))  # type: ignore[arg-type]
+    nhs_numbers = [i["value"] for i in identifiers if i.get("system") == NHS_NUMBER]
+    if nhs_numbers:
+        person = f"nhs:{nhs_numbers[0]}"
+    else:
+        person = f"{source}:{identifiers[0]['value']}" if identifiers else f"{source}:unknown"
+    return {"source": source, "kind": KIND, "person_key": person, "content_type": CONTENT_TYPE,
+            "correlation_id": msg.control_id}
+
+
+@dataclass
+class MllpServer:
+    publish: Publish
+    dedupe: Dedupe = field(default_factory=MemoryDedupe)
+    host: str = "127.0.0.1"
+    port: int = 2575
+    max_message_size: int = DEFAULT_MAX_SIZE
+    idle_timeout: float = 300.0
+    ssl_context: ssl.SSLContext | None = None
+    events: frozenset[str] = SUPPORTED_EVENTS
+    _server: asyncio.base_events.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(self._connection, self.host, self.port, ssl=self.ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and close every open connection."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()  # the connection's read returns at once, and it ends itself
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def handle(self, data: bytes) -> bytes | None:
+        """One framed message → the ACK to send (None when enhanced mode asks for none)."""
+        text = decode(data)
+        header = read_header(text)
+        if header is None:
+            return build_ack(None, "AR", "not an HL7 v2 message: no readable MSH segment", 100, "MSH")
+        try:
+            msg = parse(text)
+            check_message(msg, self.events)
+            key = dedupe_key(header, msg.text)
+            if await self.dedupe.seen(key):
+                return _answer(header, "AA", "duplicate: already accepted")
+            try:
+                await self.publish(data, envelope_meta(msg))
+            except Exception as exc:  # the bus refused: never AA
+                raise PublishFailed(f"the message could not be stored ({type(exc).__name__}); resend it") from None
+            await self.dedupe.remember(key)
+            return _answer(header, "AA", "")
+        except (Er7Error, MappingError) as exc:
+            return _answer(header, "AE", str(exc), exc.code, exc.location)
+        except UnsupportedMessage as exc:
+            return _answer(header, "AR", str(exc), exc.code, exc.location)
+        except MalformedMessage as exc:
+            return _answer(header, "AE", str(exc), exc.code, exc.location)
+        except Hl7v2Error as exc:
+            return _answer(header, "AR", str(exc), exc.code, exc.location)
+        except Exception:
+            log.exception("unexpected failure handling an HL7 v2 message")
+            return _answer(header, "AR", "application internal error", 207, "")
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = MllpFramer(self.max_message_size)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                frames = framer.feed(data)
+                for head, reason in frames.abandoned:
+                    reply = self._refusal(head, reason)
+                    if reply is not None:
+                        writer.write(frame(reply))
+                for message in frames.messages:
+                    reply = await self.handle(message)
+                    if reply is not None:
+                        writer.write(frame(reply))
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, ssl.SSLError, OSError):
+                pass
+
+    def _refusal(self, head: bytes, reason: str) -> bytes | None:
+        """An abandoned frame gets an AR when its MSH is readable; otherwise nothing can be said."""
+        header = read_header(decode(head))
+        if header is None:
+            return None
+        if reason == "too-large":
+            return _answer(header, "AR", f"message larger than {self.max_message_size} bytes", 104, "MSH")
+        return _answer(header, "AR", "broken MLLP framing: " + reason, 100, "MSH")
+
+
+def _answer(header: Header, code: str, text: str, error: int | None = None, location: str = "") -> bytes | None:
+    if not wants_ack(header, code, code == "AA"):
+        return None
+    return build_ack(header, code, text, error, location)

@@ -1,0 +1,22 @@
+"""The identifier systems of the shared record and the NHS number check, in one place: every
+part of the hub (validation, identity matching, mappings) must agree on what an NHS number is
+and how each source's identifiers are named, or the same person becomes two."""
+from __future__ import annotations
+
+# The base of every canonical URL and identifier system the hub defines.
+CANONICAL_BASE = "https://ipc-hub.example.org/fhir"
+
+NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
+MOD_SERVICE_NUMBER = f"{CANONICAL_BASE}/Id/mod-service-number"
+LOCAL_AUTHORITY_PERSON_ID = f"{CANONICAL_BASE}/Id/local-authority-person-id"
+CHARITY_REFERENCE = f"{CANONICAL_BASE}/Id/charity-reference"
+
+
+def is_valid_nhs_number(value: object) -> bool:
+    """Ten digits whose last is the Modulus 11 check digit of the first nine: weights 10 to 2,
+    check = 11 - (sum mod 11), 11 becomes 0, and 10 means no valid number exists."""
+    if not isinstance(value, str) or len(value) != 10 or not value.isdigit():
+        return False
+    total = sum(int(digit) * weight for digit, weight in zip(value[:9], range(10, 1, -1), strict=True))
+    return (11 - total % 11) % 11 == int(value[9])

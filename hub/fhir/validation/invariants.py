@@ -1,0 +1,91 @@
+"""Python equivalents of the guide's own FHIRPath invariants, by constraint key.
+
+The FHIRPath expression in the StructureDefinition is the definition of each rule; fhirpathpy
+evaluates it for any constraint without an entry here. For the guide's own keys the hub runs
+these equivalents instead, because fhirpathpy took 100-700 µs per expression here (more than
+the whole structural check of a Patient), which broke the bench's budget for profile checks.
+tests/unit/test_validation_rules.py proves each one agrees with its FHIRPath expression on every
+example and every mutated example."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from hub.fhir.identifiers import is_valid_nhs_number
+from hub.fhir.validation.guide import CANONICAL_BASE
+
+_SD = f"{CANONICAL_BASE}/StructureDefinition/"
+_COORDINATOR_ROLE = (f"{CANONICAL_BASE}/CodeSystem/ipc-care-team-role", "care-coordinator")
+_SERVICE_NUMBER = re.compile(r"^[A-Z0-9]{5,10}$")
+
+
+def _extensions(node: Any, url: str) -> list[dict[str, Any]]:
+    if not isinstance(node, dict):
+        return []
+    return [e for e in node.get("extension", ()) if isinstance(e, dict) and e.get("url") == url]
+
+
+def _money(extension: dict[str, Any]) -> Any:
+    value = extension.get("valueMoney")
+    return value.get("value") if isinstance(value, dict) else None
+
+
+def service_number_format(value: Any) -> bool:
+    return isinstance(value, str) and bool(_SERVICE_NUMBER.match(value))
+
+
+def active_plan_agreed(plan: dict[str, Any]) -> bool:
+    return plan.get("status") != "active" or bool(
+        _extensions(plan, _SD + "plan-agreement") and _extensions(plan, _SD + "next-review-date"))
+
+
+def active_plan_has_coordinator(plan: dict[str, Any]) -> bool:
+    return plan.get("status") != "active" or bool(_extensions(plan, _SD + "care-coordinator"))
+
+
+def allocations_add_up(budget: dict[str, Any]) -> bool | None:
+    """ipc-bud-1. None (no verdict, as FHIRPath gives empty) when there is no indicative amount:
+    its absence is reported by cardinality."""
+    indicative = [_money(e) for e in _extensions(budget, _SD + "indicative-amount")]
+    if not indicative or indicative[0] is None:
+        return None
+    amounts = [_money(a) for alloc in _extensions(budget, _SD + "budget-allocation")
+               for a in _extensions(alloc, "amount")]
+    total = sum((Decimal(str(a)) for a in amounts if a is not None), Decimal(0))
+    return total == Decimal(str(indicative[0]))
+
+
+def spend_within_allocations(budget: dict[str, Any]) -> bool:
+    for alloc in _extensions(budget, _SD + "budget-allocation"):
+        spent = [_money(e) for e in _extensions(alloc, "spent")]
+        amount = [_money(e) for e in _extensions(alloc, "amount")]
+        if spent and amount and spent[0] is not None and amount[0] is not None and spent[0] > amount[0]:
+            return False
+    return True
+
+
+def carer_has_contingency(carer: dict[str, Any]) -> bool:
+    return not _extensions(carer, _SD + "caring-role") or bool(_extensions(carer, _SD + "carer-contingency"))
+
+
+def one_coordinator(team: dict[str, Any]) -> bool:
+    found = 0
+    for participant in team.get("participant", ()):
+        for role in participant.get("role", ()) if isinstance(participant, dict) else ():
+            for coding in role.get("coding", ()) if isinstance(role, dict) else ():
+                found += isinstance(coding, dict) and (coding.get("system"), coding.get("code")) == _COORDINATOR_ROLE
+    return found == 1
+
+
+NATIVE: dict[str, Callable[[Any], bool | None]] = {
+    "ipc-nhs-1": is_valid_nhs_number,
+    "ipc-mod-1": service_number_format,
+    "ipc-cp-1": active_plan_agreed,
+    "ipc-cp-2": active_plan_has_coordinator,
+    "ipc-bud-1": allocations_add_up,
+    "ipc-bud-2": spend_within_allocations,
+    "ipc-car-1": carer_has_contingency,
+    "ipc-ct-1": one_coordinator,
+}

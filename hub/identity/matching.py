@@ -1,0 +1,156 @@
+"""Identity resolution for records arriving from sources.
+
+Order of evidence: a source record already linked stays linked; a valid NHS number (Modulus 11)
+finds the person; then a MOD service number or another identifier with a system; otherwise the
+record becomes a new person. A demographic score (names, birth date, postcode) never merges on
+its own: a probable match raises a review Task for a person to decide."""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from hub.fhir import jsontext
+from hub.fhir.identifiers import MOD_SERVICE_NUMBER, NHS_NUMBER, is_valid_nhs_number
+from hub.fhir.ids import derived_id
+from hub.store import people
+
+# Score at or above which two people are probably one (out of 1.0): a review, never a merge.
+PROBABLE_MATCH = 0.8
+
+
+@dataclass(slots=True)
+class Resolution:
+    patient_id: str
+    method: str  # linked, nhs-number, identifier, new-unreviewed
+
+
+def _identifiers(patient: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(i["system"], i["value"]) for i in patient.get("identifier") or []
+            if isinstance(i, dict) and i.get("system") and i.get("value")]
+
+
+def nhs_number(patient: dict[str, Any]) -> str | None:
+    for system, value in _identifiers(patient):
+        if system == NHS_NUMBER and is_valid_nhs_number(value.replace(" ", "")):
+            return value.replace(" ", "")
+    return None
+
+
+async def resolve(conn: AsyncConnection, source: str, patient: dict[str, Any]) -> Resolution:
+    """The shared-record Patient id for a source's Patient (whose id is already the
+    source-derived one), and any people a reviewer should compare it with."""
+    source_patient_id = patient["id"]
+    linked = await people.linked_patient(conn, source, source_patient_id)
+    if linked is not None:
+        return Resolution(linked, "linked")
+    await people.lock_identity(conn, [f"identifier:{s}|{v}" for s, v in _identifiers(patient)])
+    resolution = await _find(conn, patient)
+    if resolution is None:
+        # Scored later, by review_new_people, once every concurrent writer has committed.
+        resolution = Resolution(source_patient_id, "new-unreviewed")
+    await people.link_patient(conn, source, source_patient_id, resolution.patient_id, resolution.method)
+    return resolution
+
+
+async def _find(conn: AsyncConnection, patient: dict[str, Any]) -> Resolution | None:
+    number = nhs_number(patient)
+    if number is not None:
+        found = await people.patients_with_identifier(conn, NHS_NUMBER, number)
+        if found:
+            return Resolution(found[0], "nhs-number")
+    ordered = sorted(_identifiers(patient), key=lambda sv: sv[0] != MOD_SERVICE_NUMBER)
+    for system, value in ordered:
+        if system == NHS_NUMBER:
+            continue
+        found = await people.patients_with_identifier(conn, system, value)
+        if found:
+            return Resolution(found[0], "identifier")
+    return None
+
+
+async def review_new_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
+    """Score each new person against everyone already recorded: (source, person, candidate)
+    for each probable match. Runs after the batches that created them committed, so two
+    similar people recorded at the same moment still see each other."""
+    found = []
+    for source, patient_id, text in await people.unreviewed_people(conn):
+        patient = jsontext.loads(text)
+        for candidate in await _probable_matches(conn, patient, patient_id):
+            found.append((source, patient_id, candidate))
+        await people.mark_reviewed(conn, patient_id)
+    return found
+
+
+async def _probable_matches(conn: AsyncConnection, patient: dict[str, Any], exclude: str) -> list[str]:
+    birth_date = patient.get("birthDate")
+    if not isinstance(birth_date, str) or len(birth_date) != 10:
+        return []
+    mine = nhs_number(patient)
+    matches = []
+    for candidate_id, text in await people.patients_born_on(conn, birth_date, exclude):
+        candidate = jsontext.loads(text)
+        theirs = nhs_number(candidate)
+        if mine and theirs and mine != theirs:
+            continue  # two different valid NHS numbers: two people, however alike
+        if demographic_score(patient, candidate) >= PROBABLE_MATCH:
+            matches.append(candidate_id)
+    return sorted(matches)
+
+
+def _norm(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if c.isalnum()).lower()
+
+
+def _names(patient: dict[str, Any]) -> tuple[set[str], set[str]]:
+    families, givens = set(), set()
+    for name in patient.get("name") or []:
+        if name.get("family"):
+            families.add(_norm(name["family"]))
+        givens.update(_norm(g) for g in name.get("given") or [])
+    return families, givens
+
+
+def _postcodes(patient: dict[str, Any]) -> set[str]:
+    return {_norm(a["postalCode"]) for a in patient.get("address") or [] if a.get("postalCode")}
+
+
+def demographic_score(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """0..1: birth date 0.3, family name 0.3, a given name 0.2, postcode 0.1, gender 0.1."""
+    score = 0.0
+    if a.get("birthDate") and a.get("birthDate") == b.get("birthDate"):
+        score += 0.3
+    fa, ga = _names(a)
+    fb, gb = _names(b)
+    if fa & fb:
+        score += 0.3
+    if ga & gb:
+        score += 0.2
+    if _postcodes(a) & _postcodes(b):
+        score += 0.1
+    if a.get("gender") and a.get("gender") == b.get("gender"):
+        score += 0.1
+    return round(score, 6)
+
+
+def review_task(patient_id: str, candidate_id: str, source: str) -> dict[str, Any]:
+    """A FHIR Task asking a person to decide whether two Patients are one (never decided here)."""
+    return {
+        "resourceType": "Task",
+        "id": derived_id("review", *sorted((patient_id, candidate_id))),
+        "status": "requested",
+        "intent": "proposal",
+        "priority": "routine",
+        "code": {"coding": [{"system": "https://ipc-hub.example.org/fhir/CodeSystem/task-code",
+                             "code": "review-possible-duplicate",
+                             "display": "Review a possible duplicate person"}]},
+        "description": "Demographics suggest these records may be one person. Merge only after checking.",
+        "focus": {"reference": f"Patient/{patient_id}"},
+        "for": {"reference": f"Patient/{patient_id}"},
+        "input": [{"type": {"text": "possible duplicate"},
+                   "valueReference": {"reference": f"Patient/{candidate_id}"}}],
+        "note": [{"text": f"Raised by the recorder for a record from {source}."}],
+    }

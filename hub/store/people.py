@@ -1,0 +1,67 @@
+"""Lookups identity resolution needs, over the search index and the person_link table."""
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+
+async def linked_patient(conn: AsyncConnection, source: str, source_id: str) -> str | None:
+    cur = await conn.execute("SELECT patient_id FROM person_link WHERE source = %s AND source_id = %s",
+                             (source, source_id))
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def link_patient(conn: AsyncConnection, source: str, source_id: str, patient_id: str, method: str) -> None:
+    await conn.execute(
+        "INSERT INTO person_link (source, source_id, patient_id, method) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (source, source_id) DO UPDATE SET patient_id = EXCLUDED.patient_id, method = EXCLUDED.method",
+        (source, source_id, patient_id, method))
+
+
+async def repoint_links(conn: AsyncConnection, from_patient: str, to_patient: str) -> None:
+    """After a merge: every source record that meant `from_patient` now means `to_patient`."""
+    await conn.execute("UPDATE person_link SET patient_id = %s, method = 'merge' WHERE patient_id = %s",
+                       (to_patient, from_patient))
+
+
+async def patients_with_identifier(conn: AsyncConnection, system: str, value: str) -> list[str]:
+    """Current, undeleted Patients carrying system|value, oldest id first."""
+    cur = await conn.execute(
+        "SELECT DISTINCT t.res_id FROM idx_token t JOIN resource r "
+        "ON r.res_type = t.res_type AND r.res_id = t.res_id AND NOT r.deleted "
+        "WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.system = %s AND t.code = %s "
+        "ORDER BY t.res_id", (system, value))
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def patients_born_on(conn: AsyncConnection, birth_date: str, exclude: str) -> list[tuple[str, str]]:
+    """(id, content) of Patients with this birth date: the candidates a demographic score looks at."""
+    cur = await conn.execute(
+        "SELECT r.res_id, r.content::text FROM idx_date d JOIN resource r "
+        "ON r.res_type = d.res_type AND r.res_id = d.res_id AND NOT r.deleted "
+        "WHERE d.res_type = 'Patient' AND d.param = 'birthdate' AND d.low <= %s::date AND d.high > %s::date "
+        "AND d.res_id <> %s LIMIT 50", (birth_date, birth_date, exclude))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def lock_identity(conn: AsyncConnection, keys: list[str]) -> None:
+    """Serialise resolution of people who share a key (an NHS number, an identifier, a birth
+    date) until this transaction ends, so two concurrent recorders cannot each create the same
+    person, nor miss each other's new record when scoring. Sorted, to keep deadlocks rare (a
+    deadlock is retried as a transient failure)."""
+    for key in sorted(set(keys)):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+
+async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
+    """(source, patient id, Patient content) of new people the review pass has not yet scored."""
+    cur = await conn.execute(
+        "SELECT DISTINCT l.source, l.patient_id, r.content::text FROM person_link l JOIN resource r "
+        "ON r.res_type = 'Patient' AND r.res_id = l.patient_id AND NOT r.deleted "
+        "WHERE l.method = 'new-unreviewed' ORDER BY 2 LIMIT 1000")
+    return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+
+
+async def mark_reviewed(conn: AsyncConnection, patient_id: str) -> None:
+    await conn.execute("UPDATE person_link SET method = 'new' WHERE patient_id = %s AND method = 'new-unreviewed'",
+                       (patient_id,))

@@ -1,0 +1,130 @@
+"""The guide's examples and a suite of mutated examples, each with the rule and FHIRPath
+location it must fail with (shared by the unit tests and the API tests)."""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from hub.fhir import jsontext
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+BASE = "https://ipc-hub.example.org/fhir"
+SD = f"{BASE}/StructureDefinition/"
+
+
+def example(name: str) -> dict:
+    return jsontext.loads((PROFILES / "examples" / f"{name}.json").read_bytes())
+
+
+def example_paths() -> list[Path]:
+    return sorted((PROFILES / "examples").glob("*.json"))
+
+
+def _ext(resource: dict, url: str) -> list[dict]:
+    return [e for e in resource["extension"] if e["url"] == SD + url]
+
+
+def _drop_ext(resource: dict, url: str) -> None:
+    resource["extension"] = [e for e in resource["extension"] if e["url"] != SD + url]
+
+
+def _set(fn: Callable[[dict], None]) -> Callable[[dict], dict]:
+    def mutate(resource: dict) -> dict:
+        copied = copy.deepcopy(resource)
+        fn(copied)
+        return copied
+    return mutate
+
+
+# name: (example, mutation, expected rule text in diagnostics, expected FHIRPath location)
+MUTATIONS = {
+    "bad-nhs-number": ("Patient-veteran-patient",
+                       _set(lambda r: r["identifier"][0].update(value="9990123451")),
+                       "ipc-nhs-1", "Patient.identifier[0].value"),
+    "nhs-number-not-ten-digits": ("Patient-adult-patient",
+                                  _set(lambda r: r["identifier"][0].update(value="99904567")),
+                                  "ipc-nhs-1", "Patient.identifier[0].value"),
+    "wrong-verification-code": ("Patient-veteran-patient",
+                                _set(lambda r: r["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]
+                                     .update(code="99")),
+                                "ipc-nhs-number-verification-status", "Patient.identifier[0].extension[0].value"),
+    "bad-service-number": ("Patient-veteran-patient",
+                           _set(lambda r: r["identifier"][1].update(value="30 11 22")),
+                           "ipc-mod-1", "Patient.identifier[1].value"),
+    "missing-name": ("Patient-adult-patient", _set(lambda r: r.pop("name")), "Patient.name", "Patient.name"),
+    "wrong-service-branch": ("Patient-veteran-patient",
+                             _set(lambda r: r["extension"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]
+                                  .update(code="space-force")),
+                             "Extension.extension:branch.value[x]", "Patient.extension[0].extension[0].value"),
+    "wrong-extension-type": ("CarePlan-veteran-plan",
+                             _set(lambda r: _ext(r, "next-review-date")[0].update(
+                                 {"valueString": "May", "valueDate": None}) or _ext(r, "next-review-date")[0].pop("valueDate")),
+                             "Extension.value[x]", "CarePlan.extension[6].value"),
+    "unagreed-active-plan": ("CarePlan-veteran-plan", _set(lambda r: _drop_ext(r, "plan-agreement")),
+                             "ipc-cp-1", "CarePlan"),
+    "active-plan-no-review-date": ("CarePlan-adult-plan", _set(lambda r: _drop_ext(r, "next-review-date")),
+                                   "ipc-cp-1", "CarePlan"),
+    "active-plan-no-coordinator": ("CarePlan-child-plan", _set(lambda r: _drop_ext(r, "care-coordinator")),
+                                   "ipc-cp-2", "CarePlan"),
+    "missing-stage": ("CarePlan-child-plan", _set(lambda r: _drop_ext(r, "ipc-stage")),
+                      "CarePlan.extension:stage", "CarePlan.extension"),
+    "wrong-stage-code": ("CarePlan-adult-plan",
+                         _set(lambda r: _ext(r, "ipc-stage")[0]["valueCodeableConcept"]["coding"][0].update(code="done")),
+                         "ipc-stage", "CarePlan.extension[0].value"),
+    "missing-description": ("CarePlan-adult-plan", _set(lambda r: r.pop("description")),
+                            "CarePlan.description", "CarePlan.description"),
+    "action-without-provider": ("CarePlan-adult-plan", _set(lambda r: r["activity"][0]["detail"].pop("performer")),
+                                "CarePlan.activity.detail.performer", "CarePlan.activity[0].detail.performer"),
+    "wrong-intent": ("CarePlan-veteran-plan", _set(lambda r: r.update(intent="proposal")),
+                     "CarePlan.intent", "CarePlan.intent"),
+    "subject-not-a-patient": ("CarePlan-veteran-plan", _set(lambda r: r["subject"].update(reference="Group/g1")),
+                              "CarePlan.subject", "CarePlan.subject.reference"),
+    "allocations-do-not-add-up": ("CarePlan-veteran-budget",
+                                  _set(lambda r: _ext(r, "indicative-amount")[0]["valueMoney"].update(value=40000)),
+                                  "ipc-bud-1", "CarePlan"),
+    "wrong-management-option": ("CarePlan-adult-budget",
+                                _set(lambda r: _ext(r, "budget-allocation")[0]["extension"][1]["valueCodeableConcept"]
+                                     ["coding"][0].update(code="cash")),
+                                "ipc-management-option", "CarePlan.extension[2].extension[1].value"),
+    "allocation-without-amount": ("CarePlan-adult-budget",
+                                  _set(lambda r: _ext(r, "budget-allocation")[0].update(extension=[
+                                      e for e in _ext(r, "budget-allocation")[0]["extension"] if e["url"] != "amount"])),
+                                  "Extension.extension:amount", "CarePlan.extension[2].extension"),
+    "budget-not-part-of-a-plan": ("CarePlan-child-budget", _set(lambda r: r.pop("partOf")),
+                                  "CarePlan.partOf", "CarePlan.partOf"),
+    "goal-wrong-life-area": ("Goal-veteran-goal-home",
+                             _set(lambda r: r["category"][0]["coding"][0].update(code="housing")),
+                             "ipc-life-area", "Goal.category[0]"),
+    "goal-without-own-words": ("Goal-adult-goal-pas", _set(lambda r: r["description"].pop("text")),
+                               "Goal.description.text", "Goal.description.text"),
+    "carer-wrong-willingness": ("RelatedPerson-adult-wife",
+                                _set(lambda r: _ext(r, "caring-role")[0]["extension"][1]["valueCodeableConcept"]
+                                     ["coding"][0].update(code="maybe")),
+                                "ipc-caring-willingness", "RelatedPerson.extension[1].extension[1].value"),
+    "team-two-coordinators": ("CareTeam-veteran-team",
+                              _set(lambda r: r["participant"][1]["role"][0]["coding"][0].update(code="care-coordinator")),
+                              "ipc-ct-1", "CareTeam"),
+    "consent-wrong-record-part": ("Consent-adult-consent",
+                                  _set(lambda r: r["provision"]["provision"][0]["code"][0]["coding"][0].update(code="all")),
+                                  "ipc-record-part", "Consent.provision.provision[0].code[0]"),
+    "flag-without-start": ("Flag-veteran-flag", _set(lambda r: r.pop("period")), "Flag.period", "Flag.period"),
+    "unknown-claimed-profile": ("Patient-adult-patient",
+                                _set(lambda r: r["meta"].update(profile=[SD + "ipc-patient-v9"])),
+                                "is not known", "Patient.meta.profile"),
+}
+
+
+def mutated(name: str) -> dict:
+    source, mutate, _, _ = MUTATIONS[name]
+    return mutate(example(source))
+
+
+def expected(name: str) -> tuple[str, str]:
+    _, _, rule, location = MUTATIONS[name]
+    return rule, location
+
+
+def examples_json() -> list[tuple[str, dict]]:
+    return [(p.stem, json.loads(p.read_text())) for p in example_paths()]
