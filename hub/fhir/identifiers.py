@@ -11,6 +11,9 @@ ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
 MOD_SERVICE_NUMBER = f"{CANONICAL_BASE}/Id/mod-service-number"
 LOCAL_AUTHORITY_PERSON_ID = f"{CANONICAL_BASE}/Id/local-authority-person-id"
 CHARITY_REFERENCE = f"{CANONICAL_BASE}/Id/charity-reference"
+# Provenance: which source system sent a fact, and in which envelope (topic/partition/offset).
+SOURCE_SYSTEM = f"{CANONICAL_BASE}/Id/source-system"
+ENVELOPE = f"{CANONICAL_BASE}/Id/envelope"
 
 
 def is_valid_nhs_number(value: object) -> bool:

@@ -21,6 +21,7 @@ from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
+from hub.fhir.identifiers import ENVELOPE, SOURCE_SYSTEM
 from hub.fhir.ids import derived_id
 from hub.identity import matching
 from hub.store import people, repository
@@ -28,8 +29,6 @@ from hub.store.repository import UNCHANGED, Version
 
 log = logging.getLogger(__name__)
 
-SOURCE_SYSTEM = "https://ipc-hub.example.org/fhir/Id/source-system"
-ENVELOPE_SYSTEM = "https://ipc-hub.example.org/fhir/Id/envelope"
 _TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
               psycopg.errors.DeadlockDetected)
 
@@ -274,6 +273,6 @@ def provenance(written: list[Version], envelope: Envelope, message: Message) -> 
                    "who": {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
                            "display": envelope.source}}],
         "entity": [{"role": "source",
-                    "what": {"identifier": {"system": ENVELOPE_SYSTEM, "value": envelope.id},
+                    "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
                              "display": f"envelope {envelope.id} at {where}"}}],
     }
