@@ -41,7 +41,17 @@ class Settings(BaseSettings):
     dlq_max_consecutive: int = 100
     retry_max_delay_s: float = 5.0
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
-    mappings: str = "mappings.fhir_bundle"
+    mappings: str = "mappings.fhir_bundle,mappings.hl7v2"
+    # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    # TLS: both set → the listener speaks only TLS (PEM certificate chain and private key files).
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    # Largest framed message accepted, in bytes (AR 104 above it), and seconds a silent
+    # connection is kept open.
+    mllp_max_message_size: int = 1_048_576
+    mllp_idle_timeout: float = 300.0
     # Where a worker process serves /metrics, /healthz and /readyz (0: not served).
     worker_http_port: int = 0
 

@@ -63,7 +63,9 @@ def read_header(text: str) -> Header | None:
     message_type = get(9).split(seps.component)
     version = get(12).split(seps.component)[0].strip() or "2.4"
     return Header(seps, get(3), get(4), get(5), get(6), get(10), version, message_type[0],
-                  message_type[1] if len(message_type) > 1 else "", get(15), get(16))
+                  message_type[1] if len(message_type) > 1 else "",
+                  # blank MSH-15/16 (a space, as some senders pad) is absent: original mode
+                  get(15).strip(), get(16).strip())
 
 
 def wants_ack(header: Header, code: str, accepted: bool) -> bool:

@@ -32,11 +32,19 @@ from mappings.hl7v2.er7 import Er7Error, Message, decode, parse
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31",
-                              "A40", "A47"})
+# Every ADT trigger event of HL7 v2.3 to 2.8 whose message carries a PID (A01 to A62 except
+# A20, the bed status update): each updates the person. The events named in issue 5 keep their
+# own meaning in the mapping (A11/A13 cancels, A40 merge, A47 identifier change); any other
+# trigger, and every other message type, is refused with AR (see README "What each input gets").
+SUPPORTED_EVENTS = frozenset(f"A{n:02d}" for n in range(1, 63)) - {"A20"}
 MERGE_EVENTS = frozenset({"A40", "A47"})
+# The segments the listener reads (the mapper parses the whole message later, off the ACK path).
+READ_SEGMENTS = frozenset({"MSH", "EVN", "PID", "MRG"})
 CONTENT_TYPE = "x-application/hl7-v2+er7"
 KIND = "hl7v2-adt"
+# A40 is published twice, in order under one person key: first as KIND (both Patients are
+# written), then as MERGE_KIND (the pipeline's person merge links them and moves the links).
+MERGE_KIND = "hl7v2-merge"
 
 Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
 
@@ -150,13 +158,16 @@ class MllpServer:
         if header is None:
             return build_ack(None, "AR", "not an HL7 v2 message: no readable MSH segment", 100, "MSH")
         try:
-            msg = parse(text)
+            msg = parse(text, only=READ_SEGMENTS)
             check_message(msg, self.events)
             key = dedupe_key(header, msg.text)
             if await self.dedupe.seen(key):
                 return _answer(header, "AA", "duplicate: already accepted")
             try:
-                await self.publish(data, envelope_meta(msg))
+                meta = envelope_meta(msg)
+                await self.publish(data, meta)
+                if msg.trigger_event == "A40":
+                    await self.publish(data, {**meta, "kind": MERGE_KIND})
             except Exception as exc:  # the bus refused: never AA
                 raise PublishFailed(f"the message could not be stored ({type(exc).__name__}); resend it") from None
             await self.dedupe.remember(key)

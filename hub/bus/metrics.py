@@ -7,7 +7,13 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 MESSAGES_IN = Counter("ipc_messages_in", "Records a worker consumed", ["worker", "topic"])
 MESSAGES_OUT = Counter("ipc_messages_out", "Records a worker produced", ["worker", "topic"])

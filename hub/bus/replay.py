@@ -41,7 +41,7 @@ def read_topic(settings: BusSettings, topic: str, *, partition: int | None = Non
         deadline = time.monotonic() + timeout
         done: set[TopicPartition] = set()
         while len(done) < len(chosen) and time.monotonic() < deadline:
-            for tp, records in reader.poll(timeout_ms=200).items():
+            for records in reader.poll(timeout_ms=200).values():
                 for r in records:
                     yield Record(r.partition, r.offset, r.key, r.value, dict(r.headers or []), list(r.headers or []))
             for tp in chosen:

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from hub.config import Settings, load_settings
-from hub.runtime.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, ensure_port_free
+from hub.runtime.embedded import (
+    EmbeddedError,
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    ensure_port_free,
+)
 from hub.runtime.process import settle_heap
 
 log = logging.getLogger("hub")
@@ -79,6 +84,7 @@ def _print_banner(settings: Settings) -> None:
         f"  CapabilityStatement {base}/fhir/metadata\n"
         f"  OpenAPI docs        {base}/docs\n"
         f"  Health              {base}/healthz  {base}/readyz\n"
+        f"  HL7 v2 over MLLP    {settings.mllp_host}:{settings.mllp_port}\n"
         f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
         "Stop with Ctrl-C.\n",
         flush=True,
@@ -87,10 +93,13 @@ def _print_banner(settings: Settings) -> None:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     """Everything in one process tree on the embedded default (or on configured services)."""
+    from hub.cli.connectors import check_mllp_port, start_mllp, tls_context
     from hub.store.migrate import migrate
 
     # Refuse a busy port before starting anything, not after the database is up.
     ensure_port_free(settings.http_host, settings.http_port, "HUB_HTTP_PORT")
+    check_mllp_port(settings)
+    tls_context(settings)
     with ExitStack() as stack:
         database_url = _database_url(settings, stack)
         migrate(database_url)
@@ -98,6 +107,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
         from hub.cli.workers import start_pipeline
 
         start_pipeline(settings, database_url, bootstrap, stack)
+        start_mllp(settings, database_url, bootstrap, stack)
         _serve_api(settings, database_url, banner=lambda: _print_banner(settings))
 
 
@@ -126,7 +136,8 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start everything on the embedded default",
                        description="Start the whole hub in one command: an embedded PostgreSQL "
                        "(unless HUB_DATABASE_URL is set), an embedded Kafka-protocol broker (unless "
-                       "HUB_KAFKA_BOOTSTRAP is set), schema migrations and the FHIR API on "
+                       "HUB_KAFKA_BOOTSTRAP is set), schema migrations, the pipeline workers, the HL7 v2 "
+                       "MLLP listener on HUB_MLLP_HOST:HUB_MLLP_PORT and the FHIR API on "
                        "HUB_HTTP_HOST:HUB_HTTP_PORT. Data stays in HUB_DATA_DIR between runs.")
     p.set_defaults(handler=cmd_up)
 
@@ -153,8 +164,14 @@ def _pipeline_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     return PARSERS
 
 
+def _connector_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from hub.cli.connectors import PARSERS
+
+    return PARSERS
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate,
-                                                                *_pipeline_parsers()]
+                                                                *_pipeline_parsers(), *_connector_parsers()]
 
 
 def build_parser() -> argparse.ArgumentParser:

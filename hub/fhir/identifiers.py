@@ -8,12 +8,19 @@ CANONICAL_BASE = "https://ipc-hub.example.org/fhir"
 
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_ORGANIZATION_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
+# A number sent as an NHS number that fails the Modulus 11 check: kept, so nothing the source
+# said is lost, but under its own system, so it is never taken for an NHS number or matched on.
+UNVERIFIED_NHS_NUMBER = f"{CANONICAL_BASE}/Id/unverified-nhs-number"
 MOD_SERVICE_NUMBER = f"{CANONICAL_BASE}/Id/mod-service-number"
 LOCAL_AUTHORITY_PERSON_ID = f"{CANONICAL_BASE}/Id/local-authority-person-id"
 CHARITY_REFERENCE = f"{CANONICAL_BASE}/Id/charity-reference"
 # Provenance: which source system sent a fact, and in which envelope (topic/partition/offset).
 SOURCE_SYSTEM = f"{CANONICAL_BASE}/Id/source-system"
 ENVELOPE = f"{CANONICAL_BASE}/Id/envelope"
+
+
+# Identifiers that say something about a person but must never join two records.
+NEVER_MATCHED = frozenset({UNVERIFIED_NHS_NUMBER})
 
 
 def is_valid_nhs_number(value: object) -> bool:

@@ -13,7 +13,12 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from hub.fhir import jsontext
-from hub.fhir.identifiers import MOD_SERVICE_NUMBER, NHS_NUMBER, is_valid_nhs_number
+from hub.fhir.identifiers import (
+    MOD_SERVICE_NUMBER,
+    NEVER_MATCHED,
+    NHS_NUMBER,
+    is_valid_nhs_number,
+)
 from hub.fhir.ids import derived_id
 from hub.store import people
 
@@ -46,8 +51,16 @@ async def resolve(conn: AsyncConnection, source: str, patient: dict[str, Any]) -
     linked = await people.linked_patient(conn, source, source_patient_id)
     if linked is not None:
         return Resolution(linked, "linked")
+    return await resolve_unlinked(conn, source, patient)
+
+
+async def resolve_unlinked(conn: AsyncConnection, source: str, patient: dict[str, Any],
+                           pending: dict[tuple[str, str], set[str]] | None = None) -> Resolution:
+    """resolve() for a source Patient known to be unlinked. `pending` maps (system, value) to
+    the Patients that writes not yet flushed (the recorder's batch) will give that identifier."""
+    source_patient_id = patient["id"]
     await people.lock_identity(conn, [f"identifier:{s}|{v}" for s, v in _identifiers(patient)])
-    resolution = await _find(conn, patient)
+    resolution = await _find(conn, patient, pending or {})
     if resolution is None:
         # Scored later, by review_new_people, once every concurrent writer has committed.
         resolution = Resolution(source_patient_id, "new-unreviewed")
@@ -55,17 +68,31 @@ async def resolve(conn: AsyncConnection, source: str, patient: dict[str, Any]) -
     return resolution
 
 
-async def _find(conn: AsyncConnection, patient: dict[str, Any]) -> Resolution | None:
+def identifiers(patient: dict[str, Any]) -> list[tuple[str, str]]:
+    """(system, value) of each identifier carrying both."""
+    return _identifiers(patient)
+
+
+async def _with_identifier(conn: AsyncConnection, system: str, value: str,
+                           pending: dict[tuple[str, str], set[str]]) -> list[str]:
+    found = await people.patients_with_identifier(conn, system, value)
+    extra = pending.get((system, value))
+    # A recorder batch only ever adds identifiers to a Patient, so the union is exact.
+    return sorted(set(found) | extra) if extra else found
+
+
+async def _find(conn: AsyncConnection, patient: dict[str, Any],
+                pending: dict[tuple[str, str], set[str]]) -> Resolution | None:
     number = nhs_number(patient)
     if number is not None:
-        found = await people.patients_with_identifier(conn, NHS_NUMBER, number)
+        found = await _with_identifier(conn, NHS_NUMBER, number, pending)
         if found:
             return Resolution(found[0], "nhs-number")
     ordered = sorted(_identifiers(patient), key=lambda sv: sv[0] != MOD_SERVICE_NUMBER)
     for system, value in ordered:
-        if system == NHS_NUMBER:
+        if system == NHS_NUMBER or system in NEVER_MATCHED:
             continue
-        found = await people.patients_with_identifier(conn, system, value)
+        found = await _with_identifier(conn, system, value, pending)
         if found:
             return Resolution(found[0], "identifier")
     return None

@@ -89,17 +89,40 @@ class Recorder:
 
 
 async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
+    """Record a lane's messages in one transaction. Bundles are written together (record_together:
+    a few statements for the whole batch); if that fails, or a merge is among them, each message
+    is recorded alone in a savepoint, so one bad message is still dead-lettered alone."""
     outcome = Outcome()
+    decoded: list[tuple[Message, Envelope, dict[str, Any]]] = []
+    for message in batch:
+        try:
+            envelope, document = _decode(message)
+            if document.get("resourceType") == "Bundle":
+                _resources(document)
+            decoded.append((message, envelope, document))
+        except FhirError as error:
+            issue = error.issues[0]
+            outcome.rejected.append(Rejected(message, issue.code, issue.diagnostics, "record"))
+        except EnvelopeError as exc:
+            outcome.rejected.append(Rejected(message, "invalid-envelope", str(exc), "decode"))
     async with conn.transaction():
-        for message in batch:
+        if decoded and all(doc.get("resourceType") == "Bundle" for _, _, doc in decoded):
             try:
                 async with conn.transaction():
-                    await record_message(conn, message)
+                    await record_together(conn, decoded)
+                return outcome
+            except _TRANSIENT:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded again one message at a time below
+                log.info("recording %d messages together failed (%s): one at a time instead",
+                         len(decoded), type(exc).__name__)
+        for message, _, _ in decoded:
+            try:
+                async with conn.transaction():
+                    await record_message(conn, message)  # decoded afresh: the batch may have stamped it
             except FhirError as error:
                 issue = error.issues[0]
                 outcome.rejected.append(Rejected(message, issue.code, issue.diagnostics, "record"))
-            except EnvelopeError as exc:
-                outcome.rejected.append(Rejected(message, "invalid-envelope", str(exc), "decode"))
             except _TRANSIENT:
                 raise
             except psycopg.Error as exc:
@@ -107,13 +130,33 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
     return outcome
 
 
-async def record_message(conn: AsyncConnection, message: Message) -> list[Version]:
-    """Record one mapped message; returns the versions it wrote (none for a replay)."""
+def _decode(message: Message) -> tuple[Envelope, dict[str, Any]]:
     envelope = from_record(message.value, message.headers)
     try:
         document = jsontext.loads(envelope.payload)
     except ValueError:
         raise FhirError("structure", "the mapped payload is not JSON") from None
+    if not isinstance(document, dict):
+        raise FhirError("structure", "the mapped payload is not a JSON object")
+    return envelope, document
+
+
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    resources = [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and "resource" in e]
+    for r in resources:
+        if not isinstance(r, dict) or not r.get("resourceType") or not r.get("id"):
+            raise FhirError("required", "every mapped resource needs a type and an id")
+    return resources
+
+
+async def record_message(conn: AsyncConnection, message: Message) -> list[Version]:
+    """Record one mapped message; returns the versions it wrote (none for a replay)."""
+    envelope, document = _decode(message)
+    return await _record_decoded(conn, message, envelope, document)
+
+
+async def _record_decoded(conn: AsyncConnection, message: Message, envelope: Envelope,
+                          document: dict[str, Any]) -> list[Version]:
     if document.get("resourceType") == "Parameters":
         written = await merge_people(conn, envelope.source, document)
     elif document.get("resourceType") == "Bundle":
@@ -126,10 +169,7 @@ async def record_message(conn: AsyncConnection, message: Message) -> list[Versio
 
 
 async def record_bundle(conn: AsyncConnection, source: str, bundle: dict[str, Any]) -> list[Version]:
-    resources = [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and "resource" in e]
-    for r in resources:
-        if not r.get("resourceType") or not r.get("id"):
-            raise FhirError("required", "every mapped resource needs a type and an id")
+    resources = _resources(bundle)
     moved: dict[str, str] = {}
     for patient in (r for r in resources if r["resourceType"] == "Patient"):
         resolution = await matching.resolve(conn, source, patient)
@@ -145,6 +185,68 @@ async def record_bundle(conn: AsyncConnection, source: str, bundle: dict[str, An
         if version is not None:
             written.append(version)
     return written
+
+
+async def record_together(conn: AsyncConnection, items: list[tuple[Message, Envelope, dict[str, Any]]]) -> None:
+    """Record Bundles as record_bundle and record_message do one at a time, with the same
+    result, in a handful of statements: links looked up at once, every resource locked at once,
+    the versions (and each message's Provenance) worked out in memory in message order, then
+    written with one statement or COPY per table."""
+    bundles = [(message, envelope, _resources(document)) for message, envelope, document in items]
+    links = await people.linked_patients(conn, {(envelope.source, r["id"]) for _, envelope, resources in bundles
+                                                for r in resources if r["resourceType"] == "Patient"})
+    pending: dict[tuple[str, str], set[str]] = {}  # identifiers the batch's Patients will carry
+    moves: list[dict[str, str]] = []
+    keys: set[tuple[str, str]] = set()
+    for _, envelope, resources in bundles:
+        moved: dict[str, str] = {}
+        for resource in resources:
+            if resource["resourceType"] != "Patient":
+                keys.add((resource["resourceType"], resource["id"]))
+                continue
+            target = links.get((envelope.source, resource["id"]))
+            if target is None:
+                target = (await matching.resolve_unlinked(conn, envelope.source, resource, pending)).patient_id
+                links[(envelope.source, resource["id"])] = target
+            for identifier in matching.identifiers(resource):
+                pending.setdefault(identifier, set()).add(target)
+            if target != resource["id"]:
+                moved[f"Patient/{resource['id']}"] = f"Patient/{target}"
+            keys.add(("Patient", target))
+        moves.append(moved)
+    current = await repository.lock_current(conn, keys)
+    existing = set(current)
+    staged: list[repository.Staged] = []
+
+    def write(resource: dict[str, Any]) -> Version | None:
+        key = (resource["resourceType"], resource["id"])
+        done = repository.stage(*key, resource, current.get(key))
+        if done is None:
+            return None
+        current[key] = done.version
+        staged.append(done)
+        return done.version
+
+    proofs = []
+    for (message, envelope, resources), moved in zip(bundles, moves):
+        written = []
+        for resource in resources:
+            if moved:
+                resource = _repoint(resource, moved)
+            if resource["resourceType"] == "Patient":
+                target = moved.get(f"Patient/{resource['id']}", f"Patient/{resource['id']}").removeprefix("Patient/")
+                resource = _merge_patient(resource, target, current.get(("Patient", target)))
+            version = write(resource)
+            if version is not None:
+                written.append(version)
+        if written:
+            proofs.append(provenance(written, envelope, message))
+    found = await repository.lock_current(conn, {("Provenance", p["id"]) for p in proofs})
+    current.update(found)
+    existing |= set(found)
+    for proof in proofs:
+        write(proof)
+    await repository.write_staged(conn, staged, existing)
 
 
 async def review_pass(conn: AsyncConnection) -> None:
@@ -188,11 +290,15 @@ async def _patient_for(conn: AsyncConnection, source: str, reference: str) -> st
 
 async def _merged_patient(conn: AsyncConnection, source: str, incoming: dict[str, Any],
                           moved: dict[str, str]) -> dict[str, Any]:
-    """What to store for a source's Patient. The source's own person takes the source's fields
-    (keeping identifiers and links others added); a person first recorded by another source
-    keeps its fields, gains this source's identifiers and gets only the gaps filled."""
     target = moved.get(f"Patient/{incoming['id']}", f"Patient/{incoming['id']}").removeprefix("Patient/")
-    current = await repository.current_version(conn, "Patient", target)
+    return _merge_patient(incoming, target, await repository.current_version(conn, "Patient", target))
+
+
+def _merge_patient(incoming: dict[str, Any], target: str, current: Version | None) -> dict[str, Any]:
+    """What to store for a source's Patient resolved to `target` (currently `current`). The
+    source's own person takes the source's fields (keeping identifiers and links others added);
+    a person first recorded by another source keeps its fields, gains this source's identifiers
+    and gets only the gaps filled."""
     if current is None or current.deleted:
         return {**incoming, "id": target}
     existing = jsontext.loads(current.content)
@@ -211,14 +317,23 @@ async def _merged_patient(conn: AsyncConnection, source: str, incoming: dict[str
 
 
 def _union(first: list | None, second: list | None) -> list:
+    """The identifiers of `first`, then those of `second` naming a (system, value) not yet
+    there: one identifier is one identifier, worded as the first list words it (so a source's
+    own `use: old` after an A47 replaces its earlier wording instead of standing beside it)."""
     out = list(first or [])
-    seen = [jsontext.dumps(x) for x in out]
+    seen = {_identifier_key(x) for x in out}
     for item in second or []:
-        text = jsontext.dumps(item)
-        if text not in seen:
+        key = _identifier_key(item)
+        if key not in seen:
             out.append(item)
-            seen.append(text)
+            seen.add(key)
     return out
+
+
+def _identifier_key(identifier: Any) -> Any:
+    if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+        return (identifier["system"], identifier["value"])
+    return jsontext.dumps(identifier)
 
 
 def _repoint(value: Any, moved: dict[str, str]) -> Any:

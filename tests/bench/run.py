@@ -693,6 +693,10 @@ def _register_section_modules() -> None:
                                  needs_hub=False)
     SECTIONS["validation"] = Section("validation", "IPC profile checks beside structural validation alone",
                                      validation.run, validation.print_result, needs_hub=False)
+    from tests.bench import mllp
+
+    SECTIONS["mllp"] = Section("mllp", "HL7 v2 ADT over MLLP: acknowledged (after Kafka) and committed, "
+                               "8 concurrent senders", mllp.run, mllp.print_result, needs_hub=False)
 
 
 _register_section_modules()

@@ -45,12 +45,14 @@ def _processes_mentioning(text: str) -> list[int]:
 class RunningHub:
     """`ipc-hub up` in its own process; ready when it prints its banner."""
 
-    def __init__(self, data_dir: Path, http_port: int, kafka_port: int) -> None:
+    def __init__(self, data_dir: Path, http_port: int, kafka_port: int, mllp_port: int | None = None) -> None:
         self.base = f"http://127.0.0.1:{http_port}"
+        self.mllp_port = mllp_port or free_port()
         self.process = subprocess.Popen(
             [IPC_HUB, "up"],
             env=_env(HUB_DATA_DIR=str(data_dir), HUB_HTTP_PORT=str(http_port),
-                     HUB_EMBEDDED_KAFKA_PORT=str(kafka_port), HUB_LOG_LEVEL="warning"),
+                     HUB_EMBEDDED_KAFKA_PORT=str(kafka_port), HUB_MLLP_PORT=str(self.mllp_port),
+                     HUB_LOG_LEVEL="warning"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.output: list[str] = []
@@ -118,7 +120,7 @@ def test_busy_port_is_one_line_naming_the_variable(tmp_path, command):
     assert str(port) in lines[0] and "HUB_HTTP_PORT" in lines[0]
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["api"], ["migrate"]])
+@pytest.mark.parametrize("command", [[], ["up"], ["api"], ["migrate"], ["connector"]])
 def test_help_explains_each_command(command):
     result = subprocess.run([IPC_HUB, *command, "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0

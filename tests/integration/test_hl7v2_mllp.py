@@ -168,9 +168,14 @@ def test_refusals_and_broken_input_then_the_listener_keeps_serving(running) -> N
     oru = adt("A01", "R1", "M1^^^RXX01^MR").replace(b"ADT^A01^ADT_A01", b"ORU^R01^ORU_R01")
     ack = run(loop, exchange(port, frame(oru)))[0]
     assert msa(ack)[1:3] == ["AR", "R1"] and "200" in err(ack)
-    a06 = adt("A06", "R2", "M1^^^RXX01^MR")
-    ack = run(loop, exchange(port, frame(a06)))[0]
+    unknown = adt("A99", "R2", "M1^^^RXX01^MR")
+    ack = run(loop, exchange(port, frame(unknown)))[0]
     assert msa(ack)[1] == "AR" and "201" in err(ack)
+    # Every ADT event that carries a PID is taken (it updates the person), not only issue 5's list.
+    a06 = adt("A06", "R3", "M1^^^RXX01^MR")
+    assert msa(run(loop, exchange(port, frame(a06)))[0])[1:3] == ["AA", "R3"]
+    bed_status = adt("A20", "R4", "M1^^^RXX01^MR")
+    assert msa(run(loop, exchange(port, frame(bed_status)))[0])[1] == "AR"
     truncated = b"MSH|^~\\&|PAS|RXX01|IPC|HUB|20260301||ADT^A01|T1|P|2.5\rEVN|A01\rPI"
     ack = run(loop, exchange(port, frame(truncated)))[0]
     assert msa(ack)[1:3] == ["AE", "T1"] and "100" in err(ack)
@@ -201,7 +206,7 @@ def test_refusals_and_broken_input_then_the_listener_keeps_serving(running) -> N
     sent.fail = False
     ack = run(loop, exchange(port, frame(adt("A01", "P1", "M1^^^RXX01^MR"))))[0]
     assert msa(ack)[1:3] == ["AA", "P1"]  # the resend after a failure is not taken for a duplicate
-    assert [m["correlation_id"] for _, m in sent.items] == ["B2", "P1"]
+    assert [m["correlation_id"] for _, m in sent.items] == ["R3", "B2", "P1"]
 
 
 def test_enhanced_mode_and_split_reads(running) -> None:
@@ -251,4 +256,8 @@ def test_every_supported_corpus_message_is_acknowledged_concurrently(running) ->
     # Messages identical but for MSH-7 are resends: acknowledged, published once.
     distinct = {dedupe_key(read_header(decode(d)), decode(d).strip("\r")) for d, c in zip(payloads, accepted)
                 if c != "AR"}
-    assert len(sent.items) == len(distinct) < 31
+    adt_items = [m for _, m in sent.items if m["kind"] == "hl7v2-adt"]
+    assert len(adt_items) == len(distinct) == 57
+    # Each A40 is published a second time, as the merge, under the same person key.
+    merges = [m for _, m in sent.items if m["kind"] == "hl7v2-merge"]
+    assert len(merges) == 2 and {m["person_key"] for m in merges} <= {m["person_key"] for m in adt_items}

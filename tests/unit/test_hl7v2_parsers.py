@@ -102,3 +102,30 @@ def test_escape_sequences_repetitions_and_subcomponents() -> None:
     assert [rep[0][0] for rep in pid.reps(3)] == ["1", "2"]
     assert pid.value(5, 1, 1) == "O&BRIEN" and pid.value(5, 1, 2) == "J^K" and pid.value(5, 2, 1) == "Alias"
     assert pid.value(11, 1, 1, 1) == "1 A|B Rd" and pid.value(11, 1, 1, 2) == "Flat 2" and pid.value(11, 1, 3) == "TownA"
+
+
+@pytest.mark.parametrize("path", MESSAGES, ids=lambda p: p.name)
+def test_the_listeners_partial_parse_reads_what_the_full_parse_reads(path) -> None:
+    """The MLLP listener parses only MSH, EVN, PID and MRG; those segments, the message's text
+    and what the listener derives from them are the same as in the full parse."""
+    from connectors.hl7v2.server import READ_SEGMENTS as LISTENER_SEGMENTS
+    from connectors.hl7v2.server import envelope_meta
+
+    full, partial = parse(path.read_bytes()), parse(path.read_bytes(), only=LISTENER_SEGMENTS)
+    assert partial.text == full.text
+    assert [s.name for s in partial.segments] == [s.name for s in full.segments if s.name in LISTENER_SEGMENTS]
+    for mine, theirs in zip(partial.segments, (s for s in full.segments if s.name in LISTENER_SEGMENTS)):
+        assert mine.fields == theirs.fields
+    assert (partial.version, partial.message_code, partial.trigger_event, partial.control_id) == \
+        (full.version, full.message_code, full.trigger_event, full.control_id)
+    assert envelope_meta(partial) == envelope_meta(full)
+
+
+def test_the_partial_parse_still_refuses_a_broken_segment_it_does_not_read() -> None:
+    from mappings.hl7v2.er7 import Er7Error
+
+    broken = "MSH|^~\\&|PAS|RXX01|IPC|HUB|20260301||ADT^A01|T1|P|2.5\rEVN|A01\rPID|1||M1\rNK!1!x\r"
+    with pytest.raises(Er7Error) as caught:
+        parse(broken, only=frozenset({"MSH", "PID"}))
+    assert caught.value.code == 100
+    assert parse(broken.replace("NK!1!x", "NK1|1|x"), only=frozenset({"MSH", "PID"})).first("PID") is not None

@@ -1,0 +1,164 @@
+"""The recorder's batch write (record_together) against the one-message-at-a-time path it
+replaces on the hot path: same record, and a failing batch falls back to one message at a time."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import psycopg
+from psycopg import AsyncConnection
+
+from hub.bus.envelope import Envelope
+from hub.bus.worker import Message
+from hub.fhir.identifiers import UNVERIFIED_NHS_NUMBER
+from hub.pipeline import recorder
+from hub.store import repository
+from tests.pipeline.conftest import count
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+LOCAL = "https://example.org/partner-ids"
+
+
+def _message(offset: int, source: str, patient_id: str, obs_id: str, *, identifiers: list[dict],
+             code: str = "WT") -> Message:
+    payload = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": patient_id, "identifier": identifiers,
+                      "name": [{"family": "Jones", "given": ["Sam"]}], "birthDate": "1980-01-01"}},
+        {"resource": {"resourceType": "Observation", "id": obs_id, "status": "final",
+                      "code": {"coding": [{"system": LOCAL, "code": code}]},
+                      "subject": {"reference": f"Patient/{patient_id}"}}}]}).encode()
+    envelope = Envelope(source=source, kind="fhir-bundle", person_key=patient_id, payload=payload,
+                        content_type="application/fhir+json")
+    return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
+
+
+def _batch() -> list[Message]:
+    nhs = {"system": NHS, "value": "9434765919"}
+    return [
+        _message(0, "src-a", "a1", "obs-a1", identifiers=[nhs]),
+        # Another source's record of the same person, in the same batch: found by the NHS number
+        # the first message's (not yet written) Patient carries.
+        _message(1, "src-b", "b1", "obs-b1", identifiers=[nhs, {"system": LOCAL, "value": "B-1"}]),
+        _message(2, "src-a", "a1", "obs-a1", identifiers=[nhs]),  # a replay of the first
+        _message(3, "src-a", "a2", "obs-a2", identifiers=[{"system": LOCAL, "value": "A-2"}]),
+    ]
+
+
+async def _record(url: str, batches: list[list[Message]]) -> list:
+    rejected = []
+    async with await AsyncConnection.connect(url) as conn:
+        for batch in batches:
+            rejected += (await recorder.record_batch(conn, batch)).rejected
+    return rejected
+
+
+def _snapshot(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return {
+            "links": conn.execute("SELECT source, source_id, patient_id, method FROM person_link "
+                                  "ORDER BY 1, 2").fetchall(),
+            "versions": conn.execute("SELECT res_type, res_id, version, method FROM resource_version "
+                                     "WHERE res_type <> 'Provenance' ORDER BY 1, 2, 3").fetchall(),
+            "current": conn.execute("SELECT res_type, res_id, version, content::jsonb - 'meta' FROM resource "
+                                    "WHERE res_type <> 'Provenance' ORDER BY 1, 2").fetchall(),
+            "provenance": conn.execute("SELECT count(*) FROM resource WHERE res_type = 'Provenance'").fetchone()[0],
+            "events": conn.execute("SELECT res_type, res_id, version FROM outbox WHERE res_type <> 'Provenance' "
+                                   "ORDER BY seq").fetchall(),
+            "tokens": conn.execute("SELECT res_type, res_id, param, system, code FROM idx_token "
+                                   "WHERE res_type <> 'Provenance' ORDER BY 1, 2, 3, 4, 5").fetchall(),
+            "references": conn.execute("SELECT res_type, res_id, param, target_type, target_id FROM idx_reference "
+                                       "WHERE res_type <> 'Provenance' ORDER BY 1, 2, 3, 4, 5").fetchall(),
+        }
+
+
+def test_batch_records_what_one_message_at_a_time_records(clean_db):
+    url = clean_db
+    assert asyncio.run(_record(url, [[m] for m in _batch()])) == []
+    one_by_one = _snapshot(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE resource, resource_version, outbox, person_link, idx_token, idx_string, "
+                     "idx_reference, idx_date, idx_number, idx_quantity, idx_uri")
+    assert asyncio.run(_record(url, [_batch()])) == []
+    together = _snapshot(url)
+    assert together == one_by_one
+    # One person for both sources; the second source's Observation points at them.
+    assert {(s, i, p) for s, i, p, _ in together["links"]} >= {("src-a", "a1", "a1"), ("src-b", "b1", "a1")}
+    assert ("Patient", "a1", 2) in {row[:3] for row in together["current"]}
+    assert together["provenance"] == 3  # the replay wrote nothing, so no Provenance for it
+    # A replay of the whole batch writes nothing at all.
+    before = count(url, "SELECT count(*) FROM resource_version")
+    assert asyncio.run(_record(url, [_batch()])) == []
+    assert count(url, "SELECT count(*) FROM resource_version") == before
+
+
+def test_a_bad_message_in_a_batch_is_rejected_alone(clean_db):
+    url = clean_db
+    batch = _batch()
+    # Passes every check before the database, then fails there (text cannot hold NUL).
+    batch.insert(1, _message(9, "src-c", "c1", "obs-c1", identifiers=[], code="bad\u0000code"))
+    rejected = asyncio.run(_record(url, [batch]))
+    assert [(r.message.offset, r.reason) for r in rejected] == [(9, "exception")]
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
+    assert count(url, "SELECT count(*) FROM person_link WHERE source = 'src-c'") == 0
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 3
+
+
+def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
+    """Another writer creates a resource after the batch looked (an absent row cannot be
+    locked): the batch's insert fails and the messages are recorded one at a time, on top."""
+    url = clean_db
+    write_staged = repository.write_staged
+
+    async def racing(conn, staged, existing):
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute("INSERT INTO resource (res_type, res_id, version, last_updated, content) "
+                          "VALUES ('Observation', 'obs-a2', 1, now(), '{}')")
+        await write_staged(conn, staged, existing)
+
+    monkeypatch.setattr(repository, "write_staged", racing)
+    assert asyncio.run(_record(url, [_batch()])) == []
+    assert count(url, "SELECT version FROM resource WHERE res_type = 'Observation' AND res_id = 'obs-a2'") == 2
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 3
+
+
+def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:
+    plan = json.loads((Path(__file__).resolve().parents[2] / "profiles/examples/CarePlan-adult-plan.json")
+                      .read_text())
+    plan.update(id=plan_id, subject={"reference": "Patient/plan-person"}, period={"start": start, "end": end})
+    payload = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "plan-person",
+                      "identifier": [{"system": LOCAL, "value": "PLAN-1"}]}},
+        {"resource": plan}]}).encode()
+    envelope = Envelope(source="src-plans", kind="fhir-bundle", person_key="plan-person", payload=payload,
+                        content_type="application/fhir+json")
+    return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
+
+
+def test_one_plan_per_person_and_period_holds_for_batches(clean_db):
+    """Two open plans for one person and overlapping periods in one batch: the first is
+    recorded, the second is rejected alone (the batch falls back to one message at a time)."""
+    batch = [_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31"),
+             _plan_message(1, "plan-2026-bis", "2026-06-01", "2027-05-31"),
+             _plan_message(2, "plan-2028", "2028-01-01", "2028-12-31")]
+    rejected = asyncio.run(_record(clean_db, [batch]))
+    assert [r.message.offset for r in rejected] == [1]
+    assert rejected[0].reason == "business-rule"
+    assert "one plan per person and period" in rejected[0].detail
+    with psycopg.connect(clean_db) as conn:
+        plans = {row[0] for row in conn.execute("SELECT res_id FROM resource WHERE res_type = 'CarePlan'")}
+    assert len(plans) == 2 and not any("bis" in p for p in plans)
+
+
+def test_a_number_that_failed_the_nhs_check_never_joins_two_people(clean_db):
+    """Two sources send the same impossible NHS number for different people: kept on each, and
+    never used to match (an NHS number failing Modulus 11 is not an NHS number)."""
+    bad = {"system": UNVERIFIED_NHS_NUMBER, "value": "9990000017"}
+    batches = [[_message(0, "src-a", "a9", "obs-a9", identifiers=[bad, {"system": LOCAL, "value": "A-9"}])],
+               [_message(1, "src-b", "b9", "obs-b9", identifiers=[bad, {"system": LOCAL, "value": "B-9"}])]]
+    assert asyncio.run(_record(clean_db, batches)) == []
+    with psycopg.connect(clean_db) as conn:
+        patients = conn.execute("SELECT content::jsonb FROM resource WHERE res_type = 'Patient'").fetchall()
+    assert len(patients) == 2
+    assert all(bad["value"] in {i["value"] for i in p[0]["identifier"]} for p in patients)
