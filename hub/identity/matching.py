@@ -117,7 +117,10 @@ async def _probable_matches(conn: AsyncConnection, patient: dict[str, Any], excl
         return []
     mine = nhs_number(patient)
     matches = []
-    for candidate_id, text in await people.patients_born_on(conn, birth_date, exclude):
+    families, _ = _names(patient)
+    if not families:
+        return []
+    for candidate_id, text in await people.candidates_for_review(conn, birth_date, sorted(families), exclude):
         candidate = jsontext.loads(text)
         theirs = nhs_number(candidate)
         if mine and theirs and mine != theirs:

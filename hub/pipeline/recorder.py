@@ -304,29 +304,44 @@ def _merge_patient(incoming: dict[str, Any], target: str, current: Version | Non
     existing = jsontext.loads(current.content)
     if target == incoming["id"]:
         merged = {**incoming}
-        merged["identifier"] = _union(incoming.get("identifier"), existing.get("identifier"))
+        merged["identifier"] = _merge_identifiers(existing.get("identifier"), incoming.get("identifier"),
+                                                  incoming_first=True)
         if existing.get("link"):
             merged["link"] = existing["link"]
         if existing.get("active") is False and "active" not in incoming:
             merged["active"] = False
     else:
         merged = {**{k: v for k, v in incoming.items() if k != "meta"}, **existing, "id": target}
-        merged["identifier"] = _union(existing.get("identifier"), incoming.get("identifier"))
+        merged["identifier"] = _merge_identifiers(existing.get("identifier"), incoming.get("identifier"),
+                                                  incoming_first=False)
     merged.pop("meta", None)
     return merged
 
 
-def _union(first: list | None, second: list | None) -> list:
-    """The identifiers of `first`, then those of `second` naming a (system, value) not yet
-    there: one identifier is one identifier, worded as the first list words it (so a source's
-    own `use: old` after an A47 replaces its earlier wording instead of standing beside it)."""
-    out = list(first or [])
-    seen = {_identifier_key(x) for x in out}
-    for item in second or []:
+def _merge_identifiers(existing: list | None, incoming: list | None, *, incoming_first: bool) -> list:
+    """Every identifier either list names, each (system, value) once, in the wording the
+    incoming message uses (the newer statement: after an A47 the prior identifier is `use: old`).
+    The owner of the person decides the order."""
+    newer = {_identifier_key(item): item for item in incoming or []}
+    first, second = (incoming, existing) if incoming_first else (existing, incoming)
+    merged, seen = [], set()
+    for item in [*(first or []), *(second or [])]:
         key = _identifier_key(item)
         if key not in seen:
-            out.append(item)
             seen.add(key)
+            merged.append(newer.get(key, item))
+    return merged
+
+
+def _union(first: list | None, second: list | None) -> list:
+    """`first`, then what `second` adds (compared by content): for links and merged records."""
+    out = list(first or [])
+    seen = [jsontext.dumps(x) for x in out]
+    for item in second or []:
+        text = jsontext.dumps(item)
+        if text not in seen:
+            out.append(item)
+            seen.append(text)
     return out
 
 
@@ -352,42 +367,44 @@ async def _write(conn: AsyncConnection, resource: dict[str, Any]) -> Version | N
     return None if version.method == UNCHANGED else version
 
 
+_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
 def hub_provenance(written: list[Version], source: str) -> dict[str, Any]:
     """Provenance for what the recorder itself raised (a review Task) about a source's record."""
-    targets = sorted(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in written)
-    return {
-        "resourceType": "Provenance",
-        "id": derived_id("provenance", *targets),
-        "target": [{"reference": t} for t in targets],
-        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                 "code": "CREATE"}]},
-        "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                        "code": "assembler"}]},
-                   "who": {"display": "IPC Hub recorder"}},
-                  {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                        "code": "informant"}]},
-                   "who": {"identifier": {"system": SOURCE_SYSTEM, "value": source}, "display": source}}],
-    }
+    return _provenance(written, "CREATE", [
+        _agent("assembler", {"display": "IPC Hub recorder"}),
+        _agent("informant", {"identifier": {"system": SOURCE_SYSTEM, "value": source}, "display": source}),
+    ])
 
 
 def provenance(written: list[Version], envelope: Envelope, message: Message) -> dict[str, Any]:
     """One Provenance for the versions one message wrote: which source system said it, in which
     envelope, read from which topic, partition and offset."""
-    targets = sorted(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in written)
     where = message.coordinates + (f" (inbound {envelope.origin})" if envelope.origin else "")
+    record = _provenance(written, "UPDATE", [
+        _agent("author", {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
+                          "display": envelope.source}),
+    ])
+    record["entity"] = [{"role": "source",
+                         "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
+                                  "display": f"envelope {envelope.id} at {where}"}}]
+    return record
+
+
+def _provenance(written: list[Version], activity: str, agents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Targets each version written; its id derives from them, so a replay yields the same one."""
+    targets = sorted(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in written)
     return {
         "resourceType": "Provenance",
         "id": derived_id("provenance", *targets),
         "target": [{"reference": t} for t in targets],
         "recorded": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                 "code": "UPDATE"}]},
-        "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                        "code": "author"}]},
-                   "who": {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
-                           "display": envelope.source}}],
-        "entity": [{"role": "source",
-                    "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
-                             "display": f"envelope {envelope.id} at {where}"}}],
+                                 "code": activity}]},
+        "agent": agents,
     }
+
+
+def _agent(role: str, who: dict[str, Any]) -> dict[str, Any]:
+    return {"type": {"coding": [{"system": _PARTICIPANT_TYPE, "code": role}]}, "who": who}

@@ -45,13 +45,20 @@ async def patients_with_identifier(conn: AsyncConnection, system: str, value: st
     return [row[0] for row in await cur.fetchall()]
 
 
-async def patients_born_on(conn: AsyncConnection, birth_date: str, exclude: str) -> list[tuple[str, str]]:
-    """(id, content) of Patients with this birth date: the candidates a demographic score looks at."""
+async def candidates_for_review(conn: AsyncConnection, birth_date: str, families: list[str],
+                                exclude: str) -> list[tuple[str, str]]:
+    """(id, content) of Patients born on `birth_date` who share a family name (compared as
+    hub.identity compares names: letters and digits only, lower case) — the only people a
+    demographic score can rate a probable match, since birth date and family name are both
+    needed to reach its threshold. Capped, as a guard; with both filters it is rarely reached."""
     cur = await conn.execute(
         "SELECT r.res_id, r.content::text FROM idx_date d JOIN resource r "
         "ON r.res_type = d.res_type AND r.res_id = d.res_id AND NOT r.deleted "
         "WHERE d.res_type = 'Patient' AND d.param = 'birthdate' AND d.low <= %s::date AND d.high > %s::date "
-        "AND d.res_id <> %s LIMIT 50", (birth_date, birth_date, exclude))
+        "AND d.res_id <> %s AND EXISTS (SELECT 1 FROM idx_string s WHERE s.res_type = 'Patient' "
+        "AND s.res_id = d.res_id AND s.param = 'family' "
+        "AND regexp_replace(s.value_norm, '[^[:alnum:]]', '', 'g') = ANY(%s)) LIMIT 200",
+        (birth_date, birth_date, exclude, families))
     return [(row[0], row[1]) for row in await cur.fetchall()]
 
 

@@ -114,8 +114,11 @@ def test_ambiguous_demographics_raise_a_review_task_never_a_merge(clean_db, bus,
     workers.start("mapper", worker_env(bus, url))
     workers.start("recorder", worker_env(bus, url))
     send(bus, [
-        Envelope(source="gp-x", kind="fhir-bundle", person_key="a", payload=person_bundle(1, 0, nhs=nhs_for(1))),
-        Envelope(source="charity-y", kind="fhir-bundle", person_key="b", payload=person_bundle(2, 0, nhs="")),
+        # The same name written two ways ("O'Brien", "OBrien"): still a probable match to review.
+        Envelope(source="gp-x", kind="fhir-bundle", person_key="a",
+                 payload=person_bundle(1, 0, nhs=nhs_for(1), family="O'Brien")),
+        Envelope(source="charity-y", kind="fhir-bundle", person_key="b",
+                 payload=person_bundle(2, 0, nhs="", family="OBrien")),
     ])
     wait_for(lambda: count(url, "SELECT count(*) FROM resource WHERE res_type = 'Task'") >= 1, 30, "a review Task")
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Patient'") == 2

@@ -123,3 +123,23 @@ def test_a_run_of_rejections_trips_the_dead_letter_limit():
     batch = [_message(i) for i in range(4, 8)]
     with pytest.raises(DlqLimitExceeded):
         worker._check_dlq_limit(batch, Outcome(rejected=[Rejected(m, "x", "", "s") for m in batch]))
+
+
+def test_a_probable_match_always_shares_birth_date_and_family_name():
+    """The review pass only looks at people sharing both (hub.store.people.candidates_for_review):
+    that loses nothing as long as no other combination of fields reaches the threshold."""
+    from itertools import product
+
+    from hub.identity.matching import PROBABLE_MATCH
+
+    base = {"birthDate": "1980-01-01", "gender": "female",
+            "name": [{"family": "O'Brien", "given": ["Siobhan"]}],
+            "address": [{"postalCode": "NG1 1AA"}]}
+    for same_birth, same_family, same_given, same_post, same_gender in product([True, False], repeat=5):
+        other = {"birthDate": "1980-01-01" if same_birth else "1990-02-02",
+                 "gender": "female" if same_gender else "male",
+                 "name": [{"family": "OBrien" if same_family else "Smith",
+                           "given": ["Siobhan" if same_given else "Mary"]}],
+                 "address": [{"postalCode": "NG1 1AA" if same_post else "LS1 1AA"}]}
+        if demographic_score(base, other) >= PROBABLE_MATCH:
+            assert same_birth and same_family
