@@ -27,7 +27,12 @@ from connectors.hl7v2.errors import (
 )
 from connectors.hl7v2.framing import DEFAULT_MAX_SIZE, MllpFramer, frame
 from hub.fhir.identifiers import NHS_NUMBER
-from mappings.hl7v2.adt import MappingError, patient_identifiers, source_system
+from mappings.hl7v2.adt import (
+    MappingError,
+    cx_identifier,
+    patient_identifiers,
+    source_system,
+)
 from mappings.hl7v2.er7 import Er7Error, Message, decode, parse
 
 log = logging.getLogger(__name__)
@@ -109,10 +114,15 @@ def check_message(msg: Message, events: frozenset[str]) -> None:
 
 def envelope_meta(msg: Message) -> dict[str, str]:
     """The Envelope fields for one accepted message. The person key is the NHS number when a
-    valid one is present (so one person's events stay in order), else the source's MRN."""
+    valid one is present (so one person's events stay in order), else the source's MRN. An
+    identifier change (A47) without an NHS number is keyed by the identifier it changes (MRG-1):
+    it must be recorded after the earlier messages that used that identifier, not beside them."""
     source = source_system(msg)
     identifiers, _ = patient_identifiers(msg.first("PID"))  # type: ignore[arg-type]
     nhs_numbers = [i["value"] for i in identifiers if i.get("system") == NHS_NUMBER]
+    mrg = msg.first("MRG")
+    if not nhs_numbers and msg.trigger_event == "A47" and mrg is not None:
+        identifiers = [i for rep in mrg.reps(1) if (i := cx_identifier(rep)[0])] or identifiers
     if nhs_numbers:
         person = f"nhs:{nhs_numbers[0]}"
     else:

@@ -37,8 +37,11 @@ def bundle_text(
         head["total"] = total
     if links:
         head["link"] = [{"relation": rel, "url": url} for rel, url in links]
-    text = orjson.dumps(head).decode()[:-1]
-    return f'{text},"entry":[{",".join(entries)}]}}'.encode()
+    text = orjson.dumps(head).decode()
+    joined = ",".join(entries)
+    if not joined:
+        return text.encode()  # FHIR JSON has no empty arrays: no matches, no `entry`
+    return f'{text[:-1]},"entry":[{joined}]}}'.encode()
 
 
 def search_entry(base: str, version: Version, mode: str) -> str:

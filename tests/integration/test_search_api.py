@@ -158,3 +158,10 @@ def test_bad_search_values_are_400(fhir):
     assert fhir.get("/CarePlan", params={"date": "yesterday"}).status_code == 400
     assert fhir.get("/Patient", params={"_count": "lots"}).status_code == 400
     assert fhir.get("/Patient", params={"birthdate:exact": "2020"}).status_code == 400
+
+
+def test_an_empty_result_has_no_entry_array(fhir):
+    """FHIR JSON never carries an empty array: no matches means no `entry` at all."""
+    empty = fhir.get("/Patient", params={"family": unique("nobody-")})
+    assert empty.json()["total"] == 0 and "entry" not in empty.json()
+    assert b'"entry"' not in fhir.get("/Patient", params={"_summary": "count"}).content
