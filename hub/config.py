@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # connection is kept open.
     mllp_max_message_size: int = 1_048_576
     mllp_idle_timeout: float = 300.0
+    # Check every message strictly against the HL7 v2 standard with hl7apy (~10 ms a message).
+    mllp_strict: bool = False
     # Where a worker process serves /metrics, /healthz and /readyz (0: not served).
     worker_http_port: int = 0
 

@@ -26,6 +26,7 @@ from connectors.hl7v2.errors import (
     UnsupportedMessage,
 )
 from connectors.hl7v2.framing import DEFAULT_MAX_SIZE, MllpFramer, frame
+from connectors.hl7v2.strict import NotStandard, check_strictly
 from hub.fhir.identifiers import NHS_NUMBER
 from mappings.hl7v2.adt import (
     MappingError,
@@ -141,6 +142,8 @@ class MllpServer:
     idle_timeout: float = 300.0
     ssl_context: ssl.SSLContext | None = None
     events: frozenset[str] = SUPPORTED_EVENTS
+    # hl7apy's strict check of every message (connectors.hl7v2.strict): on request only, it is slow.
+    strict: bool = False
     _server: asyncio.base_events.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -170,6 +173,8 @@ class MllpServer:
         try:
             msg = parse(text, only=READ_SEGMENTS)
             check_message(msg, self.events)
+            if self.strict:
+                await asyncio.to_thread(check_strictly, text)
             key = dedupe_key(header, msg.text)
             if await self.dedupe.seen(key):
                 return _answer(header, "AA", "duplicate: already accepted")
@@ -186,7 +191,7 @@ class MllpServer:
             return _answer(header, "AE", str(exc), exc.code, exc.location)
         except UnsupportedMessage as exc:
             return _answer(header, "AR", str(exc), exc.code, exc.location)
-        except MalformedMessage as exc:
+        except (MalformedMessage, NotStandard) as exc:
             return _answer(header, "AE", str(exc), exc.code, exc.location)
         except Hl7v2Error as exc:
             return _answer(header, "AR", str(exc), exc.code, exc.location)

@@ -67,7 +67,8 @@ async def serve_mllp(settings: Settings, database_url: str, bus: BusSettings, st
 
         server = MllpServer(publish, dedupe=dedupe, host=settings.mllp_host, port=settings.mllp_port,
                             max_message_size=settings.mllp_max_message_size,
-                            idle_timeout=settings.mllp_idle_timeout, ssl_context=context)
+                            idle_timeout=settings.mllp_idle_timeout, ssl_context=context,
+                            strict=settings.mllp_strict)
         port = await server.start()
         log.info("HL7 v2 MLLP listener on %s:%d%s", settings.mllp_host, port, " (TLS)" if context else "")
         if started is not None:

@@ -261,3 +261,25 @@ def test_every_supported_corpus_message_is_acknowledged_concurrently(running) ->
     # Each A40 is published a second time, as the merge, under the same person key.
     merges = [m for _, m in sent.items if m["kind"] == "hl7v2-merge"]
     assert len(merges) == 2 and {m["person_key"] for m in merges} <= {m["person_key"] for m in adt_items}
+
+
+def test_strict_validation_on_request_refuses_what_breaks_the_standard(running) -> None:
+    """With strict checking on, hl7apy's knowledge of the standard decides: a value that breaks
+    its data type and a missing required segment get AE naming the problem, nothing is
+    published; a standard message is still AA. Without it, the fast path takes the same date."""
+    loop, server, port, sent = running
+    good = adt("A01", "STRICT1", "M900^^^RXX01^MR", version="2.5")
+    bad_date = good.replace(b"|19700214|", b"|1970-02-14x|").replace(b"STRICT1", b"STRICT2")
+    lines = good.split(b"\r")
+    no_pv1 = b"\r".join(line for line in lines if not line.startswith(b"PV1")).replace(b"STRICT1", b"STRICT3")
+
+    server.strict = True
+    assert msa(run(loop, exchange(port, frame(good)))[0])[1] == "AA"
+    refused = run(loop, exchange(port, frame(bad_date)))[0]
+    assert msa(refused)[1] == "AE" and "102" in err(refused) and "1970-02-14x" in refused
+    missing = run(loop, exchange(port, frame(no_pv1)))[0]
+    assert msa(missing)[1] == "AE" and "PV1" in missing
+    assert [meta["correlation_id"] for _, meta in sent.items] == ["STRICT1"]
+
+    server.strict = False
+    assert msa(run(loop, exchange(port, frame(bad_date)))[0])[1] == "AA"
