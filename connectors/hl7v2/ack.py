@@ -68,7 +68,7 @@ def read_header(text: str) -> Header | None:
                   get(15).strip(), get(16).strip())
 
 
-def wants_ack(header: Header, code: str, accepted: bool) -> bool:
+def wants_ack(header: Header, accepted: bool) -> bool:
     """Enhanced mode (MSH-15/16 present): whether this condition asks for an answer at all.
     AL always, NE never, ER/SU only for errors/success. Original mode always answers."""
     if not header.enhanced:

@@ -245,6 +245,6 @@ class MllpServer:
 
 
 def _answer(header: Header, code: str, text: str, error: int | None = None, location: str = "") -> bytes | None:
-    if not wants_ack(header, code, code == "AA"):
+    if not wants_ack(header, code == "AA"):
         return None
     return build_ack(header, code, text, error, location)

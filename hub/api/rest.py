@@ -177,8 +177,7 @@ async def create(res_type: str, request: Request) -> Response:
     condition = request.headers.get("if-none-exist")
     async with _writing(request) as conn:
         if condition:
-            existing = await transactions.find_one_for_condition(conn, res_type, condition,
-                                                                 _settings(request))
+            existing = await transactions.find_one_for_condition(conn, res_type, condition)
             if existing is not None:
                 return _resource_response(request, existing, status=200, location=False)
         version = await repository.create(conn, resource)
@@ -194,8 +193,7 @@ async def conditional_update(res_type: str, request: Request) -> Response:
                         f"an id: PUT /{res_type}/[id]", status=405)
     resource = check_structure(await read_body(request, _settings(request).max_body_bytes), res_type)
     async with _writing(request) as conn:
-        version, created = await transactions.conditional_update(conn, res_type, criteria, resource,
-                                                                 _settings(request))
+        version, created = await transactions.conditional_update(conn, res_type, criteria, resource)
     return _resource_response(request, version, status=201 if created else 200, location=created)
 
 

@@ -23,6 +23,7 @@ from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import ENVELOPE, SOURCE_SYSTEM
 from hub.fhir.ids import derived_id
+from hub.fhir.references import repoint
 from hub.identity import matching
 from hub.store import people, repository
 from hub.store.repository import UNCHANGED, Version
@@ -178,9 +179,9 @@ async def record_bundle(conn: AsyncConnection, source: str, bundle: dict[str, An
     written = []
     for resource in resources:
         if moved:
-            resource = _repoint(resource, moved)
+            resource = repoint(resource, moved)
         if resource["resourceType"] == "Patient":
-            resource = await _merged_patient(conn, source, resource, moved)
+            resource = await _merged_patient(conn, resource, moved)
         version = await _write(conn, resource)
         if version is not None:
             written.append(version)
@@ -232,7 +233,7 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
         written = []
         for resource in resources:
             if moved:
-                resource = _repoint(resource, moved)
+                resource = repoint(resource, moved)
             if resource["resourceType"] == "Patient":
                 target = moved.get(f"Patient/{resource['id']}", f"Patient/{resource['id']}").removeprefix("Patient/")
                 resource = _merge_patient(resource, target, current.get(("Patient", target)))
@@ -288,7 +289,7 @@ async def _patient_for(conn: AsyncConnection, source: str, reference: str) -> st
     return linked
 
 
-async def _merged_patient(conn: AsyncConnection, source: str, incoming: dict[str, Any],
+async def _merged_patient(conn: AsyncConnection, incoming: dict[str, Any],
                           moved: dict[str, str]) -> dict[str, Any]:
     target = moved.get(f"Patient/{incoming['id']}", f"Patient/{incoming['id']}").removeprefix("Patient/")
     return _merge_patient(incoming, target, await repository.current_version(conn, "Patient", target))
@@ -349,15 +350,6 @@ def _identifier_key(identifier: Any) -> Any:
     if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
         return (identifier["system"], identifier["value"])
     return jsontext.dumps(identifier)
-
-
-def _repoint(value: Any, moved: dict[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {k: (moved.get(v, v) if k == "reference" and isinstance(v, str) else _repoint(v, moved))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_repoint(v, moved) for v in value]
-    return value
 
 
 async def _write(conn: AsyncConnection, resource: dict[str, Any]) -> Version | None:

@@ -179,7 +179,7 @@ async def update(
     else:
         previous = await _lock(conn, res_type, res_id)
     saved = await _put(conn, res_type, res_id, resource, if_match=if_match, method="PUT",
-                       previous=previous, locked=True)
+                       previous=previous)
     return saved, previous is None or previous[1]
 
 
@@ -224,7 +224,6 @@ async def _put(
     if_match: int | None,
     method: str,
     previous: tuple[int, bool] | None = None,
-    locked: bool = False,
 ) -> Version:
     await check_one_plan_per_period(conn, resource, res_id)
     while True:

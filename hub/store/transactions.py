@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from hub.config import Settings
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
+from hub.fhir.references import references, repoint
 from hub.fhir.resources import check_structure, require_supported, require_valid_id
 from hub.search.parse import parse_search
 from hub.store import repository
@@ -24,7 +25,7 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 
 async def find_one_for_condition(
-    conn: AsyncConnection, res_type: str, condition: str, settings: Settings
+    conn: AsyncConnection, res_type: str, condition: str
 ) -> Version | None:
     """The one resource a conditional interaction's criteria select, None if none; 412 if several.
 
@@ -46,9 +47,9 @@ async def find_one_for_condition(
 
 
 async def conditional_update(
-    conn: AsyncConnection, res_type: str, condition: str, resource: dict[str, Any], settings: Settings
+    conn: AsyncConnection, res_type: str, condition: str, resource: dict[str, Any]
 ) -> tuple[Version, bool]:
-    existing = await find_one_for_condition(conn, res_type, condition, settings)
+    existing = await find_one_for_condition(conn, res_type, condition)
     if existing is None:
         res_id = resource.get("id") or repository.new_id()
     else:
@@ -79,10 +80,10 @@ async def process(conn: AsyncConnection, bundle: dict[str, Any], settings: Setti
 async def _transaction(conn: AsyncConnection, entries: list[dict], settings: Settings, base: str) -> list[dict]:
     ids = _assign_ids(entries)
     _refuse_overlapping_writes(entries)
-    await _resolve_conditional_references(conn, entries, ids, settings)
+    await _resolve_conditional_references(conn, entries, ids)
     for entry in entries:
         if "resource" in entry:
-            _rewrite_references(entry["resource"], ids)
+            entry["resource"] = repoint(entry["resource"], ids)
     replies: list[dict | None] = [None] * len(entries)
     order = sorted(range(len(entries)), key=lambda i: _ORDER.get(_method(entries[i], i), 9))
     for index in order:
@@ -158,44 +159,19 @@ def _assign_ids(entries: list[dict]) -> dict[str, str]:
 
 
 async def _resolve_conditional_references(
-    conn: AsyncConnection, entries: list[dict], ids: dict[str, str], settings: Settings
+    conn: AsyncConnection, entries: list[dict], ids: dict[str, str]
 ) -> None:
     """A reference like 'Patient?identifier=sys|123' becomes the one Patient it selects."""
     for entry in entries:
-        for ref in _references(entry.get("resource")):
+        for ref in references(entry.get("resource")):
             if "?" in ref and ref not in ids and not ref.startswith(("urn:", "http")):
                 res_type, _, criteria = ref.partition("?")
                 require_supported(res_type)
-                found = await find_one_for_condition(conn, res_type, criteria, settings)
+                found = await find_one_for_condition(conn, res_type, criteria)
                 if found is None:
                     raise FhirError("not-found", f"conditional reference {ref} matches no resource",
                                     status=404)
                 ids[ref] = found.reference
-
-
-def _references(node: Any):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                yield value
-            else:
-                yield from _references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _references(item)
-
-
-def _rewrite_references(node: Any, ids: dict[str, str]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                if value in ids:
-                    node[key] = ids[value]
-            else:
-                _rewrite_references(value, ids)
-    elif isinstance(node, list):
-        for item in node:
-            _rewrite_references(item, ids)
 
 
 def _reply(version: Version, status: str, base: str) -> dict[str, Any]:
@@ -241,7 +217,7 @@ async def _run_entry(
 
     if method == "POST":
         if request.get("ifNoneExist"):
-            existing = await find_one_for_condition(conn, res_type, request["ifNoneExist"], settings)
+            existing = await find_one_for_condition(conn, res_type, request["ifNoneExist"])
             if existing is not None:
                 return _reply(existing, "200 OK", base)
         assigned = ids.get(entry.get("fullUrl", ""), "")
@@ -251,7 +227,7 @@ async def _run_entry(
 
     if method == "PUT":
         if criteria:
-            version, created = await conditional_update(conn, res_type, criteria, resource, settings)
+            version, created = await conditional_update(conn, res_type, criteria, resource)
         else:
             if len(parts) != 2:
                 raise FhirError("invalid", "PUT in a Bundle needs Type/id or Type?criteria")

@@ -57,7 +57,7 @@ def test_sender_encoding_characters_and_enhanced_mode() -> None:
     text = MESSAGE.decode().replace("^~\\&", "#~\\*").replace("ADT^A01^ADT_A01", "ADT#A01#ADT_A01") + ""
     header = read_header(text.replace("|P|2.4", "|P|2.5|||ER|NE"))
     assert header is not None and header.enhanced
-    assert wants_ack(header, "CA", True) is False and wants_ack(header, "CE", False) is True
+    assert wants_ack(header, True) is False and wants_ack(header, False) is True
     ack = build_ack(header, "AE", "bad", 101, "PID^1^3").decode()
     assert ack.startswith("MSH|#~\\*|") and "ACK#A01#ACK" in ack and "|CE|C1|" in ack
     assert "PID#1#3" in ack
