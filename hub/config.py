@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     dlq_max_consecutive: int = 100
     retry_max_delay_s: float = 5.0
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
-    mappings: str = "mappings.fhir_bundle,mappings.hl7v2"
+    mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la"
     # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
@@ -54,13 +54,66 @@ class Settings(BaseSettings):
     mllp_idle_timeout: float = 300.0
     # Check every message strictly against the HL7 v2 standard with hl7apy (~10 ms a message).
     mllp_strict: bool = False
+    # The MOD transition handover connector (`ipc-hub connector mod`): HTTPS POST of handover
+    # documents (TLS when both cert and key are set), and a drop folder watched when set.
+    mod_host: str = "127.0.0.1"
+    mod_port: int = 8443
+    mod_tls_cert: Path | None = None
+    mod_tls_key: Path | None = None
+    mod_max_body_bytes: int = 10 * 1024 * 1024
+    mod_drop_dir: Path | None = None
+    mod_poll_interval_s: float = 1.0
+    mod_source: str = "mod-handover"
+    # The JWKS the MOD connector checks bearer tokens against (fetched at start; the hub API
+    # serves it), with the issuer and audience of token_issuer() and token_audience().
+    auth_jwks_url: str | None = None
+    # The local authority CSV connector (`ipc-hub connector la import|watch`, and `ipc-hub up`):
+    # the watched drop folder (unset: data_dir/la-drop), the record of imported file contents
+    # that catches duplicate uploads (unset: data_dir/la-imports), envelopes awaiting the
+    # broker's acknowledgement at most, and seconds between drop folder scans.
+    la_drop_dir: Path | None = None
+    la_ledger_dir: Path | None = None
+    la_max_in_flight: int = 10_000
+    la_poll_interval_s: float = 1.0
     # Where a worker process serves /metrics, /healthz and /readyz (0: not served).
     worker_http_port: int = 0
+    # OAuth2 / SMART (hub/auth, hub/api/security.py). Off only for measuring what security costs.
+    auth_enabled: bool = True
+    # PEM or JWK/JWKS file with the token signing key(s); the first private key signs, every key
+    # stays in the JWKS (rotation). Unset: a key generated once into data_dir/auth (mode 0600).
+    auth_signing_key_file: Path | None = None
+    # Access token lifetime in seconds, and the issuer/audience (derived from the base URL if unset).
+    auth_token_lifetime_s: int = 300
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    # Longest lifetime a private_key_jwt client assertion may claim (SMART Backend Services: 5 min).
+    auth_assertion_max_lifetime_s: int = 300
+    # Per-client token bucket: sustained requests per second and burst size (0 rps: no limit).
+    rate_limit_rps: float = 200.0
+    rate_limit_burst: int = 400
+    # What each partner class sees of a person with no IPC record-sharing consent on record
+    # (hub/consent/defaults.py): NHS direct care sees the record, a local authority who the
+    # person is, every other class nothing.
+    consent_defaults: str = "nhs=*;local-authority=demographics"
+    # Audit (hub/audit, hub/api/audit.py): an AuditEvent row per FHIR request, written in batches
+    # off the request path; a full queue holds requests back rather than lose records. Off only
+    # for measuring what audit costs.
+    audit_enabled: bool = True
+    audit_queue_size: int = 10_000
+    audit_batch_size: int = 500
+    # How long the writer gathers records after the first before writing them (one transaction).
+    audit_linger_s: float = 0.05
 
     def public_base_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
         return f"http://{self.http_host}:{self.http_port}"
+
+    def token_issuer(self) -> str:
+        return (self.auth_issuer or self.public_base_url()).rstrip("/")
+
+    def token_audience(self) -> str:
+        return (self.auth_audience or f"{self.public_base_url()}/fhir").rstrip("/")
 
     def describe(self) -> dict[str, str]:
         """The settings as they may be printed: credentials in URLs masked."""

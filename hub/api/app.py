@@ -9,10 +9,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import Response
 
-from hub.api import capability, everything, health, operations, rest
+from hub.api import access, audit, capability, everything, health, oauth, openapi, operations, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
+from hub.api.security import SecurityMiddleware
+from hub.auth.runtime import auth_runtime, revocations_followed
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.validation import load_guide
@@ -33,7 +36,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         async with pool.connection() as conn:  # the IPC guide, served at /fhir/StructureDefinition…
             await load_conformance(conn, load_guide().conformance_resources())
         try:
-            yield
+            async with revocations_followed(app.state.auth, database_url):
+                yield
         finally:
             await pool.close()
 
@@ -46,12 +50,22 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    access.check_settings(settings)  # a bad HUB_CONSENT_DEFAULTS stops start-up, not a request
+    app.state.auth = auth_runtime(settings)
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
     # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
-    for module in (operations, rest, everything, capability, health):
+    for module in (audit, operations, rest, everything, capability, health, oauth):
         _add_routes(app, module.router)
     _install_error_handlers(app)
+    openapi.describe(app)
+    # Middlewares, innermost first: each wraps those listed before it (an audit layer goes after
+    # security, so it sees every request and the Principal security put in scope["state"]).
+    middlewares = [Middleware(SecurityMiddleware, auth=app.state.auth, max_body_bytes=settings.max_body_bytes)]
+    if settings.audit_enabled:
+        middlewares.append(Middleware(audit.AuditMiddleware, settings=settings, database_url=database_url))
+    for middleware in middlewares:
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     return app
 
 

@@ -33,7 +33,8 @@ _VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDef
 
 
 @lru_cache(maxsize=1)
-def capability_statement(base_url: str) -> dict:
+def capability_statement(base_url: str, token_endpoint: str | None = None,
+                         revocation_endpoint: str | None = None) -> dict:
     resources = [_resource_entry(t) for t in sorted(SUPPORTED_TYPES)]
     return {
         "resourceType": "CapabilityStatement",
@@ -51,6 +52,7 @@ def capability_statement(base_url: str) -> dict:
         "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
         "rest": [{
             "mode": "server",
+            **_security(token_endpoint, revocation_endpoint),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [{
@@ -59,6 +61,22 @@ def capability_statement(base_url: str) -> dict:
             }, _VALIDATE],
         }],
     }
+
+
+def _security(token_endpoint: str | None, revocation_endpoint: str | None) -> dict:
+    """SMART on FHIR's `oauth-uris` extension: where a client gets and revokes tokens."""
+    if token_endpoint is None:
+        return {}
+    uris = [{"url": "token", "valueUri": token_endpoint}]
+    if revocation_endpoint:
+        uris.append({"url": "revoke", "valueUri": revocation_endpoint})
+    return {"security": {
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": uris}],
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}], "text": "OAuth2 using SMART-on-FHIR profile"}],
+        "description": "SMART Backend Services: client credentials with client_secret_basic or private_key_jwt",
+    }}
 
 
 def _resource_entry(res_type: str) -> dict:
@@ -97,5 +115,7 @@ def _resource_entry(res_type: str) -> dict:
 @router.get("/metadata")
 async def metadata(request: Request) -> Response:
     fmt = response_format(request)
-    statement = capability_statement(request.app.state.base_url)
+    auth = request.app.state.auth
+    statement = capability_statement(request.app.state.base_url, *(
+        (auth.token_endpoint, auth.revocation_endpoint) if auth.enabled else ()))
     return fhir_response(render(statement, fmt, pretty=wants_pretty(request)), fmt)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from hub.api import paths  # noqa: F401  (registers the path convertors)
+from hub.api import access, paths  # noqa: F401  (registers the path convertors)
 from hub.api.formats import fhir_response, read_body, render, response_format
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError, Issue, operation_outcome
@@ -68,15 +68,20 @@ async def _answer(request: Request, res_type: str, stored: dict[str, Any] | None
 
 @router.post("/{res_type:fhirtype}/$validate")
 async def validate_type(res_type: str, request: Request) -> Response:
+    """Needs create or update on the type: validating is what a client does before writing."""
     require_supported(res_type)
+    access.require_either(request, res_type, "cu")
     return await _answer(request, res_type, None)
 
 
 @router.get("/{res_type:fhirtype}/{res_id:fhirid}/$validate")
 async def validate_instance(res_type: str, res_id: str, request: Request) -> Response:
     require_supported(res_type)
+    access.require_either(request, res_type, "cu")
+    viewer = access.require(request, res_type, "r")  # it also reads the stored resource
     async with request.app.state.pool.connection() as conn:
-        version = await repository.read(conn, res_type, res_id)
+        version = await repository.read(conn, res_type, res_id, viewer=viewer)
+    access.disclosed(request, (version,))
     return await _answer(request, res_type, jsontext.loads(version.content))
 
 

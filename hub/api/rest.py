@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from psycopg import AsyncConnection
 from starlette.responses import Response
 
-from hub.api import bundles, paths  # noqa: F401  (paths registers the path convertors)
+from hub.api import access, bundles, paths  # noqa: F401  (paths registers the path convertors)
 from hub.api.formats import (
     fhir_response,
     read_body,
@@ -25,6 +25,7 @@ from hub.api.formats import (
 )
 from hub.fhir.errors import FhirError, Issue, not_found, operation_outcome
 from hub.fhir.resources import check_structure, require_supported, require_valid_id
+from hub.search.definitions import resource_types
 from hub.search.parse import SearchRequest, parse_search
 from hub.store import repository, transactions
 from hub.store.repository import Version, instant, version_from_etag
@@ -96,8 +97,10 @@ async def read(request: Request) -> Response:
     res_type = request.path_params["res_type"]
     res_id = request.path_params["res_id"]
     require_supported(res_type)
+    viewer = access.require(request, res_type, "r")
     async with _pool(request).connection() as conn:
-        version = await repository.read(conn, res_type, res_id)
+        version = await repository.read(conn, res_type, res_id, viewer=viewer)
+    access.disclosed(request, (version,))
     headers = version_headers(version)
     if request.headers.get("if-none-match") == version.etag:
         return Response(status_code=304, headers=headers)
@@ -111,8 +114,10 @@ async def vread(res_type: str, res_id: str, version_id: str, request: Request) -
     require_supported(res_type)
     if not version_id.isdigit():
         raise FhirError("not-found", f"'{version_id[:40]}' is not a version of {res_type}/{res_id}")
+    viewer = access.require(request, res_type, "r")
     async with _pool(request).connection() as conn:
-        version = await repository.vread(conn, res_type, res_id, int(version_id))
+        version = await repository.vread(conn, res_type, res_id, int(version_id), viewer=viewer)
+    access.disclosed(request, (version,))
     fmt = response_format(request)
     return fhir_response(render_text(version.content, fmt, pretty=wants_pretty(request)), fmt,
                          headers=version_headers(version))
@@ -121,23 +126,27 @@ async def vread(res_type: str, res_id: str, version_id: str, request: Request) -
 @router.get("/{res_type:fhirtype}/{res_id:fhirid}/_history")
 async def instance_history(res_type: str, res_id: str, request: Request) -> Response:
     require_supported(res_type)
+    viewer = access.require(request, res_type, "r")
     async with _pool(request).connection() as conn:
-        if await repository.current_version(conn, res_type, res_id) is None:
+        if await repository.current_version(conn, res_type, res_id, viewer=viewer) is None:
             raise not_found(res_type, res_id)
-        return await _history(request, conn, res_type=res_type, res_id=res_id)
+        return await _history(request, conn, viewer, res_type=res_type, res_id=res_id)
 
 
 @router.get("/{res_type:fhirtype}/_history")
 async def type_history(res_type: str, request: Request) -> Response:
     require_supported(res_type)
+    viewer = access.require(request, res_type, "s")
     async with _pool(request).connection() as conn:
-        return await _history(request, conn, res_type=res_type)
+        return await _history(request, conn, viewer, res_type=res_type)
 
 
 @router.get("/_history")
 async def system_history(request: Request) -> Response:
+    viewer = access.viewer(request)
+    types = access.searchable_types(viewer, resource_types())
     async with _pool(request).connection() as conn:
-        return await _history(request, conn)
+        return await _history(request, conn, viewer, types=types)
 
 
 @router.put("/{res_type}/{res_id}")
@@ -152,17 +161,31 @@ async def update(res_type: str, res_id: str, request: Request) -> Response:
         raise FhirError("invalid", f"the body's id '{resource['id']}' does not match the URL's id "
                         f"'{res_id}'", expression=f"{res_type}.id")
     if_match = version_from_etag(request.headers.get("if-match"))
+    viewer = access.require(request, res_type, "u")
     async with _writing(request) as conn:
-        version, created = await repository.update(conn, res_type, res_id, resource, if_match=if_match)
+        version, created = await repository.update(conn, res_type, res_id, resource, if_match=if_match,
+                                                   viewer=viewer)
+        _created_needs_c(request, res_type, created)
+    access.disclosed(request, (version,))
     return _resource_response(request, version, status=201 if created else 200, location=created)
+
+
+def _created_needs_c(request: Request, res_type: str, created: bool) -> None:
+    """An update that turned out to create needs the create scope too (raised inside the
+    transaction, so nothing is kept)."""
+    if created:
+        access.require(request, res_type, "c")
 
 
 @router.delete("/{res_type:fhirtype}/{res_id:fhirid}")
 async def delete(res_type: str, res_id: str, request: Request) -> Response:
     require_supported(res_type)
     if_match = version_from_etag(request.headers.get("if-match"))
+    viewer = access.require(request, res_type, "d")
     async with _writing(request) as conn:
-        deleted = await repository.delete(conn, res_type, res_id, if_match=if_match)
+        deleted = await repository.delete(conn, res_type, res_id, if_match=if_match, viewer=viewer)
+    if deleted:
+        access.disclosed(request, (deleted,))
     headers = {"ETag": deleted.etag} if deleted else {}
     return Response(status_code=204, headers=headers)
 
@@ -175,12 +198,15 @@ async def create(res_type: str, request: Request) -> Response:
     require_supported(res_type)
     resource = check_structure(await read_body(request, _settings(request).max_body_bytes), res_type)
     condition = request.headers.get("if-none-exist")
+    viewer = access.require(request, res_type, "c", *("s" if condition else ""))
     async with _writing(request) as conn:
         if condition:
-            existing = await transactions.find_one_for_condition(conn, res_type, condition)
+            existing = await transactions.find_one_for_condition(conn, res_type, condition, viewer=viewer)
             if existing is not None:
+                access.disclosed(request, (existing,))
                 return _resource_response(request, existing, status=200, location=False)
-        version = await repository.create(conn, resource)
+        version = await repository.create(conn, resource, viewer=viewer)
+    access.disclosed(request, (version,))
     return _resource_response(request, version, status=201, location=True)
 
 
@@ -192,8 +218,12 @@ async def conditional_update(res_type: str, request: Request) -> Response:
         raise FhirError("invalid", f"PUT /{res_type} needs search criteria (conditional update) or "
                         f"an id: PUT /{res_type}/[id]", status=405)
     resource = check_structure(await read_body(request, _settings(request).max_body_bytes), res_type)
+    viewer = access.require(request, res_type, "u", "s")
     async with _writing(request) as conn:
-        version, created = await transactions.conditional_update(conn, res_type, criteria, resource)
+        version, created = await transactions.conditional_update(conn, res_type, criteria, resource,
+                                                                 viewer=viewer)
+        _created_needs_c(request, res_type, created)
+    access.disclosed(request, (version,))
     return _resource_response(request, version, status=201 if created else 200, location=created)
 
 
@@ -231,8 +261,11 @@ async def transaction_or_batch(request: Request) -> Response:
     if bundle.get("resourceType") != "Bundle":
         raise FhirError("invalid", "POST to the server base takes a Bundle of type transaction or batch",
                         expression="resourceType")
+    viewer = access.viewer(request)
     async with _writing(request) as conn:
-        reply = await transactions.process(conn, bundle, _settings(request), _base(request))
+        reply, touched = await transactions.process(conn, bundle, _settings(request), _base(request),
+                                                    viewer=viewer)
+    access.disclosed(request, touched)
     fmt = response_format(request)
     return fhir_response(render(reply, fmt, pretty=wants_pretty(request)), fmt)
 
@@ -245,13 +278,15 @@ def page_window(request: Request) -> tuple[int, int]:
     count, offset = settings.default_page_size, 0
     raw_count = request.query_params.get("_count")
     raw_offset = request.query_params.get("_offset")
+    # ASCII digits only, at most 18 of them: what a SQL bigint LIMIT / OFFSET can take.
     if raw_count is not None:
-        if not raw_count.isdigit():
+        if not (raw_count.isascii() and raw_count.isdigit()) or len(raw_count) > 18:
             raise FhirError("invalid", f"_count '{raw_count[:20]}' is not a whole number")
         count = min(int(raw_count), settings.max_page_size)
     if raw_offset is not None:
-        if not raw_offset.isdigit():
-            raise FhirError("invalid", f"_offset '{raw_offset[:20]}' is not a whole number")
+        if not (raw_offset.isascii() and raw_offset.isdigit()) or len(raw_offset) > 18:
+            raise FhirError("invalid", f"_offset '{raw_offset[:20]}' is not a whole number of 18 digits "
+                            "or fewer")
         offset = int(raw_offset)
     return count, offset
 
@@ -266,11 +301,13 @@ def _parse_since(raw: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def _history(request: Request, conn, *, res_type: str | None = None, res_id: str | None = None) -> Response:
+async def _history(request: Request, conn, viewer, *, res_type: str | None = None, res_id: str | None = None,
+                   types: list[str] | None = None) -> Response:
     count, offset = page_window(request)
     since = _parse_since(request.query_params.get("_since"))
     versions, total = await repository.history(conn, res_type=res_type, res_id=res_id, since=since,
-                                               count=count, offset=offset)
+                                               count=count, offset=offset, viewer=viewer, types=types)
+    access.disclosed(request, versions)
     base = _base(request)
     path = "/".join(p for p in (base, res_type, res_id, "_history") if p)
     keep = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
@@ -286,10 +323,13 @@ async def _history(request: Request, conn, *, res_type: str | None = None, res_i
 async def _search(request: Request, res_type: str, pairs: list[tuple[str, str]]) -> Response:
     settings = _settings(request)
     strict = "handling=strict" in request.headers.get("prefer", "")
+    viewer = access.require(request, res_type, "s")
     query = parse_search(res_type, pairs, default_count=settings.default_page_size,
                          max_count=settings.max_page_size, strict=strict, base_url=_base(request))
     async with _pool(request).connection() as conn:
-        result = await repository.search(conn, query)
+        result = await repository.search(conn, query, viewer=viewer)
+    access.disclosed(request, result.matches)
+    access.disclosed(request, result.included)
     base = _base(request)
     entries = [bundles.search_entry(base, v, "match") for v in result.matches]
     entries += [bundles.search_entry(base, v, "include") for v in result.included]

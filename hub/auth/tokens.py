@@ -65,10 +65,14 @@ def issue_access_token(key: RSAKey, request: TokenRequest, *, issuer: str, audie
     return jwt.encode(header, claims, key), claims
 
 
-def unauthorised(reason: str) -> FhirError:
-    """401 with the Bearer challenge RFC 6750 asks for; the reason is safe to show the client."""
-    return FhirError("login", reason, status=401,
-                     headers={"WWW-Authenticate": 'Bearer realm="ipc-hub", error="invalid_token"'})
+_CHALLENGE = 'Bearer realm="ipc-hub"'
+
+
+def unauthorised(reason: str, *, token_sent: bool = True) -> FhirError:
+    """401 with the Bearer challenge RFC 6750 asks for (an error code only when a token was sent,
+    §3.1); the reason is safe to show the client."""
+    challenge = f'{_CHALLENGE}, error="invalid_token"' if token_sent else _CHALLENGE
+    return FhirError("login", reason, status=401, headers={"WWW-Authenticate": challenge})
 
 
 class TokenVerifier:
@@ -132,7 +136,8 @@ class TokenVerifier:
 def bearer_token(authorization: str | None) -> str:
     """The token from an `Authorization: Bearer …` header, or a 401 saying what is wrong."""
     if not authorization:
-        raise unauthorised("this endpoint needs an access token: send Authorization: Bearer <token>")
+        raise unauthorised("this endpoint needs an access token: send Authorization: Bearer <token>",
+                           token_sent=False)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorised("the Authorization header must be 'Bearer <token>'")

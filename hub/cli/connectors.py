@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import logging
 import signal
 import ssl
@@ -25,6 +26,9 @@ from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
 log = logging.getLogger("hub")
+
+# Connectors in a CLI module of their own: name → module whose run(args, settings) serves it.
+CONNECTORS = {"mod": "hub.cli.mod_handover", "la": "hub.cli.la_extracts"}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -121,6 +125,12 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
     from hub.cli.main import _database_url, _kafka_bootstrap
     from hub.cli.workers import bus_settings
 
+    if args.options and args.name != "la":  # only `la` takes arguments of its own (import, watch)
+        if args.options[0] not in ("-h", "--help"):
+            args.connector_parser.error("unrecognized arguments: " + " ".join(args.options))
+        return args.connector_parser.print_help()
+    if args.name in CONNECTORS:
+        return importlib.import_module(CONNECTORS[args.name]).run(args, settings)
     check_mllp_port(settings)
     tls_context(settings)  # a bad TLS setting fails before anything starts
     with ExitStack() as stack:
@@ -150,8 +160,9 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
         "HUB_MLLP_MAX_MESSAGE_SIZE (bytes) and HUB_MLLP_IDLE_TIMEOUT (seconds) bound each "
         "connection. `ipc-hub up` runs this listener too.")
-    p.add_argument("name", choices=["hl7v2"], help="which connector")
-    p.set_defaults(handler=cmd_connector)
+    p.add_argument("name", choices=["hl7v2", *CONNECTORS], help="which connector")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la: import FILE... | watch)")
+    p.set_defaults(handler=cmd_connector, connector_parser=p)
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_connector]

@@ -19,6 +19,7 @@ from hub.runtime.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
     ensure_port_free,
+    running_postgres_url,
 )
 from hub.runtime.process import settle_heap
 
@@ -26,9 +27,13 @@ log = logging.getLogger("hub")
 
 
 def _database_url(settings: Settings, stack: ExitStack) -> str:
-    """HUB_DATABASE_URL, or an embedded PostgreSQL in the data folder that stops with us."""
+    """HUB_DATABASE_URL; else the embedded PostgreSQL a running `ipc-hub up` has in the data
+    folder (left running); else one of our own that stops with us."""
     if settings.database_url:
         return settings.database_url
+    running = running_postgres_url(settings.data_dir)
+    if running:
+        return running
     server = EmbeddedPostgres(settings.data_dir)
     url = server.start()
     stack.callback(server.stop)
@@ -76,7 +81,7 @@ def _serve_api(settings: Settings, database_url: str, banner: Callable[[], None]
     server.run()
 
 
-def _print_banner(settings: Settings) -> None:
+def _print_banner(settings: Settings, clients: str = "") -> None:
     base = settings.public_base_url()
     print(
         "\nIPC Hub is ready.\n"
@@ -86,6 +91,7 @@ def _print_banner(settings: Settings) -> None:
         f"  Health              {base}/healthz  {base}/readyz\n"
         f"  HL7 v2 over MLLP    {settings.mllp_host}:{settings.mllp_port}\n"
         f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
+        f"{clients}"
         "Stop with Ctrl-C.\n",
         flush=True,
     )
@@ -108,7 +114,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 
         start_pipeline(settings, database_url, bootstrap, stack)
         start_mllp(settings, database_url, bootstrap, stack)
-        _serve_api(settings, database_url, banner=lambda: _print_banner(settings))
+        from hub.cli.clients import demo_clients_banner
+
+        clients = "" if settings.database_url else demo_clients_banner(database_url, settings.public_base_url())
+        _serve_api(settings, database_url, banner=lambda: _print_banner(settings, clients))
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
@@ -170,8 +179,15 @@ def _connector_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     return PARSERS
 
 
+def _client_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from hub.cli.clients import PARSERS
+
+    return PARSERS
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate,
-                                                                *_pipeline_parsers(), *_connector_parsers()]
+                                                                *_pipeline_parsers(), *_connector_parsers(),
+                                                                *_client_parsers()]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,20 @@
 """The recorder step: mapped Bundles → the shared record, in one database transaction per
 polled batch (a savepoint per message, so one bad message is dead-lettered alone).
 
-For each message: resolve who each Patient is (hub.identity), point the Bundle's references at
-the shared-record Patient, write every resource with update(skip_unchanged) under its
-deterministic id (a replay writes nothing), and write one Provenance naming the source system
-and the envelope for the versions written. Change events come from the outbox rows each write
-adds. The worker loop commits Kafka offsets only after this transaction has committed."""
+For each message: resolve who each Patient is (hub.identity) and whom a source means by a
+person it sent before, point the Bundle's references at the shared-record Patient, join plan
+parts to the person's one plan (hub.pipeline.plans), skip what the source already said something
+newer about (a late replay, hub.store.freshness), write every resource with
+update(skip_unchanged) under its deterministic id (a replay writes nothing), settle GP
+registration handovers (hub.pipeline.handover), and write one Provenance naming the source
+system and the envelope for the versions written. Change events come from the outbox rows each
+write adds. The worker loop commits Kafka offsets only after this transaction has committed."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import zlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -21,11 +24,12 @@ from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
-from hub.fhir.identifiers import ENVELOPE, SOURCE_SYSTEM
-from hub.fhir.ids import derived_id
-from hub.fhir.references import repoint
+from hub.fhir.references import references, repoint
 from hub.identity import matching
-from hub.store import people, repository
+from hub.pipeline import handover
+from hub.pipeline.plans import PlanTargets, join, plan_kind
+from hub.pipeline.provenance import hub_provenance, provenance
+from hub.store import freshness, people, repository
 from hub.store.repository import UNCHANGED, Version
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,7 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
             try:
                 async with conn.transaction():
                     await record_together(conn, decoded)
+                    await handover.settle(conn, decoded)
                 return outcome
             except _TRANSIENT:
                 raise
@@ -128,6 +133,7 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
                 raise
             except psycopg.Error as exc:
                 outcome.rejected.append(Rejected(message, "exception", type(exc).__name__, "record"))
+        await handover.settle(conn, decoded)
     return outcome
 
 
@@ -161,7 +167,7 @@ async def _record_decoded(conn: AsyncConnection, message: Message, envelope: Env
     if document.get("resourceType") == "Parameters":
         written = await merge_people(conn, envelope.source, document)
     elif document.get("resourceType") == "Bundle":
-        written = await record_bundle(conn, envelope.source, document)
+        written = await record_bundle(conn, envelope, document)
     else:
         raise FhirError("not-supported", "the recorder takes a Bundle or a merge Parameters")
     if written:
@@ -169,23 +175,49 @@ async def _record_decoded(conn: AsyncConnection, message: Message, envelope: Env
     return written
 
 
-async def record_bundle(conn: AsyncConnection, source: str, bundle: dict[str, Any]) -> list[Version]:
+async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[str, Any]) -> list[Version]:
+    source = envelope.source
     resources = _resources(bundle)
     moved: dict[str, str] = {}
     for patient in (r for r in resources if r["resourceType"] == "Patient"):
         resolution = await matching.resolve(conn, source, patient)
         if resolution.patient_id != patient["id"]:
             moved[f"Patient/{patient['id']}"] = f"Patient/{resolution.patient_id}"
-    written = []
-    for resource in resources:
-        if moved:
-            resource = repoint(resource, moved)
+    links: dict[tuple[str, str], str] = {}
+    moved.update((await _people_referenced(conn, [(source, resources)], links))[0])
+    if moved:
+        resources = [repoint(resource, moved) for resource in resources]
+    resources, joined = await PlanTargets().retarget(conn, resources)
+    keys = {_freshness_key(r, moved, source): r for r in resources}
+    newest = await freshness.newest(conn, set(keys))
+    written, said = [], {}
+    for key, resource in keys.items():
+        if _stale(newest.get(key), envelope):
+            continue
         if resource["resourceType"] == "Patient":
             resource = await _merged_patient(conn, resource, moved)
+        elif plan_kind(resource) is not None:
+            resource = _joined_plan(resource, await repository.current_version(conn, "CarePlan", resource["id"]),
+                                    joined)
         version = await _write(conn, resource)
+        said[key] = envelope.received_at
         if version is not None:
             written.append(version)
+    await freshness.remember(conn, said)
     return written
+
+
+def _freshness_key(resource: dict[str, Any], moved: dict[str, str], source: str) -> freshness.Key:
+    """(type, the id it is written under, source): a source's Patient is written as its person."""
+    res_id = resource["id"]
+    if resource["resourceType"] == "Patient":
+        res_id = moved.get(f"Patient/{res_id}", f"Patient/{res_id}").removeprefix("Patient/")
+    return resource["resourceType"], res_id, source
+
+
+def _stale(newest: datetime | None, envelope: Envelope) -> bool:
+    """Whether the source already said something newer about this resource (a late replay)."""
+    return newest is not None and newest > envelope.received_at
 
 
 async def record_together(conn: AsyncConnection, items: list[tuple[Message, Envelope, dict[str, Any]]]) -> None:
@@ -215,6 +247,20 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
                 moved[f"Patient/{resource['id']}"] = f"Patient/{target}"
             keys.add(("Patient", target))
         moves.append(moved)
+    referenced = await _people_referenced(conn, [(envelope.source, resources) for _, envelope, resources in bundles],
+                                          links)
+    targets = PlanTargets()
+    prepared = []
+    for (message, envelope, resources), moved, extra in zip(bundles, moves, referenced):
+        moved.update(extra)
+        if moved:
+            resources = [repoint(resource, moved) for resource in resources]
+        resources, joined = await targets.retarget(conn, resources)
+        keys.update((r["resourceType"], r["id"]) for r in resources if r["resourceType"] != "Patient")
+        prepared.append((message, envelope, resources, joined))
+    newest = await freshness.newest(conn, {_freshness_key(r, moved, envelope.source)
+                                           for (_, envelope, resources, _), moved in zip(prepared, moves)
+                                           for r in resources})
     current = await repository.lock_current(conn, keys)
     existing = set(current)
     staged: list[repository.Staged] = []
@@ -229,14 +275,19 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
         return done.version
 
     proofs = []
-    for (message, envelope, resources), moved in zip(bundles, moves):
+    said: dict[freshness.Key, datetime] = {}
+    for (message, envelope, resources, joined), moved in zip(prepared, moves):
         written = []
         for resource in resources:
-            if moved:
-                resource = repoint(resource, moved)
+            key = _freshness_key(resource, moved, envelope.source)
+            if _stale(newest.get(key), envelope):
+                continue
+            newest[key] = said[key] = max(envelope.received_at, newest.get(key, envelope.received_at))
             if resource["resourceType"] == "Patient":
                 target = moved.get(f"Patient/{resource['id']}", f"Patient/{resource['id']}").removeprefix("Patient/")
                 resource = _merge_patient(resource, target, current.get(("Patient", target)))
+            elif plan_kind(resource) is not None:
+                resource = _joined_plan(resource, current.get(("CarePlan", resource["id"])), joined)
             version = write(resource)
             if version is not None:
                 written.append(version)
@@ -248,15 +299,35 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
     for proof in proofs:
         write(proof)
     await repository.write_staged(conn, staged, existing)
+    await freshness.remember(conn, said)
 
 
 async def review_pass(conn: AsyncConnection) -> None:
-    """Raise a review Task (with its Provenance) for each probable duplicate among new people."""
-    for source, patient_id, candidate in await matching.review_new_people(conn):
-        task = await _write(conn, matching.review_task(patient_id, candidate, source))
-        if task is not None:
-            await _write(conn, hub_provenance([task], source))
-            log.info("review task %s raised for a possible duplicate person", task.res_id)
+    """Raise a review Task (with its Provenance) for each probable duplicate among new people,
+    written together as record_together writes (a backlog of look-alike people raises many)."""
+    tasks = [(source, matching.review_task(patient_id, candidate, source))
+             for source, patient_id, candidate in await matching.review_new_people(conn)]
+    if not tasks:
+        return
+    current = await repository.lock_current(conn, {("Task", task["id"]) for _, task in tasks})
+    existing = set(current)
+    staged: list[repository.Staged] = []
+    proofs = []
+    for source, task in tasks:
+        done = repository.stage("Task", task["id"], task, current.get(("Task", task["id"])))
+        if done is not None:
+            current[("Task", task["id"])] = done.version
+            staged.append(done)
+            proofs.append(hub_provenance([done.version], source))
+    found = await repository.lock_current(conn, {("Provenance", proof["id"]) for proof in proofs})
+    existing |= set(found)
+    for proof in proofs:
+        done = repository.stage("Provenance", proof["id"], proof, found.get(("Provenance", proof["id"])))
+        if done is not None:
+            staged.append(done)
+    await repository.write_staged(conn, staged, existing)
+    if staged:
+        log.info("%d review tasks raised for possible duplicate people", len(proofs))
 
 
 async def merge_people(conn: AsyncConnection, source: str, parameters: dict[str, Any]) -> list[Version]:
@@ -287,6 +358,44 @@ async def _patient_for(conn: AsyncConnection, source: str, reference: str) -> st
     if linked is None:
         raise FhirError("not-found", "a merge names a person this source has not sent")
     return linked
+
+
+async def _people_referenced(conn: AsyncConnection, bundles: list[tuple[str, list[dict[str, Any]]]],
+                             links: dict[tuple[str, str], str]) -> list[dict[str, str]]:
+    """For each (source, resources) bundle, where its references to people it does not carry
+    lead: a source may name a person it sent before by its own id (an event row names the person
+    of an earlier people row), which the source's person link turns into the shared record's
+    Patient. A reference to neither a linked person nor a Patient in the record is refused, so the
+    message waits in the dead-letter topic for replay instead of pointing at nobody. `links`
+    holds (source, source id) → Patient already known (the batch's own people) and gains the rest."""
+    wanted: list[set[tuple[str, str]]] = []
+    for source, resources in bundles:
+        carried = {r["id"] for r in resources if r["resourceType"] == "Patient"}
+        wanted.append({(source, ref[len("Patient/"):]) for ref in references(resources)
+                       if ref.startswith("Patient/") and "/" not in ref[len("Patient/"):]
+                       and ref[len("Patient/"):] not in carried})
+    unknown = set().union(*wanted) - links.keys()
+    links.update(await people.linked_patients(conn, unknown))
+    in_record = await people.existing_patients(conn, {pid for source, pid in unknown
+                                                      if (source, pid) not in links})
+    moves = []
+    for needed in wanted:
+        moved = {}
+        for source, pid in needed:
+            target = links.get((source, pid))
+            if target is not None:
+                if target != pid:
+                    moved[f"Patient/{pid}"] = f"Patient/{target}"
+            elif pid not in in_record:
+                raise FhirError("not-found", f"the message refers to a person (Patient/{pid}) that source "
+                                             f"{source} has not sent and the record does not hold")
+        moves.append(moved)
+    return moves
+
+
+def _joined_plan(part: dict[str, Any], current: Version | None, joined: set[str]) -> dict[str, Any]:
+    existing = jsontext.loads(current.content) if current is not None and not current.deleted else None
+    return join(existing, part, own=part["id"] not in joined)
 
 
 async def _merged_patient(conn: AsyncConnection, incoming: dict[str, Any],
@@ -357,46 +466,3 @@ async def _write(conn: AsyncConnection, resource: dict[str, Any]) -> Version | N
     version, _ = await repository.update(conn, resource["resourceType"], resource["id"], resource,
                                          skip_unchanged=True)
     return None if version.method == UNCHANGED else version
-
-
-_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
-
-
-def hub_provenance(written: list[Version], source: str) -> dict[str, Any]:
-    """Provenance for what the recorder itself raised (a review Task) about a source's record."""
-    return _provenance(written, "CREATE", [
-        _agent("assembler", {"display": "IPC Hub recorder"}),
-        _agent("informant", {"identifier": {"system": SOURCE_SYSTEM, "value": source}, "display": source}),
-    ])
-
-
-def provenance(written: list[Version], envelope: Envelope, message: Message) -> dict[str, Any]:
-    """One Provenance for the versions one message wrote: which source system said it, in which
-    envelope, read from which topic, partition and offset."""
-    where = message.coordinates + (f" (inbound {envelope.origin})" if envelope.origin else "")
-    record = _provenance(written, "UPDATE", [
-        _agent("author", {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
-                          "display": envelope.source}),
-    ])
-    record["entity"] = [{"role": "source",
-                         "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
-                                  "display": f"envelope {envelope.id} at {where}"}}]
-    return record
-
-
-def _provenance(written: list[Version], activity: str, agents: list[dict[str, Any]]) -> dict[str, Any]:
-    """Targets each version written; its id derives from them, so a replay yields the same one."""
-    targets = sorted(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in written)
-    return {
-        "resourceType": "Provenance",
-        "id": derived_id("provenance", *targets),
-        "target": [{"reference": t} for t in targets],
-        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                 "code": activity}]},
-        "agent": agents,
-    }
-
-
-def _agent(role: str, who: dict[str, Any]) -> dict[str, Any]:
-    return {"type": {"coding": [{"system": _PARTICIPANT_TYPE, "code": role}]}, "who": who}

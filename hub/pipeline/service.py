@@ -94,7 +94,7 @@ class Relay:
                 for e in events:
                     value = orjson.dumps({"resourceType": e.res_type, "id": e.res_id, "versionId": str(e.version),
                                           "method": e.method})
-                    publisher.send(self.topic, f"{e.res_type}/{e.res_id}".encode(), value)
+                    publisher.send(self.topic, f"{e.res_type}/{e.res_id}".encode(), value, e.headers())
                 publisher.flush()
                 outbox.remove(conn, [e.seq for e in events])
                 metrics.PUBLISHED_EVENTS.inc(len(events))

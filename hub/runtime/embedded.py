@@ -134,3 +134,21 @@ class EmbeddedKafka:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+def running_postgres_url(data_dir: Path) -> str | None:
+    """The URL of the embedded PostgreSQL an `ipc-hub up` is running in data_dir, if any.
+
+    Operators migrate and manage clients while the hub runs; starting the embedded server
+    through its wrapper would attach to the running one and then stop it on the way out, under
+    the hub. So a running server is reached directly on the socket its postmaster.pid names."""
+    pid_file = Path(data_dir) / "postgres" / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].strip()
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    if not socket_dir:
+        return None
+    return f"postgresql://postgres:@/postgres?host={socket_dir}&port={port}"

@@ -412,7 +412,8 @@ _RESULT_PARAMS = {
 
 
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
+    # ASCII digits only ("¹".isdigit() is true, int() refuses it); 18 digits fit a SQL bigint.
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise FhirError("invalid", f"'{name}={value}' must be a whole number of 0 or more", expression=name)
     return int(value)
 

@@ -1,6 +1,12 @@
 """The change-event outbox: rows written beside each resource version (repository._put and
 delete) and drained by the pipeline's relay. Only one relay drains at a time (a session
-advisory lock), so events leave in commit order per resource."""
+advisory lock), so events leave in commit order per resource.
+
+Each event carries the patient whose record the resource is in and its record part (Kafka
+headers `ipc-patient` and `ipc-record-part`; absent for resources in nobody's record), written
+with the version in the same statement. Whatever delivers record.events to partners (a
+subscription, a notification) can so apply the same consent rule as a read, by header, without
+fetching the resource."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +23,14 @@ class ChangeEvent:
     res_id: str
     version: int
     method: str
+    patient_id: str | None = None
+    part: str | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka headers that say whose record, and which part of it, this event is about."""
+        if self.patient_id is None:
+            return []
+        return [("ipc-patient", self.patient_id.encode()), ("ipc-record-part", (self.part or "").encode())]
 
 
 def try_become_relay(conn: psycopg.Connection) -> bool:
@@ -25,7 +39,8 @@ def try_become_relay(conn: psycopg.Connection) -> bool:
 
 
 def pending(conn: psycopg.Connection, limit: int) -> list[ChangeEvent]:
-    rows = conn.execute("SELECT seq, res_type, res_id, version, method FROM outbox ORDER BY seq LIMIT %s",
+    rows = conn.execute("SELECT seq, res_type, res_id, version, method, patient_id, part FROM outbox "
+                        "ORDER BY seq LIMIT %s",
                         (limit,)).fetchall()
     return [ChangeEvent(*row) for row in rows]
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from hub.search.values import date_range
+
 
 async def linked_patient(conn: AsyncConnection, source: str, source_id: str) -> str | None:
     cur = await conn.execute("SELECT patient_id FROM person_link WHERE source = %s AND source_id = %s",
                              (source, source_id))
     row = await cur.fetchone()
     return row[0] if row else None
-
 
 
 async def linked_patients(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -21,6 +22,17 @@ async def linked_patients(conn: AsyncConnection, keys: set[tuple[str, str]]) -> 
         "JOIN unnest(%s::text[], %s::text[]) AS k(source, source_id) USING (source, source_id)",
         ([s for s, _ in keys], [i for _, i in keys]))
     return {(s, i): p for s, i, p in await cur.fetchall()}
+
+
+async def existing_patients(conn: AsyncConnection, ids: set[str]) -> set[str]:
+    """The ids among `ids` of Patients in the record (deleted ones included: a reference to
+    them is not dangling, only to a person who was removed)."""
+    if not ids:
+        return set()
+    cur = await conn.execute("SELECT res_id FROM resource WHERE res_type = 'Patient' AND res_id = ANY(%s)",
+                             (list(ids),))
+    return {row[0] for row in await cur.fetchall()}
+
 
 async def link_patient(conn: AsyncConnection, source: str, source_id: str, patient_id: str, method: str) -> None:
     await conn.execute(
@@ -50,15 +62,25 @@ async def candidates_for_review(conn: AsyncConnection, birth_date: str, families
     """(id, content) of Patients born on `birth_date` who share a family name (compared as
     hub.identity compares names: letters and digits only, lower case) — the only people a
     demographic score can rate a probable match, since birth date and family name are both
-    needed to reach its threshold. Capped, as a guard; with both filters it is rarely reached."""
+    needed to reach its threshold. Capped, as a guard; with both filters it is rarely reached.
+    The birth date is matched as the exact day range it indexes to, so the index is searched for
+    one key instead of scanned over every earlier birth date."""
+    day = date_range(birth_date)
+    if day is None:
+        return []
+    # Planner-proofing, measured: without statistics on the normalised-name filter the planner
+    # starts from the family-name index and scans every surname per candidate (5 ms a person).
+    # The CTE starts it from the few people born that day, and `param || ''` keeps it on the
+    # (res_type, res_id) index for each candidate's names.
     cur = await conn.execute(
-        "SELECT r.res_id, r.content::text FROM idx_date d JOIN resource r "
-        "ON r.res_type = d.res_type AND r.res_id = d.res_id AND NOT r.deleted "
-        "WHERE d.res_type = 'Patient' AND d.param = 'birthdate' AND d.low <= %s::date AND d.high > %s::date "
-        "AND d.res_id <> %s AND EXISTS (SELECT 1 FROM idx_string s WHERE s.res_type = 'Patient' "
-        "AND s.res_id = d.res_id AND s.param = 'family' "
+        "WITH born AS MATERIALIZED (SELECT res_id FROM idx_date WHERE res_type = 'Patient' "
+        "AND param = 'birthdate' AND low = %s AND high = %s AND res_id <> %s) "
+        "SELECT r.res_id, r.content::text FROM born b JOIN resource r "
+        "ON r.res_type = 'Patient' AND r.res_id = b.res_id AND NOT r.deleted "
+        "WHERE EXISTS (SELECT 1 FROM idx_string s WHERE s.res_type = 'Patient' "
+        "AND s.res_id = b.res_id AND s.param || '' = 'family' "
         "AND regexp_replace(s.value_norm, '[^[:alnum:]]', '', 'g') = ANY(%s)) LIMIT 200",
-        (birth_date, birth_date, exclude, families))
+        (*day, exclude, families))
     return [(row[0], row[1]) for row in await cur.fetchall()]
 
 

@@ -33,6 +33,26 @@ _CANDIDATES = (
 )
 
 
+async def lock_plans_of(conn: AsyncConnection, subject_type: str, subject_id: str) -> None:
+    """Serialise, until the transaction ends, everything that decides which plans a person has."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       (f"ipc-plan:{subject_type}/{subject_id}",))
+
+
+async def open_plans(conn: AsyncConnection, subject_type: str, subject_id: str,
+                     category_code: str) -> list[tuple[str, str]]:
+    """(id, content) of the subject's open CarePlans of an IPC plan category, oldest id first."""
+    cur = await conn.execute(_CANDIDATES + " ORDER BY r.res_id",
+                             (subject_type, subject_id, "", PLAN_CATEGORY_SYSTEM, category_code,
+                              list(OPEN_STATUSES)))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+def periods_overlap(plan: dict[str, Any], other: dict[str, Any]) -> bool:
+    mine, theirs = _period(plan), _period(other)
+    return mine[0] < theirs[1] and theirs[0] < mine[1]
+
+
 def is_open_ipc_plan(resource: dict[str, Any]) -> bool:
     if resource.get("resourceType") != "CarePlan" or resource.get("status") not in OPEN_STATUSES:
         return False
@@ -60,8 +80,7 @@ async def check_one_plan_per_period(conn: AsyncConnection, resource: dict[str, A
     if subject is None or subject[0] is None:
         return
     target_type, target_id = subject[0], subject[1]
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                       (f"ipc-plan:{target_type}/{target_id}",))
+    await lock_plans_of(conn, target_type, target_id)
     cur = await conn.execute(_CANDIDATES, (target_type, target_id, res_id, PLAN_CATEGORY_SYSTEM,
                                            PLAN_CATEGORY_CODE, list(OPEN_STATUSES)))
     for other_id, content in await cur.fetchall():
@@ -78,8 +97,7 @@ def _clash(plan: dict[str, Any], other: dict[str, Any], other_id: str) -> bool:
     """Open plans whose periods overlap, unless `plan` says it replaces the other."""
     if f"CarePlan/{other_id}" in {ref.get("reference") for ref in plan.get("replaces") or []}:
         return False
-    mine, theirs = _period(plan), _period(other)
-    return mine[0] < theirs[1] and theirs[0] < mine[1]
+    return periods_overlap(plan, other)
 
 
 def _two_plans(plan: dict[str, Any], other_id: str) -> FhirError:

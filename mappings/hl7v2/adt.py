@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
+from hub.fhir import conceptmap
 from hub.fhir.identifiers import NHS_NUMBER, UNVERIFIED_NHS_NUMBER, is_valid_nhs_number
 from mappings.hl7v2 import nhs
 from mappings.hl7v2.datatypes import (
@@ -29,7 +31,6 @@ from mappings.hl7v2.datatypes import (
     to_datetime,
 )
 from mappings.hl7v2.er7 import Message, Repetition, Segment, component, parse
-from mappings.hl7v2.translate import translate
 
 ID_NAMESPACE = uuid.UUID("6f1c5d0e-3f8e-5b8a-9a43-6a1f1f6c2b75")
 DATA_QUALITY_SYSTEM = "https://ipc-hub.example.org/fhir/CodeSystem/data-quality"
@@ -48,6 +49,17 @@ VERIFICATION_DISPLAY = {
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 GMP_SYSTEM = "https://fhir.hl7.org.uk/Id/gmp-number"
 GMC_SYSTEM = "https://fhir.hl7.org.uk/Id/gmc-number"
+_CONCEPT_MAPS = Path(__file__).parent / "conceptmaps"
+
+
+def translate(name: str, code: str) -> dict[str, str] | None:
+    """The target coding for a v2 code through ConceptMap `name` (beside this module: data, so a
+    terminology change is a reviewed data change), or None when the map has no entry: callers
+    then keep the code as sent rather than guess."""
+    found = conceptmap.load(_CONCEPT_MAPS / f"{name}.json", ignore_case=True).first(code)
+    return found.to_fhir() if found else None
+
+
 _ODS = re.compile(r"^[A-Z]\d{5}$|^[A-Z0-9]{3,5}$")
 ENCOUNTER_STATUS = {"A01": "in-progress", "A02": "in-progress", "A03": "finished", "A04": "arrived",
                     "A05": "planned", "A06": "in-progress", "A07": "in-progress", "A08": None,

@@ -3,6 +3,7 @@ SIGTERM stops everything, a restart keeps the data, a busy port is one clear lin
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +69,14 @@ class RunningHub:
             if "IPC Hub is ready" in line:
                 self.ready.set()
 
+    def bearer(self) -> dict[str, str]:
+        """An Authorization header from the demonstration client the banner's curl line names."""
+        found = re.search(r"curl -s -u (\S+):(\S+) -d grant_type=client_credentials", "".join(self.output))
+        assert found, "the banner shows no way to get a token:\n" + "".join(self.output)
+        r = httpx.post(f"{self.base}/auth/token", data={"grant_type": "client_credentials"}, auth=found.groups())
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
     def stop(self, signum: int = signal.SIGTERM) -> int:
         self.process.send_signal(signum)
         return self.process.wait(30)
@@ -83,8 +92,10 @@ def test_up_serves_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
     assert httpx.get(f"{hub.base}/fhir/metadata").status_code == 200
     with socket.create_connection(("127.0.0.1", kafka_port), timeout=2):
         pass  # the embedded broker is listening
+    assert httpx.get(f"{hub.base}/fhir/Patient").status_code == 401  # the record needs a token
+    auth = hub.bearer()
     created = httpx.post(f"{hub.base}/fhir/Patient", json=patient(),
-                         headers={"Content-Type": "application/fhir+json"}).json()
+                         headers={"Content-Type": "application/fhir+json", **auth}).json()
 
     assert hub.stop() == 0
     pgdata = str((data_dir / "postgres").resolve())
@@ -93,7 +104,8 @@ def test_up_serves_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
 
     again = RunningHub(data_dir, http_port, kafka_port)
     try:
-        got = httpx.get(f"{again.base}/fhir/Patient/{created['id']}")
+        # The signing key generated into the data folder is reused: the first run's token still works.
+        got = httpx.get(f"{again.base}/fhir/Patient/{created['id']}", headers=auth)
         assert got.status_code == 200
         assert got.json()["identifier"] == created["identifier"]
     finally:

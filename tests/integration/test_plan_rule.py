@@ -69,7 +69,7 @@ def test_two_plans_written_at_once_cannot_both_pass(fhir, hub_url):
     statuses: list[int] = []
 
     def write() -> None:
-        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30) as client:
+        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers=fhir.headers) as client:
             barrier.wait()
             statuses.append(client.post("/CarePlan", json=plan(person, "2026-01-01", "2026-12-31"),
                                         headers=JSON).status_code)

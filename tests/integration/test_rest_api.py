@@ -104,7 +104,7 @@ def test_two_concurrent_writers_with_same_version_one_gets_412(fhir, hub_url):
     statuses: list[int] = []
 
     def write(description: str) -> None:
-        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30) as client:
+        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers=fhir.headers) as client:
             barrier.wait()
             r = client.put(f"/CarePlan/{plan['id']}", json=dict(plan, description=description),
                            headers={"Content-Type": JSON, "If-Match": 'W/"1"'})
@@ -125,7 +125,7 @@ def test_concurrent_writers_without_if_match_all_get_distinct_versions(fhir, hub
     results: list[str] = []
 
     def write(n: int) -> None:
-        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30) as client:
+        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers=fhir.headers) as client:
             r = client.put(f"/Patient/{created['id']}", json=dict(created, gender="unknown"),
                            headers={"Content-Type": JSON})
             assert r.status_code == 200
@@ -227,7 +227,7 @@ def test_concurrent_conditional_creates_make_one_resource(fhir, hub_url):
     ids: list[str] = []
 
     def post() -> None:
-        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30) as client:
+        with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers=fhir.headers) as client:
             barrier.wait()
             r = client.post("/Patient", json=p, headers={"Content-Type": JSON, "If-None-Exist": condition})
             assert r.status_code in (200, 201)
@@ -265,7 +265,7 @@ def test_type_and_system_history_page_with_next_links(fhir):
     assert len(page["entry"]) == 2
     nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
     assert nxt
-    second = httpx.get(nxt[0], headers={"Accept": JSON}).json()
+    second = fhir.get(nxt[0]).json()
     assert second["entry"]
     assert {e["fullUrl"] for e in second["entry"]}.isdisjoint({e["fullUrl"] for e in page["entry"]})
     system = fhir.get("/_history", params={"_count": 1}).json()

@@ -101,7 +101,7 @@ def test_paging_follows_next_links_without_repeats(fhir):
         nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
         if not nxt:
             break
-        page = httpx.get(nxt[0], headers={"Accept": "application/fhir+json"}).json()
+        page = fhir.get(nxt[0]).json()
     assert len(seen) == 7 and set(seen) == made
 
 

@@ -17,7 +17,8 @@ from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings, Publisher
 from hub.bus.topics import Topics, ensure_topics
 from hub.runtime.embedded import EmbeddedKafka
-from tests.integration.conftest import fhir, free_port, hub_url  # noqa: F401 (fixtures)
+from tests.integration.conftest import (  # noqa: F401 (fixtures)
+    admin_token, fhir, fhir_as, free_port, hub_api, hub_url, signing_key_file, signing_keys, token_for)
 
 IPC_HUB = str(Path(sys.executable).with_name("ipc-hub"))
 NHS = "https://fhir.nhs.uk/Id/nhs-number"

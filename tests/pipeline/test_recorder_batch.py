@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import AsyncConnection
 
 from hub.bus.envelope import Envelope
@@ -126,7 +128,8 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
 def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:
     plan = json.loads((Path(__file__).resolve().parents[2] / "profiles/examples/CarePlan-adult-plan.json")
                       .read_text())
-    plan.update(id=plan_id, subject={"reference": "Patient/plan-person"}, period={"start": start, "end": end})
+    plan = json.loads(json.dumps(plan).replace('"Patient/adult-patient"', '"Patient/plan-person"'))
+    plan.update(id=plan_id, period={"start": start, "end": end})
     payload = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "Patient", "id": "plan-person",
                       "identifier": [{"system": LOCAL, "value": "PLAN-1"}]}},
@@ -136,19 +139,19 @@ def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:
     return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
 
 
-def test_one_plan_per_person_and_period_holds_for_batches(clean_db):
-    """Two open plans for one person and overlapping periods in one batch: the first is
-    recorded, the second is rejected alone (the batch falls back to one message at a time)."""
+def test_overlapping_plans_from_the_pipeline_become_one_plan(clean_db):
+    """Two open plans for one person and overlapping periods in one batch: the second joins the
+    first (hub.pipeline.plans), so the one-plan rule holds without refusing a source's words; a
+    plan for a later period stays a plan of its own."""
     batch = [_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31"),
              _plan_message(1, "plan-2026-bis", "2026-06-01", "2027-05-31"),
              _plan_message(2, "plan-2028", "2028-01-01", "2028-12-31")]
-    rejected = asyncio.run(_record(clean_db, [batch]))
-    assert [r.message.offset for r in rejected] == [1]
-    assert rejected[0].reason == "business-rule"
-    assert "one plan per person and period" in rejected[0].detail
+    assert asyncio.run(_record(clean_db, [batch])) == []
     with psycopg.connect(clean_db) as conn:
-        plans = {row[0] for row in conn.execute("SELECT res_id FROM resource WHERE res_type = 'CarePlan'")}
-    assert len(plans) == 2 and not any("bis" in p for p in plans)
+        plans = {row[0]: row[1] for row in conn.execute(
+            "SELECT res_id, content::jsonb FROM resource WHERE res_type = 'CarePlan'")}
+    assert sorted(plans) == ["plan-2026", "plan-2028"]
+    assert plans["plan-2026"]["period"] == {"start": "2026-01-01", "end": "2026-12-31"}
 
 
 def test_a_number_that_failed_the_nhs_check_never_joins_two_people(clean_db):
@@ -162,3 +165,30 @@ def test_a_number_that_failed_the_nhs_check_never_joins_two_people(clean_db):
         patients = conn.execute("SELECT content::jsonb FROM resource WHERE res_type = 'Patient'").fetchall()
     assert len(patients) == 2
     assert all(bad["value"] in {i["value"] for i in p[0]["identifier"]} for p in patients)
+
+
+def _observation_message(offset: int, received_at: datetime, value: str) -> Message:
+    payload = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "fresh-p", "identifier": [{"system": LOCAL, "value": "F-1"}],
+                      "name": [{"family": value}]}},
+        {"resource": {"resourceType": "Observation", "id": "fresh-obs", "status": "final",
+                      "code": {"text": value}, "subject": {"reference": "Patient/fresh-p"}}}]}).encode()
+    envelope = Envelope(source="src-f", kind="fhir-bundle", person_key="fresh-p", payload=payload,
+                        content_type="application/fhir+json", received_at=received_at)
+    return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "one-at-a-time"])
+def test_an_older_message_replayed_late_does_not_put_older_words_back(clean_db, batched):
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    older, newer = _observation_message(0, monday, "Older"), _observation_message(1, monday + timedelta(hours=2), "Newer")
+    assert asyncio.run(_record(clean_db, [[older, newer]] if batched else [[older], [newer]])) == []
+    replay = _observation_message(2, monday, "Older")  # the same envelope time: a replay of the first
+    assert asyncio.run(_record(clean_db, [[replay]])) == []
+    with psycopg.connect(clean_db) as conn:
+        rows = dict(conn.execute("SELECT res_type, content::jsonb FROM resource "
+                                 "WHERE res_type IN ('Patient', 'Observation')").fetchall())
+        versions = conn.execute("SELECT count(*) FROM resource_version WHERE res_id = 'fresh-obs'").fetchone()[0]
+    assert rows["Observation"]["code"] == {"text": "Newer"}
+    assert rows["Patient"]["name"] == [{"family": "Newer"}]
+    assert versions == 2

@@ -1,0 +1,232 @@
+"""Audit at the API edge: the middleware that records every FHIR read, search and write (refused
+ones too) without slowing the answer, and the AuditEvent routes through which a person can be
+told who looked at their record.
+
+The middleware is plain ASGI and sits outside the authentication middleware: it sees the 401s,
+and after the inner app has run it reads what the inner layers left in `scope["state"]` (the
+`principal`, the `audit_patients` disclosed or written, the `audit_entities` touched). It hands
+a compact record to `hub.audit.writer`, whose queue it starts and drains with the app's lifespan,
+so the writer lives exactly as long as the app that feeds it."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.api import bundles
+from hub.api.formats import fhir_response, render, render_text, response_format, wants_pretty
+from hub.audit.events import audit_event
+from hub.audit.record import MAX_QUERY_CHARS, AuditRecord, build_record, is_audited
+from hub.audit.writer import AuditWriter
+from hub.auth.principal import READ, SEARCH, grants
+from hub.config import Settings
+from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.store import audit as audit_store
+from hub.store.repository import instant
+
+router = APIRouter(prefix="/fhir/AuditEvent", tags=["AuditEvent"])
+
+
+# --- recording ------------------------------------------------------------------------------
+
+
+class AuditMiddleware:
+    """Records each audited request once its answer has been sent."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings, database_url: str) -> None:
+        self.app = app
+        self.store = audit_store.AuditStore(database_url)
+        self.writer = AuditWriter(self._flush, queue_size=settings.audit_queue_size,
+                                  batch_size=settings.audit_batch_size, linger_s=settings.audit_linger_s,
+                                  retry_max_delay_s=settings.retry_max_delay_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
+        if scope["type"] != "http" or not is_audited(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        status = 0
+        location: str | None = None
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status, location
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 201:  # a create: the Location names what was written
+                    location = _header(message, b"location")
+            await send(message)
+
+        form = bytearray()
+        if scope["method"] == "POST" and scope["path"].endswith("/_search"):
+            receive = _keeping_form(receive, form)  # a POSTed search's criteria are in its body
+        try:
+            await self.app(scope, receive, send_noting_status)
+        except Exception:
+            status = status or 500  # the outer error handler answers 500
+            raise  # (a cancelled request keeps status 0: no answer was sent, outcome 12)
+        finally:
+            await self.writer.submit(_record(scope, state, status, location, bytes(form)))
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Start the writer when the app has started; drain it before the app reports stopped."""
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.writer.start()
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.writer.close()
+                await self.store.close()
+            await send(message)
+        return lifespan_send
+
+    async def _flush(self, records: list[AuditRecord], retry: bool) -> None:
+        await self.store.write([_row(r) for r in records], retry=retry)
+
+
+def _keeping_form(receive: Receive, form: bytearray) -> Receive:
+    """`receive` that also keeps the start of the body (up to what a record keeps of a query)."""
+    async def receiving() -> Message:
+        message = await receive()
+        if message["type"] == "http.request" and len(form) < MAX_QUERY_CHARS:
+            form.extend(message.get("body", b"")[:MAX_QUERY_CHARS - len(form)])
+        return message
+    return receiving
+
+
+def _record(scope: Scope, state: dict, status: int, location: str | None, form: bytes) -> AuditRecord:
+    client = scope.get("client")
+    query = scope.get("query_string", b"")
+    if form:
+        query = query + b"&" + form if query else form
+    return build_record(
+        method=scope["method"], path=scope["path"],
+        query=query.decode("latin-1"), status=status,
+        recorded=datetime.now(UTC), state=state, address=client[0] if client else None,
+        location=location,
+    )
+
+
+def _header(message: Message, name: bytes) -> str | None:
+    for key, value in message.get("headers") or ():
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _row(record: AuditRecord) -> tuple:
+    return (record.id, record.recorded, record.interaction, record.action, record.outcome,
+            record.status, record.method, record.path, record.query, record.client_id,
+            record.organisation, record.organisation_system, record.partner_class,
+            record.purpose_of_use, record.token_id, record.address, record.patients, record.entities)
+
+
+def _from_row(row: tuple) -> AuditRecord:
+    return AuditRecord(*row[:16], patients=list(row[16]), entities=list(row[17]))
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _require(request: Request, interaction: str) -> None:
+    """Only clients granted AuditEvent access by name read the audit trail
+    (`system/AuditEvent.rs`): it shows who looked at whom across every partner, so a wildcard
+    such as `system/*.rs`, granted for the record, does not open it."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        raise FhirError("login", "an access token is required to read AuditEvents", status=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="ipc-hub"'})
+    if interaction not in grants(principal.scopes).get("AuditEvent", ()):
+        scope = "system/AuditEvent.rs"
+        raise FhirError("forbidden", f"this client's scopes do not allow AuditEvent "
+                        f"{'search' if interaction == SEARCH else 'read'} (needs {scope})")
+
+
+def _note_disclosed(request: Request, records: list[AuditRecord]) -> None:
+    """Reading the audit trail is itself audited: the people whose trail was shown, the events."""
+    state = request.scope.setdefault("state", {})
+    patients = state.setdefault("audit_patients", set())
+    for record in records:
+        patients.update(record.patients)
+    entities = state.setdefault("audit_entities", [])
+    entities += [f"AuditEvent/{r.id}" for r in records[:100 - len(entities)]]
+
+
+def _site(request: Request) -> str:
+    return request.app.state.base_url
+
+
+@router.get("")
+async def search_audit_events(request: Request) -> Response:
+    """Search the audit trail: `patient`, `entity`, `agent` (client id or organisation code),
+    `date`, `outcome`, `action`, `subtype`, `_count`, `_offset`, `_summary=count`; newest first."""
+    return await _search(request, list(request.query_params.multi_items()))
+
+
+@router.post("/_search")
+async def search_audit_events_post(request: Request) -> Response:
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise FhirError("not-supported", "POST _search takes application/x-www-form-urlencoded",
+                        status=415)
+    body = await request.body()
+    try:
+        form = parse_qsl(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise FhirError("structure", "the search form is not UTF-8") from None
+    return await _search(request, list(request.query_params.multi_items()) + form)
+
+
+@router.get("/{event_id}")
+async def read_audit_event(event_id: str, request: Request) -> Response:
+    _require(request, READ)
+    async with request.app.state.pool.connection() as conn:
+        row = await audit_store.read(conn, event_id)
+    if row is None:
+        raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
+    record = _from_row(row)
+    _note_disclosed(request, [record])
+    fmt = response_format(request)
+    return fhir_response(render(audit_event(record, site=_site(request)), fmt,
+                                pretty=wants_pretty(request)), fmt)
+
+
+@router.api_route("", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/{rest:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def refuse_write(request: Request) -> Response:
+    raise FhirError("not-supported", "AuditEvents are written by the hub only; they cannot be "
+                    "created, changed or deleted through the API", status=405)
+
+
+async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
+    _require(request, SEARCH)
+    settings: Settings = request.app.state.settings
+    strict = "handling=strict" in request.headers.get("prefer", "")
+    query = audit_store.parse_audit_query(pairs, default_count=settings.default_page_size,
+                                          max_count=settings.max_page_size, strict=strict)
+    async with request.app.state.pool.connection() as conn:
+        if query.snapshot is None:
+            query.snapshot = await audit_store.last_written(conn)
+        rows, total = await audit_store.search(conn, query)
+    records = [_from_row(row) for row in rows]
+    _note_disclosed(request, records)
+    site = _site(request)
+    entries = [orjson.dumps({"fullUrl": f"{site}/AuditEvent/{r.id}",
+                             "resource": audit_event(r, site=site),
+                             "search": {"mode": "match"}}).decode() for r in records]
+    if query.ignored:
+        entries.append(bundles.outcome_entry(operation_outcome([
+            Issue("not-supported", f"search parameter '{name}' is not supported and was ignored",
+                  severity="warning") for name in query.ignored])))
+    kept = query.kept + [("_count", str(query.count)), ("_snapshot", str(query.snapshot))]
+    links = bundles.page_links(f"{site}/AuditEvent", kept, query.offset, query.count, total)
+    body = bundles.bundle_text("searchset", entries, total=total, links=links,
+                               bundle_id=str(uuid.uuid4()), moment=instant(datetime.now(UTC)))
+    fmt = response_format(request)
+    return fhir_response(render_text(body, fmt, pretty=wants_pretty(request)), fmt)

@@ -1,0 +1,161 @@
+"""The security middleware: who is calling, how often, how much they send, and the headers
+every response carries. A pure ASGI middleware (BaseHTTPMiddleware costs a task and a stream
+copy per request on the benchmarked read path); work per authorised request is a dict lookup
+for the verified token, one for the deny set and one for the rate bucket.
+
+On success the caller's Principal is at `scope["state"]["principal"]` (`request.state.principal`).
+Scope enforcement (403) is downstream; this layer only answers 401, 413 and 429."""
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.auth.principal import Principal
+from hub.auth.ratelimit import retry_after
+from hub.auth.runtime import AuthRuntime
+from hub.fhir import jsontext
+from hub.fhir.errors import FhirError, operation_outcome
+
+# Reachable without a token: the CapabilityStatement, discovery documents, the OAuth endpoints
+# (their clients authenticate themselves there) and what orchestrators poll.
+OPEN_PATHS = frozenset({"/fhir/metadata", "/auth/token", "/auth/revoke", "/healthz", "/readyz",
+                        "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PREFIX = "/.well-known/"
+# Token and revocation requests are a few hundred bytes; anything near this is not one.
+_OAUTH_MAX_BODY = 64 * 1024
+_OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke"})
+
+_API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# Swagger UI at /docs is a page with inline script and assets from the CDN FastAPI names.
+_DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
+             b"https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+_COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+           (b"x-frame-options", b"DENY")]
+_API_HEADERS = _COMMON + [(b"content-security-policy", _API_CSP)]
+_NO_STORE = [(b"cache-control", b"no-store")]
+_HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
+_FHIR_JSON = b"application/fhir+json; charset=utf-8"
+
+
+class BodyTooLarge(FhirError):
+    """Raised from `receive` once a streamed body passes the limit (413 via the app's handler)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("too-long", f"the request body is larger than {limit} bytes", status=413)
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, *, auth: AuthRuntime, max_body_bytes: int) -> None:
+        self.app = app
+        self.auth = auth
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        send = _with_headers(send, path, scope.get("scheme") == "https")
+        limit = _OAUTH_MAX_BODY if path in _OAUTH_PATHS else self.max_body
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                raise BodyTooLarge(limit)
+            if path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
+                if path in _OAUTH_PATHS:
+                    self._throttle(f"addr:{_client_address(scope)}")
+            elif self.auth.enabled:
+                principal = self.auth.authenticate(_header(scope, b"authorization"))
+                state = scope.get("state")
+                if state is None:
+                    state = scope["state"] = {}
+                state["principal"] = principal
+                self._throttle(principal.client_id)
+        except FhirError as exc:
+            await _refuse(send, exc)
+            return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, _capped(receive, limit), send)
+
+    def _throttle(self, key: str) -> None:
+        limiter = self.auth.limiter
+        if not limiter.enabled:
+            return
+        wait = limiter.take(key)
+        if wait:
+            raise FhirError("throttled", "too many requests from this client; retry later", status=429,
+                            headers={"Retry-After": retry_after(wait)})
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """The authenticated caller of a request, if any (None on open endpoints or with auth off)."""
+    state = scope.get("state")
+    return state.get("principal") if state else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise FhirError("structure", "Content-Length is not a number")
+    return int(value)
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def _with_headers(send: Send, path: str, https: bool) -> Send:
+    """`send` with the security headers added to the response start."""
+    extra = list(_API_HEADERS) if path != "/docs" else _COMMON + [(b"content-security-policy", _DOCS_CSP)]
+    no_store = path.startswith("/fhir") or path.startswith("/auth/")
+    if no_store:
+        extra += _NO_STORE
+    if https:
+        extra += _HSTS
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            if no_store:
+                headers = [h for h in headers if h[0].lower() != b"cache-control"]
+            message["headers"] = [*headers, *extra]
+        await send(message)
+
+    return sending
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """`receive` that refuses a body once more than `limit` bytes have arrived (chunked uploads
+    and lying Content-Lengths included)."""
+    seen = 0
+
+    async def receiving() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receiving
+
+
+async def _refuse(send: Send, error: FhirError) -> None:
+    body = jsontext.dumps(operation_outcome(error.issues))
+    headers = [(b"content-type", _FHIR_JSON), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

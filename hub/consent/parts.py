@@ -1,0 +1,167 @@
+"""Which person's record a resource belongs to, and which part of it.
+
+Consent is given per record part (the `ipc-record-part` codes), so every resource in a patient's
+compartment is placed in exactly one part when it is written and the store keeps that place
+beside it; access is then a join, never a second look at the content. These are pure functions
+of the resource (and its already-extracted reference index rows), so every write path (REST,
+transactions, the recorder's batches) places a resource the same way.
+
+Order of decision, most specific first: an explicit `meta.tag` from the record-part system (a
+feed that knows better says so), then safeguarding and mental health wherever they appear in a
+category or code (the most sensitive parts win over the type's usual part), then Armed Forces
+Service details, then profile, category and type."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+PART_SYSTEM = "https://ipc-hub.example.org/fhir/CodeSystem/ipc-record-part"
+_IPC = "https://ipc-hub.example.org/fhir/"
+PLAN_CATEGORY_SYSTEM = _IPC + "CodeSystem/ipc-plan-category"
+FLAG_SYSTEM = _IPC + "CodeSystem/ipc-flag"
+FLAG_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/flag-category"
+ARMED_FORCES_EXTENSION = _IPC + "StructureDefinition/Extension-armed-forces-service"
+
+DEMOGRAPHICS = "demographics"
+PLAN = "care-support-plan"
+BUDGET = "budget"
+CARERS = "carers"
+HEALTH = "health"
+ARMED_FORCES = "armed-forces-service"
+CARE_TEAM = "care-team"
+SOCIAL_CARE = "social-care"
+MENTAL_HEALTH = "mental-health"
+SAFEGUARDING = "safeguarding"
+CONSENT = "consent"
+
+# Every part, in the CodeSystem's order: "*" in configuration means all of these.
+PARTS = (DEMOGRAPHICS, PLAN, BUDGET, CARERS, HEALTH, ARMED_FORCES, CARE_TEAM, SOCIAL_CARE,
+         MENTAL_HEALTH, SAFEGUARDING, CONSENT)
+
+# Search parameters whose Patient reference puts a resource in that Patient's compartment
+# (the FHIR Patient CompartmentDefinition's usual ones; `patient` first, it is the narrowest).
+_COMPARTMENT_PARAMS = ("patient", "subject", "beneficiary")
+
+_BY_PROFILE = {
+    _IPC + "StructureDefinition/ipc-budget-statement": BUDGET,
+    _IPC + "StructureDefinition/ipc-care-plan": PLAN,
+    _IPC + "StructureDefinition/ipc-goal": PLAN,
+    _IPC + "StructureDefinition/ipc-carer": CARERS,
+    _IPC + "StructureDefinition/ipc-care-team": CARE_TEAM,
+    _IPC + "StructureDefinition/ipc-consent": CONSENT,
+    _IPC + "StructureDefinition/ipc-patient": DEMOGRAPHICS,
+    _IPC + "StructureDefinition/ipc-service-condition": ARMED_FORCES,
+}
+_BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "care-team": CARE_TEAM,
+                     "record-sharing": CONSENT}
+_BY_FLAG = {"armed-forces-veteran": ARMED_FORCES, "service-leaver": ARMED_FORCES,
+            "has-carer": CARERS, "is-carer": CARERS}
+_BY_TYPE = {
+    "Patient": DEMOGRAPHICS,
+    "RelatedPerson": CARERS,
+    "CareTeam": CARE_TEAM,
+    "Goal": PLAN,
+    "Flag": DEMOGRAPHICS,  # alerts everyone involved should see, unless their codes say more
+    "Coverage": BUDGET, "Claim": BUDGET, "ClaimResponse": BUDGET, "ExplanationOfBenefit": BUDGET,
+    "Invoice": BUDGET, "ChargeItem": BUDGET, "Account": BUDGET, "PaymentNotice": BUDGET,
+    "PaymentReconciliation": BUDGET,
+}
+# Words that mark a category or code as one of the sensitive parts, matched in codes and
+# displays (lower case, '-' and '_' read as spaces). Flag categories are coded exactly.
+_SENSITIVE_WORDS = ((SAFEGUARDING, ("safeguarding", "child protection", "adult protection")),
+                    (MENTAL_HEALTH, ("mental health", "mental disorder", "psychiatric")),
+                    (SOCIAL_CARE, ("social care", "social work")))
+_SENSITIVE_FLAG_CATEGORIES = {"safety": SAFEGUARDING, "behavioral": MENTAL_HEALTH}
+
+
+def compartment_patient(res_type: str, res_id: str, references: Iterable[tuple]) -> str | None:
+    """The id of the Patient whose record holds this resource, None if it is in nobody's.
+
+    `references` are the resource's idx_reference rows (param, target_type, target_id, url):
+    the index already resolved every reference, so the content is not walked again."""
+    if res_type == "Patient":
+        return res_id
+    found: dict[str, str] = {}
+    for param, target_type, target_id, *_ in references:
+        if target_type == "Patient" and target_id and param in _COMPARTMENT_PARAMS:
+            found.setdefault(param, target_id)
+    for param in _COMPARTMENT_PARAMS:
+        if param in found:
+            return found[param]
+    return None
+
+
+def record_part(resource: dict[str, Any]) -> str:
+    """The one record part a resource in a patient's compartment belongs to."""
+    res_type = resource.get("resourceType", "")
+    tagged = _tagged_part(resource)
+    if tagged:
+        return tagged
+    sensitive = _sensitive_part(resource)
+    if sensitive:
+        return sensitive
+    if any(e.get("url") == ARMED_FORCES_EXTENSION for e in resource.get("extension") or ()
+           if isinstance(e, dict)) and res_type != "Patient":
+        return ARMED_FORCES
+    if res_type == "Flag":
+        for code in _codes([resource.get("code"), *_category(resource)], FLAG_SYSTEM):
+            if code in _BY_FLAG:
+                return _BY_FLAG[code]
+    for code in _codes(_category(resource), PLAN_CATEGORY_SYSTEM):
+        if code in _BY_PLAN_CATEGORY:
+            return _BY_PLAN_CATEGORY[code]
+    for profile in (resource.get("meta") or {}).get("profile") or ():
+        if isinstance(profile, str) and profile.split("|")[0] in _BY_PROFILE:
+            return _BY_PROFILE[profile.split("|")[0]]
+    if res_type == "Consent":
+        return HEALTH  # a treatment consent is part of the care record; only IPC ones are `consent`
+    return _BY_TYPE.get(res_type, HEALTH)
+
+
+def _tagged_part(resource: dict[str, Any]) -> str | None:
+    for tag in (resource.get("meta") or {}).get("tag") or ():
+        if isinstance(tag, dict) and tag.get("system") == PART_SYSTEM and tag.get("code") in PARTS:
+            return tag["code"]
+    return None
+
+
+def _sensitive_part(resource: dict[str, Any]) -> str | None:
+    concepts = _category(resource) + [resource.get("code")]
+    if resource.get("resourceType") == "Flag":
+        for code in _codes(_category(resource), FLAG_CATEGORY_SYSTEM):
+            if code in _SENSITIVE_FLAG_CATEGORIES:
+                return _SENSITIVE_FLAG_CATEGORIES[code]
+    words = " ".join(_words(concepts))
+    for part, markers in _SENSITIVE_WORDS:
+        if any(marker in words for marker in markers):
+            return part
+    return None
+
+
+def _category(resource: dict[str, Any]) -> list[Any]:
+    category = resource.get("category")
+    if isinstance(category, dict):
+        return [category]
+    return list(category) if isinstance(category, list) else []
+
+
+def _codings(concepts: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    for concept in concepts:
+        if isinstance(concept, dict):
+            for coding in concept.get("coding") or ():
+                if isinstance(coding, dict):
+                    yield coding
+
+
+def _codes(concepts: Iterable[Any], system: str) -> list[str]:
+    return [c["code"] for c in _codings(concepts) if c.get("system") == system and isinstance(c.get("code"), str)]
+
+
+def _words(concepts: list[Any]) -> Iterator[str]:
+    for concept in concepts:
+        if isinstance(concept, dict) and isinstance(concept.get("text"), str):
+            yield concept["text"].lower()
+    for coding in _codings(concepts):
+        for key in ("code", "display"):
+            if isinstance(coding.get(key), str):
+                yield coding[key].lower().replace("-", " ").replace("_", " ")

@@ -1,0 +1,188 @@
+"""One plan per person, assembled from every source's part.
+
+The MOD handover drafts a veteran's care and support plan, the local authority adds the services
+it arranges and its share of the budget, a charity adds what it does — and none of them knows the
+id the shared record gave that person's plan. So a source's mapping sends its part as a whole
+CarePlan of the plan's kind (the IPC `care-support-plan` or `budget-statement` category) under its
+own id, and the recorder joins it to the person's open plan of that kind whose period it overlaps,
+or lets it become that plan when there is none. Joining is deterministic, so a replayed part
+changes nothing; parts for one person are serialised by the same advisory lock as the
+one-plan-per-period rule, so two sources sending at once cannot make two plans."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from hub.fhir import jsontext
+from hub.fhir.identifiers import CANONICAL_BASE
+from hub.fhir.references import repoint
+from hub.search.extract import parse_reference
+from hub.store import plans as plan_store
+
+PLAN_KINDS = ("care-support-plan", "budget-statement")
+_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition"
+ALLOCATION = f"{_EXTENSION}/budget-allocation"
+INDICATIVE_AMOUNT = f"{_EXTENSION}/indicative-amount"
+# The plan profiles' extensions that may appear once (max 1 in ipc-care-plan and
+# ipc-budget-statement; a unit test keeps this in step): the owner's wins. Any other extension
+# (agreements, linked plans) is a list, and every source's entries are kept.
+SINGLE_VALUED = frozenset(f"{_EXTENSION}/{name}" for name in (
+    "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "budget-type", "indicative-amount"))
+_LISTS = ("goal", "careTeam", "addresses", "supportingInfo", "contributor", "basedOn", "replaces", "note")
+
+
+def plan_kind(resource: dict[str, Any]) -> str | None:
+    """The plan kind of an open IPC plan or budget statement; None for any other resource."""
+    if resource.get("resourceType") != "CarePlan" or resource.get("status") not in plan_store.OPEN_STATUSES:
+        return None
+    for concept in resource.get("category") or []:
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == plan_store.PLAN_CATEGORY_SYSTEM and coding.get("code") in PLAN_KINDS:
+                return coding["code"]
+    return None
+
+
+class PlanTargets:
+    """Which plan each part joins, within one database transaction. Plans chosen earlier in the
+    same transaction (a recorder batch, written only at its end) are remembered here, because the
+    store cannot see them yet."""
+
+    def __init__(self) -> None:
+        self._chosen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._locked: set[str] = set()
+
+    async def retarget(self, conn: AsyncConnection,
+                       resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The resources with each plan part given the id of the plan it joins and references to
+        the part pointed at that plan; and the ids of plans parts joined from outside (for `join`'s
+        `own`)."""
+        moved: dict[str, str] = {}
+        out = []
+        for resource in resources:
+            kind = plan_kind(resource)
+            if kind is not None:
+                target = await self._target(conn, kind, resource)
+                if target != resource["id"]:
+                    moved[f"CarePlan/{resource['id']}"] = f"CarePlan/{target}"
+                    resource = {**resource, "id": target}
+            out.append(resource)
+        if not moved:
+            return out, set()
+        return [repoint(r, moved) for r in out], {target.removeprefix("CarePlan/") for target in moved.values()}
+
+    async def _target(self, conn: AsyncConnection, kind: str, part: dict[str, Any]) -> str:
+        subject = (part.get("subject") or {}).get("reference") or ""
+        parsed = parse_reference(subject)
+        if parsed is None or parsed[0] is None:
+            return part["id"]
+        if subject not in self._locked:
+            await plan_store.lock_plans_of(conn, parsed[0], parsed[1])
+            self._locked.add(subject)
+        chosen = self._chosen.setdefault((kind, subject), [])
+        for plan in chosen:
+            if plan_store.periods_overlap(plan, part):
+                return plan["id"]
+        for plan_id, content in await plan_store.open_plans(conn, parsed[0], parsed[1], kind):
+            plan = jsontext.loads(content)
+            if plan_store.periods_overlap(plan, part):
+                chosen.append({**plan, "id": plan_id})
+                return plan_id
+        chosen.append(part)
+        return part["id"]
+
+
+def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) -> dict[str, Any]:
+    """The plan after a source's part joins it. `own`: the plan was first recorded from this
+    source's part, so the source's single-valued fields are the plan's (it is updating its own
+    words); otherwise fields already on the plan stay and the part only fills gaps. Activities are
+    matched by element id, budget allocations are the part's for its funding sources, and list
+    references are unioned — so each source adds and replaces only what is its own."""
+    if existing is None:
+        return part
+    first, second = (part, existing) if own else (existing, part)
+    merged = {**second, **first, "id": existing["id"]}
+    merged.pop("meta", None)
+    for name in _LISTS:
+        values = _union(existing.get(name), part.get(name))
+        if values:
+            merged[name] = values
+    activities = _by_element_id(existing.get("activity"), part.get("activity"))
+    if activities:
+        merged["activity"] = activities
+    extensions = _extensions(existing.get("extension"), part.get("extension"), own=own)
+    if extensions:
+        merged["extension"] = _with_total(extensions)
+    return merged
+
+
+def _union(first: list | None, second: list | None) -> list:
+    out = list(first or [])
+    seen = {jsontext.dumps(item) for item in out}
+    for item in second or []:
+        text = jsontext.dumps(item)
+        if text not in seen:
+            out.append(item)
+            seen.add(text)
+    return out
+
+
+def _by_element_id(existing: list | None, part: list | None) -> list:
+    """The part's activities replace those with the same element id; others are added."""
+    incoming = {a["id"]: a for a in part or [] if isinstance(a, dict) and a.get("id")}
+    out = [incoming.pop(a["id"], a) if isinstance(a, dict) and a.get("id") else a for a in existing or []]
+    placed = {a.get("id") for a in out if isinstance(a, dict)}
+    for activity in part or []:
+        if not (isinstance(activity, dict) and activity.get("id")):
+            out = _union(out, [activity])
+        elif activity["id"] not in placed:
+            out.append(activity)
+            placed.add(activity["id"])
+    return out
+
+
+def _funding_sources(allocation: dict[str, Any]) -> set[str]:
+    return {coding.get("code") for sub in allocation.get("extension") or [] if sub.get("url") == "fundingSource"
+            for coding in (sub.get("valueCodeableConcept") or {}).get("coding") or []}
+
+
+def _extensions(existing: list | None, part: list | None, *, own: bool) -> list:
+    """Allocations: the part's allocations stand for every funding source they name (a source
+    restating its share replaces its old share). Single-valued extensions: the owner's first.
+    Others: every source's, each once."""
+    part_sources = set().union(*(_funding_sources(e) for e in part or [] if e.get("url") == ALLOCATION))
+    kept = [e for e in existing or []
+            if e.get("url") != ALLOCATION or not (_funding_sources(e) & part_sources)]
+    others_first, others_second = (part, kept) if own else (kept, part)
+    out: list = []
+    single: set[str] = set()
+    for extension in [*(others_first or []), *(others_second or [])]:
+        url = extension.get("url")
+        if url == ALLOCATION or url in single:
+            continue
+        if url in SINGLE_VALUED:
+            single.add(url)
+            out.append(extension)
+        else:
+            out = _union(out, [extension])
+    allocations = [e for e in kept if e.get("url") == ALLOCATION]
+    allocations += [e for e in part or [] if e.get("url") == ALLOCATION]
+    return out + allocations
+
+
+def _with_total(extensions: list) -> list:
+    """A budget statement's indicative amount is the sum of its allocations (the profile's
+    ipc-bud-1), so when sources' shares are joined the total is restated from them."""
+    amounts = [sub["valueMoney"] for e in extensions if e.get("url") == ALLOCATION
+               for sub in e.get("extension") or [] if sub.get("url") == "amount" and sub.get("valueMoney")]
+    if not amounts or any(not isinstance(m.get("value"), (int, Decimal)) for m in amounts):
+        return extensions
+    total = sum((Decimal(m["value"]) if isinstance(m["value"], int) else m["value"] for m in amounts), Decimal(0))
+    out = []
+    for extension in extensions:
+        if extension.get("url") == INDICATIVE_AMOUNT and extension.get("valueMoney"):
+            money = extension["valueMoney"]
+            extension = {**extension, "valueMoney": {**money, "value": jsontext.FhirDecimal(str(total))}}
+        out.append(extension)
+    return out

@@ -1,0 +1,238 @@
+"""The audit table: batches written by COPY (through a staging table, so a batch retried after
+a lost commit acknowledgement is stored once), and the AuditEvent search (patient, entity,
+agent, date, outcome, action, subtype) over its indexed columns.
+
+The writer keeps one connection of its own, outside the API's pool: audit writes never take a
+connection a request is waiting for, and a database restart costs a reconnect here, retried by
+the caller (`hub.audit.writer`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+
+from hub.fhir.errors import FhirError
+from hub.search.parse import PREFIXES, split_unescaped, unescape
+from hub.search.values import date_range
+
+# The table's columns, in the order of hub.audit.record.AuditRecord's fields.
+COLUMNS = ("id", "recorded", "interaction", "action", "outcome", "status", "method", "path", "query",
+           "client_id", "organisation", "organisation_system", "partner_class", "purpose_of_use",
+           "token_id", "address", "patients", "entities")
+_COLUMN_LIST = ", ".join(COLUMNS)
+_SELECT = f"SELECT id::text, {', '.join(COLUMNS[1:])} FROM audit_event"
+
+_COPY = f"COPY audit_event ({_COLUMN_LIST}) FROM STDIN"
+# A batch retried after a failure may already be stored (the commit reached the server, its
+# acknowledgement did not): it goes through a staging table and skips the ids already there.
+_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS audit_stage ON COMMIT DELETE ROWS "
+          f"AS SELECT {_COLUMN_LIST} FROM audit_event WITH NO DATA")
+_COPY_STAGED = f"COPY audit_stage ({_COLUMN_LIST}) FROM STDIN"
+_MERGE = (f"INSERT INTO audit_event ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM audit_stage "
+          "ON CONFLICT (id) DO NOTHING")
+
+
+class AuditStore:
+    """Writes audit rows over one dedicated connection, opened on first use and again after any
+    failure (a restarted database, a dropped socket)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn: AsyncConnection | None = None
+
+    async def write(self, rows: list[tuple], *, retry: bool = False) -> None:
+        """Store `rows` (values in COLUMNS order) in one transaction, or raise and store none.
+        `retry`: some of them may be stored already; store each once."""
+        conn = await self._connection()
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                if retry:
+                    await cur.execute(_STAGE)
+                async with cur.copy(_COPY_STAGED if retry else _COPY) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                if retry:
+                    await cur.execute(_MERGE)
+        except Exception:
+            await self._drop()
+            raise
+
+    async def close(self) -> None:
+        await self._drop()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            try:
+                await conn.close()
+            except psycopg.Error:
+                pass
+
+
+# --- search ---------------------------------------------------------------------------------
+
+# `recorded` (a point in time) against the searched range [low, high): the SQL and which bounds.
+_DATE_SQL = {
+    "eq": ("(recorded >= %s AND recorded < %s)", "lh"), "ap": ("(recorded >= %s AND recorded < %s)", "lh"),
+    "ne": ("(recorded < %s OR recorded >= %s)", "lh"),
+    "gt": ("recorded >= %s", "h"), "sa": ("recorded >= %s", "h"), "le": ("recorded < %s", "h"),
+    "ge": ("recorded >= %s", "l"), "lt": ("recorded < %s", "l"), "eb": ("recorded < %s", "l"),
+}
+_TOKEN_COLUMNS = {"outcome": "outcome::text", "action": "action::text", "subtype": "interaction"}
+SUPPORTED = frozenset({"patient", "entity", "agent", "date", *_TOKEN_COLUMNS})
+
+
+@dataclass(slots=True)
+class AuditQuery:
+    """An AuditEvent search: SQL conditions (ANDed) with their parameters, and the page."""
+    conditions: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    summary_count: bool = False
+    # Paging links carry the last record written when the first page was taken: records written
+    # since (this search's own among them) would otherwise shift every later page.
+    snapshot: int | None = None
+    kept: list[tuple[str, str]] = field(default_factory=list)  # for paging links
+    ignored: list[str] = field(default_factory=list)
+
+
+def parse_audit_query(pairs: list[tuple[str, str]], *, default_count: int, max_count: int,
+                      strict: bool = False) -> AuditQuery:
+    """The search a client asked for. Repeated parameters AND, commas within one OR (FHIR);
+    a bad value is refused naming the parameter, an unknown parameter ignored (or refused
+    when `strict`)."""
+    query = AuditQuery(count=default_count)
+    for name, value in pairs:
+        if value == "":
+            continue
+        if name == "_count":
+            query.count = min(_whole(name, value), max_count)
+        elif name == "_offset":
+            query.offset = _whole(name, value)
+        elif name == "_summary":
+            if value not in ("count", "false"):
+                raise FhirError("not-supported", f"_summary={value[:20]} is not supported on AuditEvent "
+                                "(use count)", expression="_summary")
+            query.summary_count = value == "count"
+            query.kept.append((name, value))
+        elif name == "_snapshot":
+            query.snapshot = _whole(name, value)
+        elif name in ("_format", "_pretty"):
+            query.kept.append((name, value))
+        elif name in SUPPORTED:
+            _criterion(query, name, value)
+            query.kept.append((name, value))
+        elif strict:
+            raise FhirError("not-supported", f"unknown search parameter for AuditEvent: '{name[:60]}'",
+                            expression=name[:60])
+        else:
+            query.ignored.append(name[:60])
+    return query
+
+
+def _whole(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise FhirError("invalid", f"{name} '{value[:20]}' is not a whole number", expression=name)
+    return int(value)
+
+
+def _criterion(query: AuditQuery, name: str, value: str) -> None:
+    values = [unescape(v) for v in split_unescaped(value, ",")]
+    if name == "date":
+        ors = [_date_condition(v, query.params) for v in values]
+        query.conditions.append("(" + " OR ".join(ors) + ")")
+    elif name == "patient":
+        query.conditions.append("patients && %s")
+        query.params.append([_reference_id(name, v, "Patient") for v in values])
+    elif name == "entity":
+        refs = [_reference(name, v) for v in values]
+        patients = [r.split("/", 1)[1] for r in refs if r.startswith("Patient/")]
+        query.conditions.append("(entities && %s OR patients && %s)")
+        query.params += [refs, patients]
+    elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>
+        codes = [v.rpartition("|")[2].rpartition("/")[2] for v in values]
+        query.conditions.append("(client_id = ANY(%s) OR organisation = ANY(%s))")
+        query.params += [codes, codes]
+    else:
+        query.conditions.append(f"{_TOKEN_COLUMNS[name]} = ANY(%s)")
+        query.params.append([v.rpartition("|")[2] for v in values])
+
+
+def _date_condition(raw: str, params: list[Any]) -> str:
+    prefix, text = "eq", raw
+    if len(raw) > 2 and raw[:2].isalpha():
+        if raw[:2] not in PREFIXES:
+            raise FhirError("invalid", f"'date={raw[:40]}': unknown prefix '{raw[:2]}'", expression="date")
+        prefix, text = raw[:2], raw[2:]
+    found = date_range(text) if text[:1].isdigit() else None
+    if found is None:
+        raise FhirError("invalid", f"'date={raw[:40]}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or an "
+                        "instant, with an optional prefix such as ge)", expression="date")
+    sql, bounds = _DATE_SQL[prefix]
+    params += [found[0] if bound == "l" else found[1] for bound in bounds]
+    return sql
+
+
+def _reference(name: str, raw: str) -> str:
+    """`Type/id` from a relative or absolute reference."""
+    parts = raw.rstrip("/").split("/")
+    if len(parts) < 2 or not parts[-2][:1].isupper() or not parts[-1]:
+        raise FhirError("invalid", f"'{name}={raw[:60]}' is not a reference such as Patient/123",
+                        expression=name)
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def _reference_id(name: str, raw: str, res_type: str) -> str:
+    if "/" not in raw:
+        return raw
+    ref = _reference(name, raw)
+    if not ref.startswith(f"{res_type}/"):
+        raise FhirError("invalid", f"'{name}={raw[:60]}' must name a {res_type}", expression=name)
+    return ref.split("/", 1)[1]
+
+
+async def search(conn: AsyncConnection, query: AuditQuery) -> tuple[list[tuple], int]:
+    """(rows of this page in COLUMNS order, newest first; total matching)."""
+    conditions, params = list(query.conditions), list(query.params)
+    if query.snapshot is not None:
+        conditions.append("seq <= %s")
+        params.append(query.snapshot)
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(f"SELECT count(*) FROM audit_event{where}", params)
+        total = (await cur.fetchone())[0]
+        if query.summary_count or query.count == 0 or query.offset >= total:
+            return [], total
+        await cur.execute(f"{_SELECT}{where} ORDER BY recorded DESC, id LIMIT %s OFFSET %s",
+                          [*params, query.count, query.offset])
+        return await cur.fetchall(), total
+
+
+async def last_written(conn: AsyncConnection) -> int:
+    """The newest record's place in write order (0 when there is none): a search's snapshot."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute("SELECT coalesce((SELECT last_value FROM audit_event_seq_seq), 0)")
+        return (await cur.fetchone())[0]
+
+
+async def read(conn: AsyncConnection, event_id: str) -> tuple | None:
+    """One row by id, or None (a malformed id cannot name a row)."""
+    if not _is_uuid(event_id):
+        return None
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(f"{_SELECT} WHERE id = %s", (event_id,))
+        return await cur.fetchone()
+
+
+def _is_uuid(text: str) -> bool:
+    return len(text) == 36 and all(c in "0123456789abcdef-" for c in text.lower())
+

@@ -1,0 +1,93 @@
+"""Consent → grants, and the defaults setting: only active IPC record-sharing consents grant,
+lead-charity always needs an organisation, and a bad setting is refused, never guessed."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from hub.config import Settings
+from hub.consent.defaults import ConsentConfigError, parse_defaults
+from hub.consent.grants import Grant, grants_of
+from hub.consent.parts import PARTS
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "profiles" / "examples"
+
+
+def consent(name: str = "veteran") -> dict:
+    return json.loads((EXAMPLES / f"Consent-{name}-consent.json").read_text())
+
+
+def test_each_permit_becomes_grants_per_part_for_its_organisation():
+    found = grants_of(consent(), "veteran-patient")
+    assert Grant("veteran-patient", "nhs", "veteran-icb", None, "health", True) in found
+    assert Grant("veteran-patient", "lead-charity", "veteran-charity", None, "care-team", True) in found
+    assert {g.part for g in found if g.role == "local-authority"} == {"demographics", "care-support-plan", "budget"}
+    assert all(g.permit for g in found)
+    assert len(found) == 4 + 3 + 3
+
+
+def test_inactive_or_other_consents_grant_nothing():
+    withdrawn = consent()
+    withdrawn["status"] = "inactive"
+    assert grants_of(withdrawn, "p") == []
+    treatment = consent()
+    treatment["meta"] = {}
+    treatment["category"] = [{"text": "Treatment"}]
+    assert grants_of(treatment, "p") == []
+    assert grants_of(consent(), None) == []
+
+
+def test_lead_charity_without_an_organisation_grants_nobody():
+    c = consent()
+    for p in c["provision"]["provision"]:
+        p["actor"][0].pop("reference")
+    roles = {g.role for g in grants_of(c, "p")}
+    assert "lead-charity" not in roles
+    assert {"nhs", "local-authority"} <= roles
+    assert all(g.org_id is None for g in grants_of(c, "p"))
+
+
+def test_deny_provisions_and_identifier_references():
+    c = consent()
+    nested = copy.deepcopy(c["provision"]["provision"][0])
+    nested["type"] = "deny"
+    nested["actor"][0]["reference"] = {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code",
+                                                      "value": "RX1"}}
+    c["provision"]["provision"].append(nested)
+    denies = [g for g in grants_of(c, "p") if not g.permit]
+    assert {g.org_code for g in denies} == {"RX1"} and {g.part for g in denies} == {"demographics", "care-support-plan",
+                                                                                    "health", "budget"}
+
+
+def test_an_unresolvable_reference_never_widens_to_the_class():
+    c = consent()
+    c["provision"]["provision"][0]["actor"][0]["reference"] = {"reference": "https://elsewhere.example/Organization/1"}
+    nhs = [g for g in grants_of(c, "p") if g.role == "nhs"]
+    assert nhs and all(g.org_id is not None for g in nhs)
+
+
+def test_defaults_are_safe_when_unset():
+    assert parse_defaults(Settings().consent_defaults) == parse_defaults(None)
+    table = parse_defaults(None)
+    assert table["nhs"] == PARTS
+    assert table["local-authority"] == ("demographics",)
+    assert table["charity"] == () and table["defence"] == () and table["education"] == ()
+
+
+@pytest.mark.parametrize("text", [
+    "nhs=*;local-authority=demographics,care-support-plan;charity=",
+    '{"nhs": "*", "local-authority": ["demographics", "care-support-plan"], "charity": []}',
+])
+def test_both_spellings_mean_the_same(text):
+    table = parse_defaults(text)
+    assert table["local-authority"] == ("demographics", "care-support-plan")
+    assert table["charity"] == () and table["education"] == () and table["nhs"] == PARTS
+
+
+@pytest.mark.parametrize("text", ["nhs=everything", "charities=*", "nhs", '{"nhs": 1}', "{not json"])
+def test_a_bad_setting_is_refused(text):
+    with pytest.raises(ConsentConfigError):
+        parse_defaults(text)

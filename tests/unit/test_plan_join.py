@@ -1,0 +1,104 @@
+"""How a source's part joins a person's plan (hub.pipeline.plans.join): pure rules."""
+from __future__ import annotations
+
+from hub.fhir.identifiers import CANONICAL_BASE
+from hub.pipeline.plans import ALLOCATION, join, plan_kind
+
+STAGE = f"{CANONICAL_BASE}/StructureDefinition/ipc-stage"
+FUNDING = f"{CANONICAL_BASE}/CodeSystem/ipc-funding-source"
+CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
+
+
+def _allocation(source: str, amount: float, option: str = "direct-payment") -> dict:
+    return {"url": ALLOCATION, "extension": [
+        {"url": "fundingSource", "valueCodeableConcept": {"coding": [{"system": FUNDING, "code": source}]}},
+        {"url": "managementOption", "valueCodeableConcept": {"coding": [{"code": option}]}},
+        {"url": "amount", "valueMoney": {"value": amount, "currency": "GBP"}}]}
+
+
+def _plan(**fields) -> dict:
+    return {"resourceType": "CarePlan", "id": "p", "status": "draft", "intent": "plan",
+            "category": [{"coding": [{"system": CATEGORY, "code": "care-support-plan"}]}], **fields}
+
+
+def test_another_sources_part_fills_gaps_and_adds_its_own_items():
+    existing = _plan(description="mine", activity=[{"id": "a", "detail": {"description": "A"}}],
+                     goal=[{"reference": "Goal/1"}], extension=[{"url": STAGE, "valueCode": "preparation"}],
+                     meta={"versionId": "3"})
+    part = _plan(id="other", description="theirs", title="their title",
+                 activity=[{"id": "b", "detail": {"description": "B"}}],
+                 goal=[{"reference": "Goal/1"}, {"reference": "Goal/2"}],
+                 extension=[{"url": STAGE, "valueCode": "conversation"}])
+    merged = join(existing, part, own=False)
+    assert merged["id"] == "p"
+    assert merged["description"] == "mine" and merged["title"] == "their title"
+    assert [a["id"] for a in merged["activity"]] == ["a", "b"]
+    assert merged["goal"] == [{"reference": "Goal/1"}, {"reference": "Goal/2"}]
+    assert merged["extension"] == [{"url": STAGE, "valueCode": "preparation"}]
+    assert "meta" not in merged
+
+
+def test_the_owning_source_restates_its_words_and_replaces_its_own_activity():
+    existing = _plan(description="old", activity=[{"id": "a", "detail": {"description": "A"}},
+                                                  {"id": "b", "detail": {"description": "B"}}],
+                     extension=[{"url": STAGE, "valueCode": "preparation"}])
+    part = _plan(description="new", activity=[{"id": "a", "detail": {"description": "A, weekly"}}],
+                 extension=[{"url": STAGE, "valueCode": "conversation"}])
+    merged = join(existing, part, own=True)
+    assert merged["description"] == "new"
+    assert merged["activity"] == [{"id": "a", "detail": {"description": "A, weekly"}},
+                                  {"id": "b", "detail": {"description": "B"}}]
+    assert merged["extension"] == [{"url": STAGE, "valueCode": "conversation"}]
+
+
+def test_a_source_restating_its_funding_replaces_only_its_own_allocations():
+    existing = _plan(extension=[_allocation("nhs", 24000), _allocation("local-authority", 5000),
+                                _allocation("local-authority", 800, "notional")])
+    part = _plan(extension=[_allocation("local-authority", 6100)])
+    merged = join(existing, part, own=False)
+    amounts = [(e["extension"][0]["valueCodeableConcept"]["coding"][0]["code"], e["extension"][2]["valueMoney"]["value"])
+               for e in merged["extension"]]
+    assert amounts == [("nhs", 24000), ("local-authority", 6100)]
+
+
+def test_first_part_is_the_plan_and_only_open_ipc_plans_are_parts():
+    part = _plan(description="first")
+    assert join(None, part, own=True) is part
+    assert plan_kind(part) == "care-support-plan"
+    assert plan_kind({**part, "status": "completed"}) is None
+    assert plan_kind({**part, "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}]}) is None
+    assert plan_kind({"resourceType": "Goal", "status": "draft"}) is None
+
+
+def test_joined_shares_restate_the_indicative_total_and_agreements_from_every_source_stay():
+    from hub.fhir import jsontext
+    from hub.fhir.validation.invariants import allocations_add_up
+    from hub.pipeline.plans import INDICATIVE_AMOUNT
+
+    agreement = f"{CANONICAL_BASE}/StructureDefinition/plan-agreement"
+    nhs = jsontext.loads(jsontext.dumps(_plan(extension=[
+        {"url": INDICATIVE_AMOUNT, "valueMoney": {"value": 24000.00, "currency": "GBP"}},
+        {"url": agreement, "valueString": "the person"}, _allocation("nhs", 24000.00)])))
+    council = jsontext.loads(jsontext.dumps(_plan(id="la", extension=[
+        {"url": INDICATIVE_AMOUNT, "valueMoney": {"value": 16730.50, "currency": "GBP"}},
+        {"url": agreement, "valueString": "the council"}, _allocation("local-authority", 16730.50)])))
+    merged = join(nhs, council, own=False)
+    [total] = [e["valueMoney"] for e in merged["extension"] if e["url"] == INDICATIVE_AMOUNT]
+    assert total == {"value": jsontext.FhirDecimal("40730.50"), "currency": "GBP"}
+    assert allocations_add_up(merged) is True
+    assert [e["valueString"] for e in merged["extension"] if e["url"] == agreement] == ["the person", "the council"]
+
+
+def test_single_valued_extensions_are_the_profiles_max_one_slices():
+    import json
+    from pathlib import Path
+
+    from hub.pipeline.plans import SINGLE_VALUED
+
+    folder = Path(__file__).resolve().parents[2] / "profiles" / "StructureDefinition"
+    single = set()
+    for name in ("ipc-care-plan", "ipc-budget-statement"):
+        for element in json.loads((folder / f"{name}.json").read_text())["differential"]["element"]:
+            if element["id"].startswith("CarePlan.extension:") and element.get("max") == "1":
+                single.update(element["type"][0]["profile"])
+    assert single == SINGLE_VALUED
