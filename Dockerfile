@@ -42,8 +42,8 @@ ENV PATH=/opt/ipc-hub/bin:$PATH \
 
 RUN groupadd --system --gid 10001 hub \
  && useradd --system --uid 10001 --gid hub --home-dir /var/lib/ipc-hub --shell /usr/sbin/nologin hub \
- && mkdir -p /var/lib/ipc-hub \
- && chown hub:hub /var/lib/ipc-hub
+ && mkdir -p /var/lib/ipc-hub/mod-drop /var/lib/ipc-hub/la-drop /var/lib/ipc-hub/la-imports \
+ && chown -R hub:hub /var/lib/ipc-hub
 
 COPY --from=build /opt/ipc-hub /opt/ipc-hub
 # The implementation guide the hub loads, serves and enforces (data, not code).
@@ -53,8 +53,10 @@ ENV HUB_PROFILES_DIR=/opt/ipc-hub/profiles
 USER hub:hub
 WORKDIR /var/lib/ipc-hub
 
-# 8080: FHIR REST API (`ipc-hub api`); 2575: HL7 v2 over MLLP (`ipc-hub connector hl7v2`).
-EXPOSE 8080 2575
+# 8080: FHIR REST API (`ipc-hub api`); 2575: HL7 v2 over MLLP (`ipc-hub connector hl7v2`);
+# 8443: MOD handovers (`ipc-hub connector mod`). The drop folders are made here, owned by the
+# hub's user, so the named volumes mounted on them start writable.
+EXPOSE 8080 2575 8443
 
 # slim has no curl: ask with the interpreter the hub runs on. Only meaningful for `ipc-hub api`;
 # other roles disable it in docker-compose.yml.

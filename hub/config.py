@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     la_ledger_dir: Path | None = None
     la_max_in_flight: int = 10_000
     la_poll_interval_s: float = 1.0
+    # `ipc-hub up` on the embedded default drops the sample MOD handover and local authority
+    # extract into the watched folders on a first start (an empty record), as a demonstration.
+    demo_cohort: bool = True
     # Where a worker process serves /metrics, /healthz and /readyz (0: not served).
     worker_http_port: int = 0
     # OAuth2 / SMART (hub/auth, hub/api/security.py). Off only for measuring what security costs.

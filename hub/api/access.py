@@ -41,8 +41,26 @@ def check_settings(settings: Settings) -> None:
     _defaults(settings.consent_defaults)
 
 
+# token id → (its Principal, the consent defaults, the Viewer made from them). The verifier hands
+# back the same Principal object for every request with one token, so a hit is one dict lookup
+# and two identity checks instead of building a Viewer (and its SQL) per request.
+_VIEWERS: dict[str, tuple[Principal, str | None, Viewer]] = {}
+_VIEWERS_LIMIT = 4096
+
+
 def viewer_for(principal: Principal, consent_defaults: str | None) -> Viewer:
     """The store's view of a caller: what its scopes and its class's consent defaults allow."""
+    known = _VIEWERS.get(principal.token_id)
+    if known is not None and known[0] is principal and known[1] is consent_defaults:
+        return known[2]
+    found = _make_viewer(principal, consent_defaults)
+    if len(_VIEWERS) >= _VIEWERS_LIMIT:
+        _VIEWERS.clear()
+    _VIEWERS[principal.token_id] = (principal, consent_defaults, found)
+    return found
+
+
+def _make_viewer(principal: Principal, consent_defaults: str | None) -> Viewer:
     return Viewer(
         partner_class=principal.partner_class,
         org_code=principal.organisation,

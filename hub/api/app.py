@@ -3,6 +3,7 @@ HTTP responses (an OperationOutcome in the client's format, never a stack trace)
 from __future__ import annotations
 
 import logging
+import traceback
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -11,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.api import access, audit, capability, everything, health, oauth, openapi, operations, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
@@ -61,7 +63,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     openapi.describe(app)
     # Middlewares, innermost first: each wraps those listed before it (an audit layer goes after
     # security, so it sees every request and the Principal security put in scope["state"]).
-    middlewares = [Middleware(SecurityMiddleware, auth=app.state.auth, max_body_bytes=settings.max_body_bytes)]
+    middlewares = [Middleware(ContainedErrors),
+                   Middleware(SecurityMiddleware, auth=app.state.auth, max_body_bytes=settings.max_body_bytes)]
     if settings.audit_enabled:
         middlewares.append(Middleware(audit.AuditMiddleware, settings=settings, database_url=database_url))
     for middleware in middlewares:
@@ -85,6 +88,39 @@ def _outcome_response(request: Request, status: int, issues: list[Issue],
     return fhir_response(render(operation_outcome(issues), fmt), fmt, status=status, headers=headers)
 
 
+_FAILED = [Issue("exception", "the server failed to process the request; it has been logged")]
+
+
+def _log_failure(exc: BaseException, method: str, path: str) -> None:
+    # The kind and place of the failure, never its text or the request's data: either may identify
+    # a person (a database error repeats the values it refused). At DEBUG, where in the code too.
+    log.error("unhandled %s in %s %s", type(exc).__name__, method, path)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("where: %s", "".join(traceback.format_tb(exc.__traceback__)))
+
+
+class ContainedErrors:
+    """Answers an unhandled exception with the 500 OperationOutcome inside the middleware stack.
+    Starlette's outermost layer would answer it too, but then re-raise it to the server, and
+    uvicorn logs the whole traceback and the exception's text, which may carry a person's data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - the edge where any failure becomes a 500
+            _log_failure(exc, scope.get("method", ""), scope.get("path", ""))
+            try:
+                await _outcome_response(Request(scope), 500, _FAILED)(scope, receive, send)
+            except RuntimeError:
+                pass  # the response had started: the client sees it cut short, as it must
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
@@ -106,11 +142,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        # Log the kind and place of the failure, not the request's data (it may identify a person).
-        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path,
-                  exc_info=(type(exc), exc, exc.__traceback__) if log.isEnabledFor(logging.DEBUG) else None)
-        return _outcome_response(request, 500, [Issue("exception", "the server failed to process "
-                                                      "the request; it has been logged")])
+        _log_failure(exc, request.method, request.url.path)
+        return _outcome_response(request, 500, _FAILED)
 
 
 def app_from_environment() -> FastAPI:

@@ -4,8 +4,9 @@ told who looked at their record.
 
 The middleware is plain ASGI and sits outside the authentication middleware: it sees the 401s,
 and after the inner app has run it reads what the inner layers left in `scope["state"]` (the
-`principal`, the `audit_patients` disclosed or written, the `audit_entities` touched). It hands
-a compact record to `hub.audit.writer`, whose queue it starts and drains with the app's lifespan,
+`principal`, the `response_status` and `response_location` the security middleware noted as
+the answer went out, the `audit_patients` disclosed or written, the `audit_entities` touched). It hands
+a compact record, as its table row, to `hub.audit.writer`, whose queue it starts and drains with the app's lifespan,
 so the writer lives exactly as long as the app that feeds it."""
 from __future__ import annotations
 
@@ -52,28 +53,28 @@ class AuditMiddleware:
         if scope["type"] != "http" or not is_audited(scope["path"]):
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
-        status = 0
-        location: str | None = None
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status, location
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if status == 201:  # a create: the Location names what was written
-                    location = _header(message, b"location")
-            await send(message)
-
-        form = bytearray()
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        form = None
         if scope["method"] == "POST" and scope["path"].endswith("/_search"):
+            form = bytearray()
             receive = _keeping_form(receive, form)  # a POSTed search's criteria are in its body
+        failed = False
         try:
-            await self.app(scope, receive, send_noting_status)
+            await self.app(scope, receive, send)
         except Exception:
-            status = status or 500  # the outer error handler answers 500
+            failed = True  # the outer error handler answers 500
             raise  # (a cancelled request keeps status 0: no answer was sent, outcome 12)
         finally:
-            await self.writer.submit(_record(scope, state, status, location, bytes(form)))
+            # The security middleware, inside this one, noted what was answered.
+            status = state.get("response_status", 0) or (500 if failed else 0)
+            # Queued as the table row: a tuple of plain values, which the collector stops
+            # tracking at its next pass, where a record would be walked until it is written.
+            row = _row(_record(scope, state, status, state.get("response_location"),
+                               bytes(form) if form else b""))
+            if not self.writer.offer(row):
+                await self.writer.submit(row)  # the queue is full: wait for room, lose nothing
 
     def _lifespan_send(self, send: Send) -> Send:
         """Start the writer when the app has started; drain it before the app reports stopped."""
@@ -86,8 +87,8 @@ class AuditMiddleware:
             await send(message)
         return lifespan_send
 
-    async def _flush(self, records: list[AuditRecord], retry: bool) -> None:
-        await self.store.write([_row(r) for r in records], retry=retry)
+    async def _flush(self, rows: list[tuple], retry: bool) -> None:
+        await self.store.write(rows, retry=retry)
 
 
 def _keeping_form(receive: Receive, form: bytearray) -> Receive:
@@ -113,18 +114,13 @@ def _record(scope: Scope, state: dict, status: int, location: str | None, form: 
     )
 
 
-def _header(message: Message, name: bytes) -> str | None:
-    for key, value in message.get("headers") or ():
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _row(record: AuditRecord) -> tuple:
+    """The audit table's row for a record (hub.store.audit.COLUMNS), arrays as literals."""
     return (record.id, record.recorded, record.interaction, record.action, record.outcome,
             record.status, record.method, record.path, record.query, record.client_id,
             record.organisation, record.organisation_system, record.partner_class,
-            record.purpose_of_use, record.token_id, record.address, record.patients, record.entities)
+            record.purpose_of_use, record.token_id, record.address,
+            audit_store.text_array(record.patients), audit_store.text_array(record.entities))
 
 
 def _from_row(row: tuple) -> AuditRecord:

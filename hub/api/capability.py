@@ -13,6 +13,7 @@ from hub.api.formats import fhir_response, render, response_format, wants_pretty
 from hub.fhir.resources import SUPPORTED_TYPES
 from hub.fhir.validation import profiles_for
 from hub.search.definitions import is_supported, params_for
+from hub.store.audit import SUPPORTED as AUDIT_PARAMS
 
 router = APIRouter(prefix="/fhir")
 
@@ -79,7 +80,22 @@ def _security(token_endpoint: str | None, revocation_endpoint: str | None) -> di
     }}
 
 
+def _audit_entry() -> dict:
+    """AuditEvent is the hub's own trail (hub.api.audit): read and searched, never written by
+    clients, so no partner can forge or erase who looked at a record."""
+    params = [{"name": code, "definition": p.url, "type": p.type}
+              for code, p in sorted(params_for("AuditEvent").items()) if code in AUDIT_PARAMS]
+    params += [{"name": name, "type": kind, "documentation": doc} for name, kind, doc in _RESULT_PARAMS
+               if name in ("_count", "_offset", "_summary")]
+    return {"type": "AuditEvent", "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "documentation": "The hub's audit trail of every read, search and write; written by the hub alone. "
+                             "Needs a scope naming AuditEvent (system/AuditEvent.rs).",
+            "searchParam": params}
+
+
 def _resource_entry(res_type: str) -> dict:
+    if res_type == "AuditEvent":
+        return _audit_entry()
     params = [
         {"name": code, "definition": p.url, "type": p.type}
         for code, p in sorted(params_for(res_type).items()) if is_supported(p)

@@ -4,7 +4,11 @@ copy per request on the benchmarked read path); work per authorised request is a
 for the verified token, one for the deny set and one for the rate bucket.
 
 On success the caller's Principal is at `scope["state"]["principal"]` (`request.state.principal`).
-Scope enforcement (403) is downstream; this layer only answers 401, 413 and 429."""
+Scope enforcement (403) is downstream; this layer only answers 401, 413 and 429.
+
+Every response passes through this layer's `send`, so it also notes in `scope["state"]` the
+status answered (`response_status`) and a create's Location (`response_location`): the audit
+middleware reads them there instead of wrapping `send` a second time on every request."""
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,7 +59,10 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        send = _with_headers(send, path, scope.get("scheme") == "https")
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        send = _with_headers(send, path, scope.get("scheme") == "https", state)
         limit = _OAUTH_MAX_BODY if path in _OAUTH_PATHS else self.max_body
         try:
             declared = _content_length(scope)
@@ -66,9 +73,6 @@ class SecurityMiddleware:
                     self._throttle(f"addr:{_client_address(scope)}")
             elif self.auth.enabled:
                 principal = self.auth.authenticate(_header(scope, b"authorization"))
-                state = scope.get("state")
-                if state is None:
-                    state = scope["state"] = {}
                 state["principal"] = principal
                 self._throttle(principal.client_id)
         except FhirError as exc:
@@ -116,8 +120,9 @@ def _client_address(scope: Scope) -> str:
     return client[0] if client else "unknown"
 
 
-def _with_headers(send: Send, path: str, https: bool) -> Send:
-    """`send` with the security headers added to the response start."""
+def _with_headers(send: Send, path: str, https: bool, state: dict) -> Send:
+    """`send` with the security headers added to the response start, noting its status (and
+    Location, on a 201) in the request's `state` (see the module's docstring)."""
     extra = list(_API_HEADERS) if path != "/docs" else _COMMON + [(b"content-security-policy", _DOCS_CSP)]
     no_store = path.startswith("/fhir") or path.startswith("/auth/")
     if no_store:
@@ -128,12 +133,22 @@ def _with_headers(send: Send, path: str, https: bool) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers") or []
+            status = state["response_status"] = message["status"]
+            if status == 201:
+                state["response_location"] = _location(headers)
             if no_store:
                 headers = [h for h in headers if h[0].lower() != b"cache-control"]
             message["headers"] = [*headers, *extra]
         await send(message)
 
     return sending
+
+
+def _location(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for key, value in headers:
+        if key.lower() == b"location":
+            return value.decode("latin-1")
+    return None
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

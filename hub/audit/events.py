@@ -10,11 +10,11 @@ from datetime import UTC
 from typing import Any
 
 from hub.audit.record import AuditRecord
-from hub.fhir.identifiers import CANONICAL_BASE
+from hub.fhir.identifiers import CANONICAL_BASE, SOURCE_SYSTEM
+from hub.fhir.identifiers import CLIENT_ID as CLIENT_ID_SYSTEM
 
-CLIENT_ID_SYSTEM = f"{CANONICAL_BASE}/Id/client-id"
 PARTNER_CLASS_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-consent-partner"
-HUB_ID_SYSTEM = f"{CANONICAL_BASE}/Id/source-system"
+HUB_ID_SYSTEM = SOURCE_SYSTEM
 HUB_NAME = "ipc-hub"
 
 _EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",

@@ -4,8 +4,10 @@ asks (`hub.audit.events`), so the request path builds no FHIR structures and the
 small and indexed by patient."""
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,6 +45,33 @@ class AuditRecord:
     address: str | None
     patients: list[str]
     entities: list[str]
+
+
+def _id_source() -> tuple[str, itertools.count]:
+    """Record ids as UUIDs (version 8, RFC 9562's custom layout): this process's start in
+    milliseconds and 28 random bits, then a 48-bit counter. Unique across processes and
+    restarts like a random UUID, but made with a string format and an add instead of 16 bytes
+    from the kernel per request, and rising in write order, so the primary key grows at its
+    right-hand edge instead of touching a random index page for every row."""
+    stamp = f"{int(time.time() * 1000) & (2**48 - 1):012x}"
+    noise = os.urandom(4).hex()
+    variant = "89ab"[int(noise[0], 16) & 3]
+    prefix = f"{stamp[:8]}-{stamp[8:]}-8{noise[1:4]}-{variant}{noise[5:8]}-"
+    return prefix, itertools.count(int.from_bytes(os.urandom(2), "big") << 16)
+
+
+def _reset_ids() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = _id_source()
+
+
+_ID_PREFIX, _ID_COUNTER = _id_source()
+os.register_at_fork(after_in_child=_reset_ids)  # a forked worker must not repeat its parent's ids
+
+
+def new_record_id() -> str:
+    """A fresh record id (see `_id_source`)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def is_audited(path: str) -> bool:
@@ -152,7 +181,7 @@ def build_record(
         if target.startswith("Patient/"):
             patients.add(target[8:])
     return AuditRecord(
-        id=str(uuid.uuid4()),
+        id=new_record_id(),
         recorded=recorded,
         interaction=interaction,
         action=action,

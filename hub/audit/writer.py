@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
-
-from hub.audit.record import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +22,18 @@ WRITTEN = Counter("ipc_audit_records_written", "Audit records stored")
 FAILED_WRITES = Counter("ipc_audit_write_failures", "Audit batch writes that failed and were retried")
 QUEUED = Gauge("ipc_audit_queue_depth", "Audit records waiting to be written")
 
+# What is queued: an AuditRecord, or (as the API queues it) the record's table row.
+T = TypeVar("T")
 # flush(records, retry): store the batch or raise. `retry` says an earlier attempt failed, so
 # some records may be stored already and must not be stored twice.
-Flush = Callable[[list[AuditRecord], bool], Awaitable[None]]
+Flush = Callable[[list[T], bool], Awaitable[None]]
 
 
-class AuditWriter:
+class AuditWriter(Generic[T]):
     def __init__(self, flush: Flush, *, queue_size: int = 10_000, batch_size: int = 500,
                  linger_s: float = 0.05, retry_max_delay_s: float = 5.0) -> None:
         self._flush = flush
-        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._linger_s = linger_s
         self._retry_max_delay_s = retry_max_delay_s
@@ -45,9 +46,18 @@ class AuditWriter:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, record: AuditRecord) -> None:
+    async def submit(self, record: T) -> None:
         """Queue a record; waits only when the queue is full (storage far behind)."""
         await self._queue.put(record)
+
+    def offer(self, record: T) -> bool:
+        """Queue a record if there is room now (False: use `submit` and wait). The request path
+        calls this first: queueing then costs no coroutine and no extra await."""
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -77,7 +87,7 @@ class AuditWriter:
             if stop:
                 return
 
-    async def _next_batch(self) -> list[AuditRecord]:
+    async def _next_batch(self) -> list[T]:
         """The next records to write: whatever arrives within `linger_s` of the first, so a busy
         hub writes a few large batches (one transaction each) rather than one per request."""
         batch = [await self._queue.get()]
@@ -90,7 +100,7 @@ class AuditWriter:
                 break
         return batch
 
-    async def _write(self, batch: list[AuditRecord]) -> None:
+    async def _write(self, batch: list[T]) -> None:
         delay, retry = 0.05, False
         self._holding = len(batch)
         while True:

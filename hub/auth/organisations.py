@@ -2,10 +2,7 @@
 bodies, a Charity Commission number for charities."""
 from __future__ import annotations
 
-from hub.fhir.identifiers import CANONICAL_BASE, ODS_ORGANIZATION_CODE
-
-# The Charity Commission publishes no FHIR identifier system; the hub names one under its own base.
-CHARITY_NUMBER = f"{CANONICAL_BASE}/Id/charity-number"
+from hub.fhir.identifiers import CHARITY_NUMBER, ODS_ORGANIZATION_CODE
 
 # Short names the CLI accepts for --organisation-system.
 ORGANISATION_SYSTEMS = {"ods": ODS_ORGANIZATION_CODE, "charity-number": CHARITY_NUMBER}

@@ -19,7 +19,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
-from hub.auth.principal import Principal
+from hub.auth.principal import Principal, ScopeError
 from hub.fhir.errors import FhirError
 
 ALGORITHM = "RS256"
@@ -125,12 +125,17 @@ class TokenVerifier:
         missing = [name for name in ("ipc_org", "ipc_org_system", "ipc_partner_class") if not claims.get(name)]
         if missing:
             raise unauthorised("the access token does not name its organisation and partner class")
-        return Principal(
-            client_id=str(claims["sub"]), organisation=str(claims["ipc_org"]),
-            organisation_system=str(claims["ipc_org_system"]),
-            partner_class=str(claims["ipc_partner_class"]),
-            scopes=frozenset(str(claims.get("scope", "")).split()), token_id=str(claims["jti"]),
-            expires_at=int(claims["exp"]), purpose_of_use=str(claims.get("ipc_purpose") or "TREAT"))
+        try:
+            return Principal(
+                client_id=str(claims["sub"]), organisation=str(claims["ipc_org"]),
+                organisation_system=str(claims["ipc_org_system"]),
+                partner_class=str(claims["ipc_partner_class"]),
+                scopes=frozenset(str(claims.get("scope", "")).split()), token_id=str(claims["jti"]),
+                expires_at=int(claims["exp"]), purpose_of_use=str(claims.get("ipc_purpose") or "TREAT"))
+        except (ScopeError, ValueError, TypeError):
+            # Signed by us but not by this hub's rules (a key shared with another issuer, an
+            # older release): refused as invalid, never a 500.
+            raise unauthorised("the access token carries claims this hub does not accept") from None
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -181,16 +181,20 @@ class DemoClient:
     scopes: str
 
 
+# The organisations are those the demonstration cohort's consent names (connectors/mod/samples:
+# the council's ODS code, the lead charity's charity number), so each client sees what the
+# veteran agreed to share with it.
 DEMO_CLIENTS = (
     DemoClient("demo-nhs-trust", "nhs", "RX1", "system/*.rs system/Patient.cru system/Observation.cru "
                "system/Condition.cru system/Encounter.cru system/CarePlan.cru system/Goal.cru"),
-    DemoClient("demo-local-authority", "local-authority", "E09000033",
+    DemoClient("demo-local-authority", "local-authority", "891",
                "system/Patient.rs system/CarePlan.rus system/Goal.crus system/CareTeam.crus "
                "system/ServiceRequest.crus system/Consent.rs"),
     DemoClient("demo-defence", "defence", "D1A", "system/Patient.crus system/Observation.crus "
                "system/Condition.crus system/Encounter.crus"),
-    DemoClient("demo-lead-charity", "charity", "1234567",
-               "system/CarePlan.rus system/Goal.crus system/Patient.rs system/CareTeam.rs system/Consent.rs"),
+    DemoClient("demo-lead-charity", "charity", "1123456",
+               "system/CarePlan.rus system/Goal.crus system/ServiceRequest.crus system/Patient.rs "
+               "system/CareTeam.rs system/Consent.rs"),
     DemoClient("demo-education", "education", "EDU01", "system/Patient.rs system/CarePlan.rs system/Goal.rs"),
 )
 

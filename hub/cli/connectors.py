@@ -14,7 +14,6 @@ import importlib
 import logging
 import signal
 import ssl
-import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -22,6 +21,7 @@ from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
+from hub.cli.background import serve_on_thread
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -91,33 +91,7 @@ def start_mllp(settings: Settings, database_url: str, bootstrap: str, stack: Exi
     from hub.cli.workers import bus_settings
 
     bus = bus_settings(settings, bootstrap)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve_mllp(settings, database_url, bus, stop, lambda _: ready.set()))
-        except BaseException as exc:  # reported to the starting thread below
-            failure.append(exc)
-            ready.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="mllp", daemon=True)
-    thread.start()
-    ready.wait(60)
-    if failure:
-        raise failure[0]
-
-    def stop_listener() -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
-
-    stack.callback(stop_listener)
+    serve_on_thread("mllp", lambda stop, started: serve_mllp(settings, database_url, bus, stop, started), stack)
 
 
 def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
@@ -151,7 +125,7 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
 
 def _add_connector(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "connector", help="run a source connector (hl7v2: HL7 v2 ADT over MLLP)",
+        "connector", help="run a source connector (hl7v2: ADT over MLLP; mod: MOD handovers; la: council CSV)",
         description="Run one source connector. hl7v2: an MLLP listener on HUB_MLLP_HOST:HUB_MLLP_PORT "
         "(default 127.0.0.1:2575) for HL7 v2 ADT messages (v2.3 to 2.8). Each accepted message is "
         "published to Kafka (HUB_KAFKA_BOOTSTRAP) and acknowledged AA only once Kafka holds it; "
@@ -159,7 +133,11 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "segment; a resent message is acknowledged without being published twice (remembered in "
         "HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
         "HUB_MLLP_MAX_MESSAGE_SIZE (bytes) and HUB_MLLP_IDLE_TIMEOUT (seconds) bound each "
-        "connection. `ipc-hub up` runs this listener too.")
+        "connection. `ipc-hub up` runs this listener too. mod: POST /handover on "
+        "HUB_MOD_HOST:HUB_MOD_PORT for defence clients' MOD transition handover documents, and the "
+        "drop folder HUB_MOD_DROP_DIR (connectors/mod/README.md). la: `import FILE...` or `watch` "
+        "for local authority CSV extracts (connectors/la/README.md). Both publish to Kafka before "
+        "they answer.")
     p.add_argument("name", choices=["hl7v2", *CONNECTORS], help="which connector")
     p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la: import FILE... | watch)")
     p.set_defaults(handler=cmd_connector, connector_parser=p)

@@ -90,6 +90,8 @@ def _print_banner(settings: Settings, clients: str = "") -> None:
         f"  OpenAPI docs        {base}/docs\n"
         f"  Health              {base}/healthz  {base}/readyz\n"
         f"  HL7 v2 over MLLP    {settings.mllp_host}:{settings.mllp_port}\n"
+        f"  MOD handover        POST {_mod_url(settings)}/handover, or files in {settings.mod_drop_dir}\n"
+        f"  Local authority CSV files in {settings.la_drop_dir}\n"
         f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
         f"{clients}"
         "Stop with Ctrl-C.\n",
@@ -97,27 +99,53 @@ def _print_banner(settings: Settings, clients: str = "") -> None:
     )
 
 
+def _mod_url(settings: Settings) -> str:
+    scheme = "https" if settings.mod_tls_cert else "http"
+    return f"{scheme}://{settings.mod_host}:{settings.mod_port}"
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     """Everything in one process tree on the embedded default (or on configured services)."""
     from hub.cli.connectors import check_mllp_port, start_mllp, tls_context
     from hub.store.migrate import migrate
 
+    settings = _with_drop_folders(settings)
     # Refuse a busy port before starting anything, not after the database is up.
     ensure_port_free(settings.http_host, settings.http_port, "HUB_HTTP_PORT")
+    ensure_port_free(settings.mod_host, settings.mod_port, "HUB_MOD_PORT")
     check_mllp_port(settings)
     tls_context(settings)
     with ExitStack() as stack:
         database_url = _database_url(settings, stack)
         migrate(database_url)
         bootstrap = _kafka_bootstrap(settings, stack)
+        from hub.auth.keys import load_signing_keys
+        from hub.cli.clients import demo_clients_banner
+        from hub.cli.demo import load_cohort
+        from hub.cli.la_extracts import start_la_watch
+        from hub.cli.mod_handover import start_mod
         from hub.cli.workers import start_pipeline
 
         start_pipeline(settings, database_url, bootstrap, stack)
         start_mllp(settings, database_url, bootstrap, stack)
-        from hub.cli.clients import demo_clients_banner
+        # The MOD connector checks the hub's own tokens: it is given the public keys the API
+        # will serve, as the API is not listening yet for it to fetch them.
+        keys = load_signing_keys(settings.auth_signing_key_file, settings.data_dir)
+        start_mod(settings, bootstrap, stack, jwks=keys.jwks())
+        start_la_watch(settings, bootstrap, stack)
+        extras = ""
+        if not settings.database_url:
+            extras = demo_clients_banner(database_url, settings.public_base_url())
+            if settings.demo_cohort:
+                extras += load_cohort(database_url, settings.mod_drop_dir, settings.la_drop_dir)
+        _serve_api(settings, database_url, banner=lambda: _print_banner(settings, extras))
 
-        clients = "" if settings.database_url else demo_clients_banner(database_url, settings.public_base_url())
-        _serve_api(settings, database_url, banner=lambda: _print_banner(settings, clients))
+
+def _with_drop_folders(settings: Settings) -> Settings:
+    """`up` watches a MOD and a local authority drop folder, in the data folder unless configured."""
+    return settings.model_copy(update={
+        "mod_drop_dir": settings.mod_drop_dir or settings.data_dir / "mod-drop",
+        "la_drop_dir": settings.la_drop_dir or settings.data_dir / "la-drop"})
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> None:

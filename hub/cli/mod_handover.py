@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -21,6 +20,7 @@ from hub.auth.tokens import TokenVerifier
 from hub.bus.kafka import BusSettings
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
+from hub.cli.background import serve_on_thread
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -135,33 +135,7 @@ def start_mod(settings: Settings, bootstrap: str, stack: ExitStack, jwks: dict[s
     from hub.cli.workers import bus_settings
 
     bus = bus_settings(settings, bootstrap)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    def run_loop() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve_mod(settings, bus, stop, lambda _: ready.set(), jwks=jwks))
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread below
-            failure.append(exc)
-            ready.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run_loop, name="mod-handover", daemon=True)
-    thread.start()
-    ready.wait(60)
-    if failure:
-        raise failure[0]
-
-    def stop_connector() -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
-
-    stack.callback(stop_connector)
+    serve_on_thread("mod-handover", lambda stop, started: serve_mod(settings, bus, stop, started, jwks=jwks), stack)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:

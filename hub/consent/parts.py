@@ -9,7 +9,7 @@ transactions, the recorder's batches) places a resource the same way.
 Order of decision, most specific first: an explicit `meta.tag` from the record-part system (a
 feed that knows better says so), then safeguarding and mental health wherever they appear in a
 category or code (the most sensitive parts win over the type's usual part), then Armed Forces
-Service details, then profile, category and type."""
+Service details, then profile, category, a request made for a care plan, and type."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -66,6 +66,9 @@ _BY_TYPE = {
     "Invoice": BUDGET, "ChargeItem": BUDGET, "Account": BUDGET, "PaymentNotice": BUDGET,
     "PaymentReconciliation": BUDGET,
 }
+# Requests that, made `basedOn` a CarePlan, are the plan's actions (after the sensitive parts:
+# a mental health referral stays in mental health whatever plan it serves).
+_PLAN_ACTIONS = frozenset({"ServiceRequest", "Task", "Appointment", "CommunicationRequest", "NutritionOrder"})
 # Words that mark a category or code as one of the sensitive parts, matched in codes and
 # displays (lower case, '-' and '_' read as spaces). Flag categories are coded exactly.
 _SENSITIVE_WORDS = ((SAFEGUARDING, ("safeguarding", "child protection", "adult protection")),
@@ -115,7 +118,16 @@ def record_part(resource: dict[str, Any]) -> str:
             return _BY_PROFILE[profile.split("|")[0]]
     if res_type == "Consent":
         return HEALTH  # a treatment consent is part of the care record; only IPC ones are `consent`
+    if res_type in _PLAN_ACTIONS and _based_on_a_plan(resource):
+        return PLAN
     return _BY_TYPE.get(res_type, HEALTH)
+
+
+def _based_on_a_plan(resource: dict[str, Any]) -> bool:
+    """A request made to carry out a care plan (a charity's offer of support, a council's service
+    request) is an action of that plan, and whoever may see the plan sees what is done for it."""
+    return any(isinstance(ref, dict) and str(ref.get("reference", "")).startswith("CarePlan/")
+               for ref in resource.get("basedOn") or ())
 
 
 def _tagged_part(resource: dict[str, Any]) -> str | None:

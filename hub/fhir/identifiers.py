@@ -14,6 +14,10 @@ UNVERIFIED_NHS_NUMBER = f"{CANONICAL_BASE}/Id/unverified-nhs-number"
 MOD_SERVICE_NUMBER = f"{CANONICAL_BASE}/Id/mod-service-number"
 LOCAL_AUTHORITY_PERSON_ID = f"{CANONICAL_BASE}/Id/local-authority-person-id"
 CHARITY_REFERENCE = f"{CANONICAL_BASE}/Id/charity-reference"
+# A charity's Charity Commission number (the Commission publishes no FHIR identifier system).
+CHARITY_NUMBER = f"{CANONICAL_BASE}/Id/charity-number"
+# An OAuth2 client of the hub, as AuditEvent and Provenance name it.
+CLIENT_ID = f"{CANONICAL_BASE}/Id/client-id"
 # Provenance: which source system sent a fact, and in which envelope (topic/partition/offset).
 SOURCE_SYSTEM = f"{CANONICAL_BASE}/Id/source-system"
 ENVELOPE = f"{CANONICAL_BASE}/Id/envelope"

@@ -78,3 +78,16 @@ def loads(data: bytes | str) -> Any:
 def dumps(value: Any, *, pretty: bool = False) -> bytes:
     """Serialise JSON compactly (or indented), decimals with their exact digits."""
     return orjson.dumps(value, default=json_default, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def union(first: list | None, second: list | None) -> list:
+    """`first`, then each item of `second` not already there, compared as JSON text (FHIR
+    elements have no identity but their content): for merging lists from two sources."""
+    out = list(first or [])
+    seen = {dumps(item) for item in out}
+    for item in second or []:
+        text = dumps(item)
+        if text not in seen:
+            out.append(item)
+            seen.add(text)
+    return out

@@ -60,13 +60,15 @@ async def settle(conn: AsyncConnection, items: list[tuple[Any, Any, dict[str, An
     links = await people.linked_patients(conn, wanted)
     patient_ids = sorted({links.get(key, key[1]) for key in wanted})
     written: list[Version] = []
+    grounds: list[Version] = []
     for start in range(0, len(patient_ids), _CHUNK):
         for task in await _open_handovers(conn, patient_ids[start:start + _CHUNK]):
-            version = await _complete_if_registered(conn, task)
-            if version is not None:
-                written.append(version)
+            done = await _complete_if_registered(conn, task)
+            if done is not None:
+                written.append(done[0])
+                grounds.append(done[1])
     if written:
-        proof = hub_provenance(written, "ipc-hub")
+        proof = hub_provenance(written, "ipc-hub", derived_from=grounds)
         await repository.update(conn, "Provenance", proof["id"], proof, skip_unchanged=True)
     return written
 
@@ -82,7 +84,8 @@ async def _open_handovers(conn: AsyncConnection, patient_ids: list[str]) -> list
     return [jsontext.loads(v.content) for v in found.matches]
 
 
-async def _complete_if_registered(conn: AsyncConnection, task: dict[str, Any]) -> Version | None:
+async def _complete_if_registered(conn: AsyncConnection, task: dict[str, Any]) -> tuple[Version, Version] | None:
+    """The completed Task's version and the Patient version whose GP registration completed it."""
     patient_id = (task.get("for") or {}).get("reference", "").removeprefix("Patient/")
     current = await repository.current_version(conn, "Patient", patient_id)
     if current is None or current.deleted:
@@ -93,7 +96,7 @@ async def _complete_if_registered(conn: AsyncConnection, task: dict[str, Any]) -
     registered_with = {k: v for k, v in practitioners[0].items() if k in ("reference", "display")}
     done = completed(task, registered_with, datetime.now(UTC))
     version, _ = await repository.update(conn, "Task", done["id"], done, skip_unchanged=True)
-    return None if version.method == UNCHANGED else version
+    return None if version.method == UNCHANGED else (version, current)
 
 
 def completed(task: dict[str, Any], registered_with: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -28,6 +28,9 @@ INDICATIVE_AMOUNT = f"{_EXTENSION}/indicative-amount"
 # The plan profiles' extensions that may appear once (max 1 in ipc-care-plan and
 # ipc-budget-statement; a unit test keeps this in step): the owner's wins. Any other extension
 # (agreements, linked plans) is a list, and every source's entries are kept.
+STAGE = f"{_EXTENSION}/ipc-stage"
+# The IPC stages in order (CodeSystem ipc-stage): joined parts keep the furthest one reached.
+STAGES = ("context", "preparation", "conversation", "record-and-agree", "make-it-happen", "review")
 SINGLE_VALUED = frozenset(f"{_EXTENSION}/{name}" for name in (
     "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "budget-type", "indicative-amount"))
 _LISTS = ("goal", "careTeam", "addresses", "supportingInfo", "contributor", "basedOn", "replaces", "note")
@@ -105,7 +108,7 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
     merged = {**second, **first, "id": existing["id"]}
     merged.pop("meta", None)
     for name in _LISTS:
-        values = _union(existing.get(name), part.get(name))
+        values = jsontext.union(existing.get(name), part.get(name))
         if values:
             merged[name] = values
     activities = _by_element_id(existing.get("activity"), part.get("activity"))
@@ -117,17 +120,6 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
     return merged
 
 
-def _union(first: list | None, second: list | None) -> list:
-    out = list(first or [])
-    seen = {jsontext.dumps(item) for item in out}
-    for item in second or []:
-        text = jsontext.dumps(item)
-        if text not in seen:
-            out.append(item)
-            seen.add(text)
-    return out
-
-
 def _by_element_id(existing: list | None, part: list | None) -> list:
     """The part's activities replace those with the same element id; others are added."""
     incoming = {a["id"]: a for a in part or [] if isinstance(a, dict) and a.get("id")}
@@ -135,7 +127,7 @@ def _by_element_id(existing: list | None, part: list | None) -> list:
     placed = {a.get("id") for a in out if isinstance(a, dict)}
     for activity in part or []:
         if not (isinstance(activity, dict) and activity.get("id")):
-            out = _union(out, [activity])
+            out = jsontext.union(out, [activity])
         elif activity["id"] not in placed:
             out.append(activity)
             placed.add(activity["id"])
@@ -165,10 +157,24 @@ def _extensions(existing: list | None, part: list | None, *, own: bool) -> list:
             single.add(url)
             out.append(extension)
         else:
-            out = _union(out, [extension])
+            out = jsontext.union(out, [extension])
+    chosen = next((e for e in out if e.get("url") == STAGE), None)
+    for stage in (e for e in [*(part or []), *(existing or [])] if e.get("url") == STAGE):
+        if chosen is not None and _stage_rank(stage) > _stage_rank(chosen):
+            out = [stage if e is chosen else e for e in out]
+            chosen = stage
     allocations = [e for e in kept if e.get("url") == ALLOCATION]
     allocations += [e for e in part or [] if e.get("url") == ALLOCATION]
     return out + allocations
+
+
+def _stage_rank(extension: dict[str, Any]) -> int:
+    """How far along the IPC stages an ipc-stage extension is (-1 if its code is not one): a
+    feed reports what it sees happening, so the plan is as far along as any source has seen it
+    (the council arranging services means the plan is being made to happen, whatever stage the
+    MOD's draft was at). A coordinator moves a plan back through the API, not through a feed."""
+    codes = [c.get("code") for c in (extension.get("valueCodeableConcept") or {}).get("coding") or []]
+    return max((STAGES.index(code) for code in codes if code in STAGES), default=-1)
 
 
 def _with_total(extensions: list) -> list:

@@ -192,15 +192,16 @@ async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[
     newest = await freshness.newest(conn, set(keys))
     written, said = [], {}
     for key, resource in keys.items():
-        if _stale(newest.get(key), envelope):
+        stale = _stale(newest.get(key), envelope)
+        if stale and resource["resourceType"] != "Patient":
             continue
         if resource["resourceType"] == "Patient":
-            resource = await _merged_patient(conn, resource, moved)
+            resource = await _merged_patient(conn, resource, moved, stale=stale)
         elif plan_kind(resource) is not None:
             resource = _joined_plan(resource, await repository.current_version(conn, "CarePlan", resource["id"]),
                                     joined)
         version = await _write(conn, resource)
-        said[key] = envelope.received_at
+        said[key] = max(envelope.received_at, newest.get(key, envelope.received_at))
         if version is not None:
             written.append(version)
     await freshness.remember(conn, said)
@@ -216,7 +217,10 @@ def _freshness_key(resource: dict[str, Any], moved: dict[str, str], source: str)
 
 
 def _stale(newest: datetime | None, envelope: Envelope) -> bool:
-    """Whether the source already said something newer about this resource (a late replay)."""
+    """Whether the source already said something newer about this resource: a late replay, or a
+    message about the person on another partition (an A47 is keyed by the identifier it
+    changes) recorded after a newer one. A stale message's resources are skipped, but for its
+    Patient, which it may not overwrite but may still add to (an A47's identifier change)."""
     return newest is not None and newest > envelope.received_at
 
 
@@ -280,12 +284,13 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
         written = []
         for resource in resources:
             key = _freshness_key(resource, moved, envelope.source)
-            if _stale(newest.get(key), envelope):
+            stale = _stale(newest.get(key), envelope)
+            if stale and resource["resourceType"] != "Patient":
                 continue
             newest[key] = said[key] = max(envelope.received_at, newest.get(key, envelope.received_at))
             if resource["resourceType"] == "Patient":
                 target = moved.get(f"Patient/{resource['id']}", f"Patient/{resource['id']}").removeprefix("Patient/")
-                resource = _merge_patient(resource, target, current.get(("Patient", target)))
+                resource = _merge_patient(resource, target, current.get(("Patient", target)), stale=stale)
             elif plan_kind(resource) is not None:
                 resource = _joined_plan(resource, current.get(("CarePlan", resource["id"])), joined)
             version = write(resource)
@@ -342,10 +347,10 @@ async def merge_people(conn: AsyncConnection, source: str, parameters: dict[str,
         return []
     kept = jsontext.loads((await repository.read(conn, "Patient", survivor)).content)
     gone = jsontext.loads((await repository.read(conn, "Patient", retired)).content)
-    kept["identifier"] = _union(kept.get("identifier"), gone.get("identifier"))
-    kept["link"] = _union(kept.get("link"), [{"other": {"reference": f"Patient/{retired}"}, "type": "replaces"}])
+    kept["identifier"] = jsontext.union(kept.get("identifier"), gone.get("identifier"))
+    kept["link"] = jsontext.union(kept.get("link"), [{"other": {"reference": f"Patient/{retired}"}, "type": "replaces"}])
     gone["active"] = False
-    gone["link"] = _union(gone.get("link"), [{"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"}])
+    gone["link"] = jsontext.union(gone.get("link"), [{"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"}])
     await people.repoint_links(conn, retired, survivor)
     return [v for v in (await _write(conn, kept), await _write(conn, gone)) if v is not None]
 
@@ -399,20 +404,23 @@ def _joined_plan(part: dict[str, Any], current: Version | None, joined: set[str]
 
 
 async def _merged_patient(conn: AsyncConnection, incoming: dict[str, Any],
-                          moved: dict[str, str]) -> dict[str, Any]:
+                          moved: dict[str, str], *, stale: bool = False) -> dict[str, Any]:
     target = moved.get(f"Patient/{incoming['id']}", f"Patient/{incoming['id']}").removeprefix("Patient/")
-    return _merge_patient(incoming, target, await repository.current_version(conn, "Patient", target))
+    return _merge_patient(incoming, target, await repository.current_version(conn, "Patient", target),
+                          stale=stale)
 
 
-def _merge_patient(incoming: dict[str, Any], target: str, current: Version | None) -> dict[str, Any]:
+def _merge_patient(incoming: dict[str, Any], target: str, current: Version | None, *,
+                   stale: bool = False) -> dict[str, Any]:
     """What to store for a source's Patient resolved to `target` (currently `current`). The
     source's own person takes the source's fields (keeping identifiers and links others added);
-    a person first recorded by another source keeps its fields, gains this source's identifiers
-    and gets only the gaps filled."""
+    a person first recorded by another source — or a message older than what the source last
+    said about the person (`stale`) — keeps the fields there, adds its identifiers and fills
+    only the gaps."""
     if current is None or current.deleted:
         return {**incoming, "id": target}
     existing = jsontext.loads(current.content)
-    if target == incoming["id"]:
+    if target == incoming["id"] and not stale:
         merged = {**incoming}
         merged["identifier"] = _merge_identifiers(existing.get("identifier"), incoming.get("identifier"),
                                                   incoming_first=True)
@@ -441,18 +449,6 @@ def _merge_identifiers(existing: list | None, incoming: list | None, *, incoming
             seen.add(key)
             merged.append(newer.get(key, item))
     return merged
-
-
-def _union(first: list | None, second: list | None) -> list:
-    """`first`, then what `second` adds (compared by content): for links and merged records."""
-    out = list(first or [])
-    seen = [jsontext.dumps(x) for x in out]
-    for item in second or []:
-        text = jsontext.dumps(item)
-        if text not in seen:
-            out.append(item)
-            seen.append(text)
-    return out
 
 
 def _identifier_key(identifier: Any) -> Any:

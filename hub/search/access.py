@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from psycopg import sql
+
 _CHARITY_ROLES = ("charity", "lead-charity")
 # The guide's conformance resources: readable and searchable with any valid token (they say how
 # to talk to the hub, nothing about anyone).
@@ -38,6 +40,9 @@ class Viewer:
     default_parts: tuple[str, ...]
     # Resource type (or "*") → SMART interaction letters (c r u d s), from the token's scopes.
     scopes: dict[str, frozenset[str]] = field(default_factory=dict)
+    # visible_sql's answer per table alias, made once: the API keeps one Viewer per token.
+    predicates: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict, compare=False,
+                                                                  repr=False)
 
     @property
     def roles(self) -> list[str]:
@@ -61,15 +66,37 @@ def visible_sql(viewer: Viewer, alias: str) -> tuple[str, list[object]]:
     has `patient_id` and `part` columns? The rule itself is the database function
     consent_visible (migration 0004), called only for rows in someone's record that the
     inline fast path (no grants for that person, a default part) does not already admit."""
+    known = viewer.predicates.get(alias)
+    if known is None:
+        known = viewer.predicates[alias] = _visible_sql(viewer, alias)
+    return known[0], list(known[1])
+
+
+def _visible_sql(viewer: Viewer, alias: str) -> tuple[str, tuple[object, ...]]:
     # The common case first, inline: a person with no consent grants at all and a part the
     # viewer's class sees by default (one index probe, no function call).
-    defaults = _array(viewer.default_parts)
-    text = (f"({alias}.patient_id IS NULL OR ({alias}.part = ANY(%s::text[]) AND NOT EXISTS ("
+    values = (_array(viewer.default_parts), _array(tuple(viewer.roles)), viewer.org_code,
+              viewer.org_system)
+    if any(v is not None and "\x00" in v for v in values):  # no SQL literal can hold it: bind
+        defaults, roles, org, org_system = ("%s::text[]", "%s::text[]", "%s::text", "%s::text")
+        params: tuple[object, ...] = (values[0], values[1], values[2], values[3], values[0])
+    else:
+        # The viewer's values go into the text as literals: the API keeps one Viewer per token,
+        # so this text is built once, and each query then binds (and the server parses) five
+        # parameters fewer; the statement is still prepared once per connection and viewer.
+        defaults, roles, org, org_system = (_literal(values[0]) + "::text[]", _literal(values[1]) + "::text[]",
+                                            _literal(values[2]) + "::text", _literal(values[3]) + "::text")
+        params = ()
+    text = (f"({alias}.patient_id IS NULL OR ({alias}.part = ANY({defaults}) AND NOT EXISTS ("
             f"SELECT 1 FROM consent_grant g WHERE g.patient_id = {alias}.patient_id)) OR "
-            f"consent_visible({alias}.patient_id, {alias}.part, %s::text[], %s::text, %s::text, %s::text[]))")
-    # Arrays go as PostgreSQL array literals (text): dumping Python lists costs more than the
-    # check itself on the one-row read.
-    return text, [defaults, _array(tuple(viewer.roles)), viewer.org_code, viewer.org_system, defaults]
+            f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults}))")
+    return text, params
+
+
+def _literal(value: str | None) -> str:
+    """An SQL literal quoted by psycopg itself (never by hand), with `%` doubled because the text
+    then goes through psycopg's placeholder parsing."""
+    return sql.Literal(value).as_string().replace("%", "%%")
 
 
 @lru_cache(maxsize=64)

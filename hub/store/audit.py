@@ -35,6 +35,14 @@ _MERGE = (f"INSERT INTO audit_event ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM 
           "ON CONFLICT (id) DO NOTHING")
 
 
+def text_array(values: list[str]) -> str:
+    """`values` as a PostgreSQL array literal: COPY hands the column its text form, and psycopg's
+    Python list dumper costs as much per row as the rest of the row together."""
+    if not values:
+        return "{}"
+    return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+
+
 class AuditStore:
     """Writes audit rows over one dedicated connection, opened on first use and again after any
     failure (a restarted database, a dropped socket)."""
@@ -44,8 +52,9 @@ class AuditStore:
         self._conn: AsyncConnection | None = None
 
     async def write(self, rows: list[tuple], *, retry: bool = False) -> None:
-        """Store `rows` (values in COLUMNS order) in one transaction, or raise and store none.
-        `retry`: some of them may be stored already; store each once."""
+        """Store `rows` (values in COLUMNS order; the arrays as lists or as `text_array`
+        literals) in one transaction, or raise and store none. `retry`: some of them may be
+        stored already; store each once."""
         conn = await self._connection()
         try:
             async with conn.transaction(), conn.cursor() as cur:

@@ -128,7 +128,19 @@ def _with_visibility(statement: str, params: tuple, viewer: Viewer | None) -> tu
     if viewer is None:
         return statement.replace(" FROM ", ", TRUE FROM ", 1), list(params)
     text, extra = visible_sql(viewer, "r")
-    return statement.replace(" FROM ", f", {text} FROM ", 1), [*extra, *params]
+    key = (statement, text)
+    full = _VISIBLE_STATEMENTS.get(key)
+    if full is None:
+        if len(_VISIBLE_STATEMENTS) >= 1024:
+            _VISIBLE_STATEMENTS.clear()
+        full = _VISIBLE_STATEMENTS[key] = statement.replace(" FROM ", f", {text} FROM ", 1)
+    extra += params
+    return full, extra
+
+
+# (statement, visibility predicate) → the statement with the predicate as its last column:
+# one entry per statement and organisation reading, built once rather than per read.
+_VISIBLE_STATEMENTS: dict[tuple[str, str], str] = {}
 
 
 async def read(conn: AsyncConnection, res_type: str, res_id: str, *, viewer: Viewer | None = None) -> Version:

@@ -74,11 +74,16 @@ class _Run:
     def __init__(self, viewer: Viewer | None) -> None:
         self.viewer = viewer
         self.touched: list[Version] = []
+        self.written: list[Version] = []
+
+    def wrote(self, version: Version) -> None:
+        self.touched.append(version)
+        self.written.append(version)
 
 
 async def process(conn: AsyncConnection, bundle: dict[str, Any], settings: Settings, base: str, *,
-                  viewer: Viewer | None = None) -> tuple[dict[str, Any], list[Version]]:
-    """The response Bundle, and every version the entries read or wrote."""
+                  viewer: Viewer | None = None) -> tuple[dict[str, Any], list[Version], list[Version]]:
+    """The response Bundle, every version the entries read or wrote, and those they wrote."""
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):
         raise FhirError("invalid", f"Bundle.type must be transaction or batch, not {kind!r}",
@@ -93,7 +98,7 @@ async def process(conn: AsyncConnection, bundle: dict[str, Any], settings: Setti
         replies = await _transaction(conn, entries, settings, base, run)
     else:
         replies = await _batch(conn, entries, settings, base, run)
-    return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": replies}, run.touched
+    return {"resourceType": "Bundle", "type": f"{kind}-response", "entry": replies}, run.touched, run.written
 
 
 def _check_scopes(entry: dict, index: int, viewer: Viewer | None, base: str) -> None:
@@ -268,7 +273,7 @@ async def _run_entry(
         deleted = await repository.delete(conn, res_type, parts[1],
                                           if_match=version_from_etag(request.get("ifMatch")), viewer=viewer)
         if deleted:
-            run.touched.append(deleted)
+            run.wrote(deleted)
         return {"response": {"status": "204 No Content",
                              **({"etag": deleted.etag} if deleted else {})}}
 
@@ -284,7 +289,7 @@ async def _run_entry(
         assigned = ids.get(entry.get("fullUrl", ""), "")
         res_id = assigned.split("/", 1)[1] if assigned.startswith(f"{res_type}/") else None
         version = await repository.create(conn, resource, res_id=res_id, viewer=viewer)
-        run.touched.append(version)
+        run.wrote(version)
         return _reply(version, "201 Created", base)
 
     if method == "PUT":
@@ -303,7 +308,7 @@ async def _run_entry(
         if created and viewer is not None and not viewer.permits(res_type, "c"):
             raise FhirError("forbidden", f"Bundle.entry[{index}] would create {res_type}/{version.res_id}; "
                             f"the access token's scopes do not allow create on {res_type}", status=403)
-        run.touched.append(version)
+        run.wrote(version)
         return _reply(version, "201 Created" if created else "200 OK", base)
 
     raise FhirError("not-supported", f"{method} is not supported in a Bundle", status=405)

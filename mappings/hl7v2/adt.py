@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from hub.fhir import conceptmap
-from hub.fhir.identifiers import NHS_NUMBER, UNVERIFIED_NHS_NUMBER, is_valid_nhs_number
+from hub.fhir.identifiers import (
+    NHS_NUMBER,
+    ODS_ORGANIZATION_CODE,
+    UNVERIFIED_NHS_NUMBER,
+    is_valid_nhs_number,
+)
 from mappings.hl7v2 import nhs
 from mappings.hl7v2.datatypes import (
     LOCAL_ID_BASE,
@@ -46,7 +51,6 @@ VERIFICATION_DISPLAY = {
     "06": "Trace in progress", "07": "Number not present and trace not required",
     "08": "Trace postponed (baby under six weeks old)",
 }
-ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 GMP_SYSTEM = "https://fhir.hl7.org.uk/Id/gmp-number"
 GMC_SYSTEM = "https://fhir.hl7.org.uk/Id/gmc-number"
 _CONCEPT_MAPS = Path(__file__).parent / "conceptmaps"
@@ -281,7 +285,7 @@ def map_registered_gp(pd1: Segment | None, src: str) -> list[dict[str, Any]]:
         org: dict[str, Any] = {"resourceType": "Organization",
                                "id": resource_id(src, "Organization", code or name)}
         if code:
-            system = ODS_SYSTEM if _ODS.match(code) else identifier_system(rep, 6) or LOCAL_ID_BASE + "organization"
+            system = ODS_ORGANIZATION_CODE if _ODS.match(code) else identifier_system(rep, 6) or LOCAL_ID_BASE + "organization"
             org["identifier"] = [{"system": system, "value": code}]
         if name:
             org["name"] = name

@@ -22,6 +22,7 @@ from typing import Any
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import (
     CANONICAL_BASE,
+    CHARITY_NUMBER,
     MOD_SERVICE_NUMBER,
     NHS_NUMBER,
     ODS_ORGANIZATION_CODE,
@@ -34,7 +35,6 @@ TRANSITION = f"{CS}/ipc-transition"
 HANDOVER_ID = f"{CANONICAL_BASE}/Id/mod-handover"
 MOD_DOCUMENT_ID = f"{CANONICAL_BASE}/Id/mod-document"
 WELFARE_MANAGER_ID = f"{CANONICAL_BASE}/Id/veterans-uk-staff"
-CHARITY_NUMBER = f"{CANONICAL_BASE}/Id/charity-number"
 # How long after discharge a GP registration is expected when the document names no due date.
 DEFAULT_DUE_DAYS = 28
 FORMAL_PLAN_KINDS = frozenset({"recovery-plan", "social-care-plan", "ehc-plan", "chc-care-plan"})

@@ -81,8 +81,9 @@ def run(ctx, args: argparse.Namespace) -> dict:
         ("unaudited-read", "read, audit off", unaudited_url, unaudited,
          bench.write_wrk_script(scripts / "unaudited-read.lua", "/fhir/Patient/%s", patients, ctx.hub_headers)),
     ]
+    # Warmed at the most clients measured, so both pools reach their maximum (see section http).
     for key, _, url, server, script in scenarios:
-        bench.run_wrk(ctx, label=f"warmup-{key}", url=url, script=script, clients=16,
+        bench.run_wrk(ctx, label=f"warmup-{key}", url=url, script=script, clients=max(16, *ctx.clients),
                 duration=1.0 if ctx.quick else 2.0, server=server, record=False)
 
     samples: dict[tuple[str, int], list[dict]] = {}

@@ -181,3 +181,22 @@ def fhir_as(hub_url: str, token_for: Callable[..., str]) -> Callable[..., httpx.
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture()
+def guide_served(hub_url: str, pg_url: str) -> None:
+    """The guide's conformance resources in the store, as the API put them there at start-up. A
+    test elsewhere in this session may have emptied the database (clean_db) since; loading is
+    idempotent, so this only restores what a running hub would hold."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.fhir.validation import load_guide
+    from hub.store.conformance import load_conformance
+
+    async def load() -> None:
+        async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await load_conformance(conn, load_guide().conformance_resources())
+
+    asyncio.run(load())

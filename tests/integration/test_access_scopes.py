@@ -84,7 +84,7 @@ def test_system_history_covers_only_searchable_types(fhir_as, person):
     assert "Goal" in types and types - CONFORMANCE_TYPES == {"Goal"}  # the guide: any valid token
 
 
-def test_conformance_resources_need_only_a_valid_token(fhir_as):
+def test_conformance_resources_need_only_a_valid_token(fhir_as, guide_served):
     anyone = fhir_as(partner_class="charity", scopes=["system/Goal.r"])
     assert anyone.get("/StructureDefinition/ipc-care-plan").status_code == 200
     assert anyone.get("/CodeSystem", params={"url": "https://ipc-hub.example.org/fhir/CodeSystem/ipc-record-part"}).json()["total"] == 1

@@ -64,7 +64,7 @@ def test_validate_with_profile_parameter_and_instance(fhir):
     assert any(i["severity"] == "error" and "ipc-budget-statement" in i["diagnostics"] for i in against_budget["issue"])
 
 
-def test_guide_is_served_and_listed(fhir):
+def test_guide_is_served_and_listed(fhir, guide_served):
     found = fhir.get("/StructureDefinition", params={"url": "https://ipc-hub.example.org/fhir/StructureDefinition/ipc-care-plan"}).json()
     assert found["total"] == 1
     assert fhir.get("/CodeSystem/ipc-life-area").json()["concept"][0]["code"] == "accommodation"

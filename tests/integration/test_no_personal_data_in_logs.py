@@ -64,3 +64,49 @@ def test_errors_carrying_personal_data_leave_none_in_logs_or_traces_in_answers(f
     assert nhs not in logged
     assert "Traceback" not in logged
     assert NAME.lower() not in logged.lower()
+
+
+def test_an_unexpected_failure_is_a_500_outcome_and_logs_neither_its_text_nor_a_traceback(pg_url, all_logs):
+    """A failure nobody foresaw (here a route that raises with a person's details in its message,
+    as a database error repeating a refused value would) answers 500 with an OperationOutcome, and
+    the server logs only its kind and place — not its text, not a traceback."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from hub.api.app import create_app
+    from hub.config import Settings
+    from tests.integration.conftest import free_port
+
+    nhs = factories.test_nhs_number()
+    port = free_port()
+    app = create_app(Settings(database_url=pg_url, http_port=port, auth_enabled=False, audit_enabled=False,
+                              db_pool_min=1, db_pool_max=2), pg_url)
+
+    async def boom(res_id: str):
+        raise RuntimeError(f"value {nhs} for {NAME} violates a constraint")
+
+    app.add_api_route("/fhir/Boom/{res_id}", boom)
+    app.router.routes.insert(0, app.router.routes.pop())  # before the generic /fhir/{type}/{id}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, loop="asyncio"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        answer = None
+        for _ in range(200):
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/fhir/Boom/1", timeout=5)
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.05)
+        assert answer is not None and answer.status_code == 500
+        assert answer.json()["issue"][0]["code"] == "exception"
+        assert nhs not in answer.text and NAME not in answer.text
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    logged = all_logs.text  # formatted, tracebacks included
+    assert "unhandled RuntimeError in GET /fhir/Boom/1" in logged
+    assert nhs not in logged and NAME not in logged and "Traceback" not in logged

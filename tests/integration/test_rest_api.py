@@ -368,6 +368,10 @@ def test_capability_statement_lists_what_is_implemented(fhir):
                for p in res["searchParam"])
     assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}
     assert "patch" not in {i["code"] for res in by_type.values() for i in res["interaction"]}
+    # The audit trail is the hub's own: clients read and search it, and nothing else.
+    assert {i["code"] for i in by_type["AuditEvent"]["interaction"]} == {"read", "search-type"}
+    assert {"patient", "agent", "date"} <= {p["name"] for p in by_type["AuditEvent"]["searchParam"]}
+    assert fhir.post("/AuditEvent", json={"resourceType": "AuditEvent"}).status_code == 405
 
 
 def test_health_and_readiness(hub_url):
@@ -448,10 +452,15 @@ def test_everything_returns_the_persons_record_only(fhir):
     create(fhir, goal(f"Patient/{other['id']}"))
     bundle = fhir.get(f"/Patient/{person['id']}/$everything").json()
     got = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
-    assert got == {("Patient", person["id"]), ("Organization", gp["id"])} | {
-        (t, i) for t, i in got if i in mine}
-    assert {i for _, i in got} >= mine
-    assert bundle["total"] == 5
+    # The Provenance naming who wrote the person comes with them (it references them); nothing
+    # about anyone else does.
+    proofs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    record = got - {("Provenance", p["id"]) for p in proofs}
+    assert record == {("Patient", person["id"]), ("Organization", gp["id"])} | {
+        (t, i) for t, i in record if i in mine}
+    assert {i for _, i in record} >= mine
+    assert [t["reference"] for p in proofs for t in p["target"]] == [f"{ref}/_history/1"]
+    assert bundle["total"] == 5 + len(proofs)
     only_goals = fhir.get(f"/Patient/{person['id']}/$everything", params={"_type": "Goal"}).json()
     assert [e["resource"]["resourceType"] for e in only_goals["entry"]] == ["Goal"]
     paged = fhir.get(f"/Patient/{person['id']}/$everything", params={"_count": 2}).json()

@@ -40,7 +40,8 @@ def test_transaction_creates_a_whole_record_with_internal_references(fhir):
     assert plan["goal"][0]["reference"] == "/".join(goal_loc.split("/")[:2])
     everything = fhir.get(f"/{patient_ref}/$everything").json()
     types = sorted(e["resource"]["resourceType"] for e in everything["entry"])
-    assert types == ["CarePlan", "Goal", "Patient", "RelatedPerson"]
+    # The four resources, and the one Provenance attributing the transaction's creates to its client.
+    assert types == ["CarePlan", "Goal", "Patient", "Provenance", "RelatedPerson"]
 
 
 def test_failed_entry_rolls_back_the_whole_transaction(fhir):

@@ -23,7 +23,9 @@ def test_api_writes_become_change_events_in_order(clean_db, hub_url, fhir, bus):
     fhir.put(f"/Patient/{created['id']}", json={**created, "gender": "other"},
              headers={"Content-Type": "application/fhir+json"})
     fhir.delete(f"/Patient/{created['id']}")
-    assert count(clean_db, "SELECT count(*) FROM outbox") == 3
+    # Three versions of the Patient and, for each, the Provenance naming the client that wrote it.
+    assert count(clean_db, "SELECT count(*) FROM outbox WHERE res_type = 'Patient'") == 3
+    assert count(clean_db, "SELECT count(*) FROM outbox WHERE res_type = 'Provenance'") == 3
     stop = threading.Event()
     relay = Relay(bus, clean_db)
     thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)

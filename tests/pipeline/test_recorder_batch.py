@@ -192,3 +192,23 @@ def test_an_older_message_replayed_late_does_not_put_older_words_back(clean_db, 
     assert rows["Observation"]["code"] == {"text": "Newer"}
     assert rows["Patient"]["name"] == [{"family": "Newer"}]
     assert versions == 2
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "one-at-a-time"])
+def test_an_older_message_recorded_late_still_adds_what_is_new_to_the_person(clean_db, batched):
+    """An A47 is keyed by the identifier it changes, so it can be recorded after a newer message
+    about the person from another partition: it may not overwrite the newer words, but the
+    identifier it brings is not lost."""
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    newer = _observation_message(1, monday + timedelta(hours=2), "Newer")
+    older = json.loads(_observation_message(0, monday, "Older").value)
+    older["entry"][0]["resource"]["identifier"].append({"system": LOCAL, "value": "F-2"})
+    older["entry"] = older["entry"][:1]
+    envelope = Envelope(source="src-f", kind="fhir-bundle", person_key="fresh-p", payload=json.dumps(older).encode(),
+                        content_type="application/fhir+json", received_at=monday)
+    late = Message("bundles", 0, 2, envelope.key(), envelope.payload, envelope.headers(), 0)
+    assert asyncio.run(_record(clean_db, [[newer, late]] if batched else [[newer], [late]])) == []
+    with psycopg.connect(clean_db) as conn:
+        person = conn.execute("SELECT content::jsonb FROM resource WHERE res_type = 'Patient'").fetchone()[0]
+    assert person["name"] == [{"family": "Newer"}]
+    assert {i["value"] for i in person["identifier"]} == {"F-1", "F-2"}

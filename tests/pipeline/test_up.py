@@ -45,3 +45,42 @@ def test_up_runs_the_workers(tmp_path):
     finally:
         assert hub.stop() == 0
     assert _processes_mentioning(f"127.0.0.1:{kafka_port}") == []
+
+
+def test_up_loads_the_demonstration_cohort_through_the_feeds_and_takes_mod_handovers(tmp_path):
+    """On a first start `up` drops the sample MOD handover and LA extract into its watched
+    folders; they reach the API through the connectors and the pipeline. The MOD connector it
+    runs checks the hub's own tokens (a defence client's handover is accepted)."""
+    import json
+    import re
+    from pathlib import Path
+
+    import connectors.mod
+
+    data_dir = tmp_path / "hub-data"
+    hub = RunningHub(data_dir, free_port(), free_port(), demo=True)
+    try:
+        auth = hub.bearer()
+
+        def total(params: dict) -> int:
+            return httpx.get(f"{hub.base}/fhir/Patient", params=params, headers=auth).json().get("total", 0)
+
+        mod_sample = json.loads((Path(connectors.mod.__file__).parent / "samples" / "handover-full.json").read_text())
+        service_number = mod_sample["person"]["serviceNumber"]
+        assert wait_for(lambda: total({"identifier": service_number}), 90, "the MOD sample's veteran") == 1
+        assert wait_for(lambda: total({"identifier": "P100001"}), 90, "the LA sample's person") == 1
+        assert (data_dir / "mod-drop" / "processed" / "handover-full.json").exists()
+
+        secret = re.search(r"defence\s+(demo-defence)\s+(\S+)", "".join(hub.output))
+        assert secret, "the banner lists no defence client"
+        token = httpx.post(f"{hub.base}/auth/token", data={"grant_type": "client_credentials"},
+                           auth=secret.groups()).json()["access_token"]
+        minimal = (Path(connectors.mod.__file__).parent / "samples" / "handover-minimal.json").read_bytes()
+        answer = httpx.post(f"http://127.0.0.1:{hub.mod_port}/handover", content=minimal,
+                            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        assert answer.status_code == 202, answer.text
+        refused = httpx.post(f"http://127.0.0.1:{hub.mod_port}/handover", content=minimal,
+                             headers={**auth, "Content-Type": "application/json"})
+        assert refused.status_code == 403  # an NHS client may not send MOD handovers
+    finally:
+        assert hub.stop() == 0

@@ -2,6 +2,7 @@
 limiter. All in memory, with explicit clocks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -48,6 +49,9 @@ def test_a_valid_token_becomes_a_principal():
     (lambda: token(aud="https://other.example/fhir"), "not issued for this hub"),
     (lambda: issue_access_token(generate_signing_key(KEY.kid), REQUEST, issuer=ISS, audience=AUD,
                                 lifetime_s=300, now=1_000_000)[0], "not a valid token"),
+    # Signed with the hub's key but with a scope the hub does not understand: 401, never a 500.
+    (lambda: issue_access_token(KEY, dataclasses.replace(REQUEST, scopes=("system/CarePlan.rsu",)),
+                                issuer=ISS, audience=AUD, lifetime_s=300, now=1_000_000)[0], "does not accept"),
 ])
 def test_refusals(made, words):
     with pytest.raises(FhirError) as caught:

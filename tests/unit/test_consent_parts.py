@@ -88,3 +88,13 @@ def test_compartment_from_the_index_rows():
     assert compartment_patient("Organization", "o", index_rows(org).references) is None
     consent = example("Consent-adult-consent")
     assert compartment_patient("Consent", "c", index_rows(consent).references) == "adult-patient"
+
+
+def test_a_request_made_for_a_plan_is_part_of_the_plan_unless_it_is_sensitive():
+    offer = {"resourceType": "ServiceRequest", "status": "active", "intent": "proposal",
+             "subject": {"reference": "Patient/p"}, "basedOn": [{"reference": "CarePlan/plan-1"}],
+             "code": {"text": "Weekly peer support group"}}
+    assert record_part(offer) == "care-support-plan"
+    assert record_part({**offer, "basedOn": [{"reference": "ServiceRequest/other"}]}) == "health"
+    referral = {**offer, "code": {"text": "Referral to community mental health team"}}
+    assert record_part(referral) == "mental-health"

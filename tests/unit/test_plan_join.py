@@ -102,3 +102,18 @@ def test_single_valued_extensions_are_the_profiles_max_one_slices():
             if element["id"].startswith("CarePlan.extension:") and element.get("max") == "1":
                 single.update(element["type"][0]["profile"])
     assert single == SINGLE_VALUED
+
+
+def test_joined_parts_keep_the_furthest_ipc_stage_any_source_has_seen():
+    from hub.pipeline.plans import STAGE
+
+    def stage(code: str) -> dict:
+        return {"url": STAGE, "valueCodeableConcept": {"coding": [
+            {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-stage", "code": code}]}}
+
+    drafted = _plan(extension=[stage("preparation")])
+    services = _plan(id="la", extension=[stage("make-it-happen")])
+    assert join(drafted, services, own=False)["extension"] == [stage("make-it-happen")]
+    # The drafting source restating its earlier stage does not move the plan back.
+    moved_on = join(drafted, services, own=False)
+    assert join(moved_on, drafted, own=True)["extension"] == [stage("make-it-happen")]
