@@ -1,7 +1,9 @@
-"""Running a connector's asyncio server on a thread of its own inside `ipc-hub up`."""
+"""Running a connector's asyncio server: on a thread of its own inside `ipc-hub up`, or as a
+process's main loop until it is signalled."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -40,3 +42,16 @@ def serve_on_thread(name: str, serve: Serve, stack: ExitStack, *, start_timeout_
         thread.join(15)
 
     stack.callback(stop_serving)
+
+
+def serve_until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `serve(stop)` as the process's main loop; SIGTERM or Ctrl-C sets `stop`, so the
+    server finishes what it holds (acknowledgements owed, files claimed) before it exits."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(stop)
+
+    asyncio.run(main())

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import importlib
 import logging
-import signal
 import ssl
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -21,7 +20,7 @@ from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
-from hub.cli.background import serve_on_thread
+from hub.cli.background import serve_on_thread, serve_until_signalled
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -113,14 +112,7 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
         bus = bus_settings(settings, bootstrap)
         ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            await serve_mllp(settings, database_url, bus, stop)
-
-        asyncio.run(main())
+        serve_until_signalled(lambda stop: serve_mllp(settings, database_url, bus, stop))
 
 
 def _add_connector(sub: argparse._SubParsersAction) -> None:

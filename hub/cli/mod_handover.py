@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -20,7 +19,7 @@ from hub.auth.tokens import TokenVerifier
 from hub.bus.kafka import BusSettings
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
-from hub.cli.background import serve_on_thread
+from hub.cli.background import serve_on_thread, serve_until_signalled
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -152,11 +151,4 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         bus = bus_settings(settings, bootstrap)
         ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            await serve_mod(settings, bus, stop, jwks=jwks)
-
-        asyncio.run(main())
+        serve_until_signalled(lambda stop: serve_mod(settings, bus, stop, jwks=jwks))
