@@ -26,12 +26,17 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         server.stop()
 
 
-@pytest.fixture()
-def clean_db(pg_url: str) -> str:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+def empty_database(url: str) -> None:
+    """Every table of the hub's schema emptied (the migration record kept)."""
+    with psycopg.connect(url, autocommit=True) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migration'"
         )]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(tables))
+
+
+@pytest.fixture()
+def clean_db(pg_url: str) -> str:
+    empty_database(pg_url)
     return pg_url

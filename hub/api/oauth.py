@@ -2,6 +2,7 @@
 `/.well-known/smart-configuration`. Answers here are OAuth JSON (RFC 6749 §5.2), not FHIR."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,27 +36,16 @@ def _runtime(request: Request) -> AuthRuntime:
 
 @router.post("/auth/token", tags=["OAuth2"], summary="Client-credentials access token (SMART Backend Services)")
 async def token(request: Request) -> JSONResponse:
-    runtime = _runtime(request)
-    form = await _form(request, runtime.token_endpoint)
-    if isinstance(form, JSONResponse):
-        return form
-    client = await _client(request, form)
-    outcome = await run_in_threadpool(token_response, runtime, client, form)
-    if not await _assertion_fresh(request, outcome):
-        outcome = replayed_assertion()
-    return _respond(outcome)
+    outcome = await _authenticated(request, _runtime(request).token_endpoint, token_response)
+    return outcome if isinstance(outcome, JSONResponse) else _respond(outcome)
 
 
 @router.post("/auth/revoke", tags=["OAuth2"], summary="Revoke an access token (RFC 7009)")
 async def revoke(request: Request) -> JSONResponse:
     runtime = _runtime(request)
-    form = await _form(request, runtime.revocation_endpoint)
-    if isinstance(form, JSONResponse):
-        return form
-    client = await _client(request, form)
-    outcome = await run_in_threadpool(revocation_response, runtime, client, form)
-    if not await _assertion_fresh(request, outcome):
-        return _respond(replayed_assertion())
+    outcome = await _authenticated(request, runtime.revocation_endpoint, revocation_response)
+    if isinstance(outcome, JSONResponse):
+        return outcome
     if outcome.revoked is not None:
         revoked = outcome.revoked
         async with request.app.state.pool.connection() as conn:
@@ -91,6 +81,23 @@ def smart_document(runtime: AuthRuntime) -> dict[str, Any]:
         "capabilities": ["permission-v2", "client-confidential-symmetric",
                          "client-confidential-asymmetric"],
     }
+
+
+async def _authenticated(request: Request, endpoint: str,
+                         answer: Callable[[AuthRuntime, clients.ClientRecord | None, FormRequest], Outcome],
+                         ) -> Outcome | JSONResponse:
+    """What both OAuth endpoints do first: read the form, load the one client it names, let
+    authlib authenticate it and answer (in a thread: scrypt is deliberately slow), and refuse an
+    assertion whose jti was used before."""
+    runtime = _runtime(request)
+    form = await _form(request, endpoint)
+    if isinstance(form, JSONResponse):
+        return form
+    client = await _client(request, form)
+    outcome = await run_in_threadpool(answer, runtime, client, form)
+    if not await _assertion_fresh(request, outcome):
+        return replayed_assertion()
+    return outcome
 
 
 async def _form(request: Request, endpoint: str) -> FormRequest | JSONResponse:

@@ -272,9 +272,6 @@ class _Server(AuthorizationServer):
     def create_oauth2_request(self, request: FormRequest) -> OAuth2Request:
         return _Request(request)
 
-    def create_json_request(self, request: FormRequest):
-        raise NotImplementedError("the hub's OAuth endpoints take only form-encoded requests")
-
     def handle_response(self, status: int, body: Any, headers: Any) -> Outcome:
         return Outcome(status, dict(body or {}), list(headers or []))
 

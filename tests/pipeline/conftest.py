@@ -18,7 +18,16 @@ from hub.bus.kafka import BusSettings, Publisher
 from hub.bus.topics import Topics, ensure_topics
 from hub.runtime.embedded import EmbeddedKafka
 from tests.integration.conftest import (  # noqa: F401 (fixtures)
-    admin_token, fhir, fhir_as, free_port, hub_api, hub_url, signing_key_file, signing_keys, token_for)
+    admin_token,
+    fhir,
+    fhir_as,
+    free_port,
+    hub_api,
+    hub_url,
+    signing_key_file,
+    signing_keys,
+    token_for,
+)
 
 IPC_HUB = str(Path(sys.executable).with_name("ipc-hub"))
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -33,13 +42,17 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> str:
     broker.stop()
 
 
-@pytest.fixture()
-def bus(kafka: str) -> BusSettings:
-    """Settings with a topic prefix of its own, so tests sharing the broker never meet."""
+def fresh_bus(kafka: str) -> BusSettings:
+    """Settings with a topic prefix of its own (topics created), so tests sharing the broker never meet."""
     settings = BusSettings(bootstrap=kafka, topic_prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4,
                            session_timeout_ms=2000, heartbeat_interval_ms=500, retry_max_delay_s=0.5)
     ensure_topics(kafka, Topics(settings.topic_prefix), settings.partitions)
     return settings
+
+
+@pytest.fixture()
+def bus(kafka: str) -> BusSettings:
+    return fresh_bus(kafka)
 
 
 def worker_env(bus: BusSettings, database_url: str, **extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,19 @@ from connectors.hl7v2 import frame
 from connectors.hl7v2.framing import MllpFramer
 from hub.bus.kafka import BusSettings
 from hub.bus.replay import read_topic
-from hub.bus.topics import Topics, ensure_topics
+from hub.bus.topics import Topics
 from mappings.hl7v2 import map_message, parse
+from tests.conftest import empty_database
 from tests.integration.conftest import free_port
 from tests.integration.test_hl7v2_mllp import BAD_NHS, NHS, adt, err, msa
-from tests.pipeline.conftest import IPC_HUB, Workers, count, wait_for, worker_env
+from tests.pipeline.conftest import (
+    IPC_HUB,
+    Workers,
+    count,
+    fresh_bus,
+    wait_for,
+    worker_env,
+)
 from tests.shared_data import HL7V2_CORPUS
 from tests.unit.test_hl7v2_corpus import (
     FIELDS,
@@ -104,13 +111,8 @@ def _accepts(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(kafka: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory):
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migration'")]
-        conn.execute("TRUNCATE " + ", ".join(tables))
-    bus = BusSettings(bootstrap=kafka, topic_prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4,
-                      session_timeout_ms=2000, heartbeat_interval_ms=500, retry_max_delay_s=0.5)
-    ensure_topics(kafka, Topics(bus.topic_prefix), bus.partitions)
+    empty_database(pg_url)
+    bus = fresh_bus(kafka)
     running = Stack(bus, pg_url, tmp_path_factory.mktemp("hl7v2"))
     env = worker_env(bus, pg_url)
     running.workers.start("mapper", env)

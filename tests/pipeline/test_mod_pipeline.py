@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import httpx
@@ -20,11 +19,18 @@ import pytest
 from connectors.hl7v2 import envelope_meta as hl7_meta
 from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
-from hub.bus.topics import Topics, ensure_topics
 from hub.fhir.validation import validate
 from mappings.hl7v2 import parse
+from tests.conftest import empty_database
 from tests.integration.conftest import free_port
-from tests.pipeline.conftest import IPC_HUB, Workers, send, wait_for, worker_env
+from tests.pipeline.conftest import (
+    IPC_HUB,
+    Workers,
+    fresh_bus,
+    send,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,13 +95,8 @@ class ModConnector:
 
 @pytest.fixture(scope="module")
 def stack(kafka, pg_url, hub_api, tmp_path_factory):
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migration'")]
-        conn.execute("TRUNCATE " + ", ".join(tables))
-    bus = BusSettings(bootstrap=kafka, topic_prefix=f"t{uuid.uuid4().hex[:10]}", partitions=4,
-                      session_timeout_ms=2000, heartbeat_interval_ms=500, retry_max_delay_s=0.5)
-    ensure_topics(kafka, Topics(bus.topic_prefix), bus.partitions)
+    empty_database(pg_url)
+    bus = fresh_bus(kafka)
     tmp = tmp_path_factory.mktemp("mod")
     workers = Workers(tmp)
     env = worker_env(bus, pg_url)
