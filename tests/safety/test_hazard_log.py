@@ -2,6 +2,7 @@
 the rules of the check, one by one, on small logs made here."""
 from __future__ import annotations
 
+import ast
 import copy
 import re
 from pathlib import Path
@@ -13,7 +14,10 @@ from tests.safety.hazard_log import ROOT, HazardLog, check, judge, load, render,
 
 SAFETY_CASE = ROOT / "docs" / "safety" / "safety-case.md"
 DPIA = ROOT / "docs" / "ig" / "dpia.md"
+SAFETY_README = ROOT / "docs" / "safety" / "README.md"
 HAZARD_ID = re.compile(r"\bHAZ-\d{3}\b")
+# A path in the repository quoted in a document: `hub/…`, `tests/x.py::test_y`, `docker-compose.yml`.
+CITED = re.compile(r"`((?:hub|connectors|mappings|profiles|deploy|docs|tests)/[^`\s]*|docker-compose\.yml)`")
 
 
 def test_the_projects_hazard_log_is_sound():
@@ -36,11 +40,38 @@ def test_every_code_path_a_mitigation_names_exists():
 
 def test_the_documents_cite_only_hazards_that_exist_and_the_case_names_every_unacceptable_one():
     ids = {h["id"] for h in load().hazards}
-    for document in (SAFETY_CASE, DPIA, ROOT / "docs" / "safety" / "README.md"):
+    for document in (SAFETY_CASE, DPIA, SAFETY_README, ROOT / "README.md"):
         cited = set(HAZARD_ID.findall(document.read_text(encoding="utf-8")))
         assert cited <= ids, f"{document.name} cites {sorted(cited - ids)}"
     unacceptable = {h["id"] for h in load().hazards if h["residual"]["risk"] >= hazard_log.UNACCEPTABLE}
     assert unacceptable <= set(HAZARD_ID.findall(SAFETY_CASE.read_text(encoding="utf-8")))
+
+
+def _tests_defined_in(path: Path) -> set[str]:
+    """`test_x` and `TestClass::test_x` for each test function the file defines."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}::{f.name}" for f in node.body
+                      if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def test_every_path_and_test_the_documents_cite_exists():
+    """The safety case and the DPIA point at code and tests: each must be there (tests the hazard
+    log names are checked harder, by running them)."""
+    dangling = []
+    for document in (SAFETY_CASE, DPIA, SAFETY_README):
+        for cited in CITED.findall(document.read_text(encoding="utf-8")):
+            path, _, test = cited.partition("::")
+            found = list(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+            if not found:
+                dangling.append(f"{document.name}: {cited}")
+            elif test and test.split("[")[0] not in _tests_defined_in(found[0]):
+                dangling.append(f"{document.name}: {cited} (no such test)")
+    assert dangling == []
 
 
 def test_the_matrix_is_dcb0129s():
