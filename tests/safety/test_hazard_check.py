@@ -64,8 +64,11 @@ def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # Its own --basetemp: a pytest session re-hardens the shared /tmp/pytest-of-<user> to 0700,
+    # which would lock the embedded PostgreSQL of concurrent tests out of their folders.
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.safety.plugin", "-p", "no:cacheprovider",
-                           "-q", *args], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+                           f"--basetemp={project / '.basetemp'}", "-q", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("mode", [XDIST, ONE_PROCESS], ids=["xdist", "one-process"])
