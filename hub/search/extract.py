@@ -9,7 +9,6 @@ appending tuples. Row tuples start with the parameter code; the repository prepe
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from hub.fhir.references import parse_reference
 from hub.search.definitions import SearchParam, supported_params
 from hub.search.pathwalk import Evaluator, UnsupportedExpression, compile_path
 from hub.search.values import (
@@ -236,31 +236,6 @@ def _emit_string(code: str, values: list[Any], rows: IndexRows) -> None:
                 for text in found if found.__class__ is list else (found,):
                     if text.__class__ is str and text:
                         out.append((code, normalize(text), text))
-
-
-_RELATIVE_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
-_ABSOLUTE_REF = re.compile(
-    r"^[a-z][a-z0-9+.\-]*://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
-)
-
-
-def parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | None:
-    """(target_type, target_id, url) for a Reference.reference string; None for a contained
-    reference ("#x"), which names nothing outside the resource.
-
-    "Patient/1" and "Patient/1/_history/2" → (Patient, 1, None); an absolute URL ending in the
-    FHIR REST pattern → (Patient, 1, url); anything else (urn:uuid:..., a conditional
-    reference the repository left unresolved) → (None, None, ref as written)."""
-    if not ref or ref[0] == "#":
-        return None
-    m = _RELATIVE_REF.match(ref)
-    if m:
-        return m.group(1), m.group(2), None
-    if "://" in ref:
-        m = _ABSOLUTE_REF.match(ref)
-        if m:
-            return m.group(1), m.group(2), ref
-    return None, None, ref
 
 
 def _emit_reference(code: str, values: list[Any], rows: IndexRows) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from hub.fhir.errors import FhirError
 from hub.search.definitions import SearchParam, is_supported, params_for, resource_types
-from hub.search.extract import parse_reference
+from hub.fhir.references import parse_reference
 from hub.search.values import date_range, normalize, precision_range
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})

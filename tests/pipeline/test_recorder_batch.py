@@ -15,7 +15,7 @@ from hub.bus.envelope import Envelope
 from hub.bus.worker import Message
 from hub.fhir.identifiers import UNVERIFIED_NHS_NUMBER
 from hub.pipeline import recorder
-from hub.store import repository
+from hub.store import batch as store_batch
 from tests.pipeline.conftest import count
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -110,7 +110,7 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
     """Another writer creates a resource after the batch looked (an absent row cannot be
     locked): the batch's insert fails and the messages are recorded one at a time, on top."""
     url = clean_db
-    write_staged = repository.write_staged
+    write_staged = store_batch.write_staged
 
     async def racing(conn, staged, existing):
         with psycopg.connect(url, autocommit=True) as other:
@@ -118,7 +118,7 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
                           "VALUES ('Observation', 'obs-a2', 1, now(), '{}')")
         await write_staged(conn, staged, existing)
 
-    monkeypatch.setattr(repository, "write_staged", racing)
+    monkeypatch.setattr(store_batch, "write_staged", racing)
     assert asyncio.run(_record(url, [_batch()])) == []
     assert count(url, "SELECT version FROM resource WHERE res_type = 'Observation' AND res_id = 'obs-a2'") == 2
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
