@@ -36,12 +36,13 @@ def _body(request: FhirRequest, res_type: str) -> dict[str, Any]:
 
 
 async def _checked(conn: AsyncConnection, ctx: Context, resource: dict[str, Any], res_type: str,
-                   res_id: str | None) -> None:
+                   res_id: str, *, update: bool = False) -> None:
     """The checks that look at the record before a write. Inside a transaction the reference
     check waits for the last entry (entries may refer to each other in any order)."""
     if res_type == "Patient":
         await check_new_identity(conn, ctx.access, resource, res_id)
-    written = integrity.Written(resource, res_type, res_id or "", ctx.where)
+    kept = await integrity.current_links(conn, res_type, res_id) if update else frozenset()
+    written = integrity.Written(resource, res_type, res_id, ctx.where, kept)
     if ctx.deferred is not None:
         ctx.deferred.append(written)
     else:
@@ -105,7 +106,7 @@ async def conditional_update(ctx: Context, request: FhirRequest, res_type: str) 
 
 async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str, resource: dict[str, Any],
                  if_match: int | None) -> Outcome:
-    await _checked(conn, ctx, resource, res_type, res_id)
+    await _checked(conn, ctx, resource, res_type, res_id, update=True)
     version, created = await resources.update(conn, res_type, res_id, resource, if_match=if_match,
                                               access=ctx.access)
     if created:

@@ -32,6 +32,10 @@ class Written:
     res_type: str
     res_id: str
     where: str = ""
+    # References the stored version already makes (`current_links`): an update that carries
+    # them over unchanged is not judged on them again — they were checked when written, and a
+    # client re-sending a plan it was given must not be refused for a part it may not see.
+    kept: frozenset[tuple[str, str]] = frozenset()
 
 
 async def check_references(conn: AsyncConnection, access: Access, writes: Iterable[Written], *,
@@ -45,7 +49,7 @@ async def check_references(conn: AsyncConnection, access: Access, writes: Iterab
             key = (ref.res_type, ref.res_id)
             if key == (write.res_type, write.res_id) and ref.version is None:
                 continue
-            if key in pending:
+            if key in pending or (ref.version is None and key in write.kept):
                 continue
             wanted.append((write, ref))
     if not wanted:
@@ -79,6 +83,13 @@ async def _resolvable(conn: AsyncConnection, access: Access,
         f" AND (k.v IS NULL OR k.v ~ '^[0-9]{{1,9}}$') AND NOT v.deleted WHERE {predicate}",
         [[k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered], *params])
     return {(t, i, v) for t, i, v in await cur.fetchall()}
+
+
+async def current_links(conn: AsyncConnection, res_type: str, res_id: str) -> frozenset[tuple[str, str]]:
+    """The unversioned local references the stored current version of a resource makes."""
+    cur = await conn.execute("SELECT target_type, target_id FROM resource_link WHERE res_type = %s AND res_id = %s",
+                             (res_type, res_id))
+    return frozenset((t, i) for t, i in await cur.fetchall())
 
 
 async def referrers(conn: AsyncConnection, res_type: str, res_id: str) -> list[tuple[str, str]]:
