@@ -36,7 +36,7 @@ def _message(offset: int, source: str, patient_id: str, obs_id: str, *, identifi
 
 
 def _batch() -> list[Message]:
-    nhs = {"system": NHS, "value": "9434765919"}
+    nhs = {"system": NHS, "value": "9990000026"}
     return [
         _message(0, "src-a", "a1", "obs-a1", identifiers=[nhs]),
         # Another source's record of the same person, in the same batch: found by the NHS number
@@ -139,10 +139,12 @@ def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:
     return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
 
 
-def test_overlapping_plans_from_the_pipeline_become_one_plan(clean_db):
+def test_overlapping_plans_from_the_pipeline_become_one_plan(clean_db, hold_referenced):
     """Two open plans for one person and overlapping periods in one batch: the second joins the
     first (hub.pipeline.plans), so the one-plan rule holds without refusing a source's words; a
     plan for a later period stays a plan of its own."""
+    example = json.loads(_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31").value)
+    hold_referenced([e["resource"] for e in example["entry"]])  # the plan's goals, team and funders
     batch = [_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31"),
              _plan_message(1, "plan-2026-bis", "2026-06-01", "2027-05-31"),
              _plan_message(2, "plan-2028", "2028-01-01", "2028-12-31")]
