@@ -71,6 +71,26 @@ class Database:
     def bound(self) -> bool:
         return self.conn is not None
 
+    def connection(self) -> Any:
+        """An async context manager giving a connection: the pool's own (no wrapper: the read is
+        the hottest path), or the bound one."""
+        if self.conn is not None:
+            return _Bound(self.conn)
+        return self.pool.connection()  # type: ignore[union-attr]
+
+
+class _Bound:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self.conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
 
 @dataclass(slots=True)
 class Context:
@@ -101,13 +121,9 @@ class Context:
         self.touched.append(version)
         self.written.append(version)
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        if self.database.conn is not None:
-            yield self.database.conn
-            return
-        async with self.database.pool.connection() as conn:  # type: ignore[union-attr]
-            yield conn
+    def reading(self) -> Any:
+        """A connection for reading: `async with ctx.reading() as conn`."""
+        return self.database.connection()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:

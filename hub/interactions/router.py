@@ -16,7 +16,7 @@ from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.operations import OPERATIONS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Route:
     interaction: str  # a CapabilityStatement interaction code, or "operation" / "batch"
     res_type: str | None = None
@@ -46,6 +46,10 @@ def route(method: str, path: str) -> Route:
         raise _no_path(path)
     res_type = parts[0]
     require_supported(res_type)
+    if res_type == "AuditEvent":
+        # The audit trail is the hub's own, served by its own routes (hub.api.audit); no Bundle
+        # entry reads or writes it here, so no partner can forge or erase who looked.
+        raise _not_allowed(method, "/AuditEvent in this interaction (the audit trail has its own routes)")
     if n == 1:
         found = {"GET": "search-type", "POST": "create", "PUT": "update-conditional"}.get(method)
         if found is None:
@@ -138,12 +142,12 @@ def letters(found: Route, request: FhirRequest) -> str:
 def check_request(request: FhirRequest) -> None:
     """400 for what PostgreSQL cannot hold and no FHIR value contains: a NUL character in the
     path, a search parameter or a conditional header (a 500 otherwise, when it reached SQL)."""
-    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query):
+    if "\x00" in request.path or (request.query and any("\x00" in k or "\x00" in v for k, v in request.query)):
         raise FhirError("invalid", "the request's path or parameters contain a NUL character", status=400)
-    for name in ("if-none-exist", "if-match", "if-none-match"):
-        value = request.headers.get(name)
-        if value is not None and "\x00" in value:
-            raise FhirError("invalid", f"the {name} header contains a NUL character", status=400)
+    if isinstance(request.headers, dict):  # a Bundle entry's (HTTP itself refuses NUL in headers)
+        for name, value in request.headers.items():
+            if "\x00" in value:
+                raise FhirError("invalid", f"the {name} header contains a NUL character", status=400)
 
 
 async def handle(ctx: Context, request: FhirRequest) -> Outcome:

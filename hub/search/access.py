@@ -76,6 +76,8 @@ class Access:
 
     def require(self, res_type: str, letters: str) -> None:
         """403 `forbidden` unless the scopes allow every one of `letters` on `res_type`."""
+        if self.trusted:
+            return
         for letter in letters:
             if not self.permits(res_type, letter):
                 raise forbidden(res_type, letter)
