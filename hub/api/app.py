@@ -23,6 +23,7 @@ from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.validation import load_guide
 from hub.interactions.context import Database
 from hub.runtime.process import settle_heap
+from hub.store import index
 from hub.store.conformance import load_conformance
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         async with pool.connection() as conn:  # the IPC guide, served at /fhir/StructureDefinition…
             guide = load_guide()
             await load_conformance(conn, [*guide.conformance_resources(), capability.implementation_guide(guide)])
+            await index.backfill(conn)  # index rows whose meaning changed since they were written
         try:
             async with revocations_followed(app.state.auth, database_url):
                 yield

@@ -21,9 +21,7 @@ SUPPORTED_TYPES = frozenset({"number", "date", "string", "token", "reference", "
 
 # Resource-level parameters without a FHIRPath expression: `_text`/`_content` need full-text
 # search and `_query` names a named query; none of them can be served from the index tables.
-# `phonetic` (Patient, Person, Practitioner, RelatedPerson) promises sound-alike name matching;
-# indexed as a plain string it would only be a second `name`, so it is not offered.
-_UNSUPPORTED_CODES = frozenset({"_text", "_content", "_query", "_list", "_has", "_type", "_filter", "phonetic"})
+_UNSUPPORTED_CODES = frozenset({"_text", "_content", "_query", "_list", "_has", "_type", "_filter"})
 
 # The abstract bases every resource type inherits parameters from.
 _ABSTRACT_BASES = ("Resource", "DomainResource")

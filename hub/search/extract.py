@@ -26,6 +26,7 @@ from hub.search.values import (
     NUMBER_MIN,
     date_range,
     normalize,
+    phonetic_keys,
     precision_range,
     to_decimal,
 )
@@ -110,7 +111,7 @@ Emitter = Callable[[str, list[Any], IndexRows], None]
 def compiled_extractors(res_type: str) -> tuple[tuple[str, Evaluator, Emitter], ...]:
     """The (code, evaluator, emitter) triples for every indexed parameter of `res_type`."""
     return tuple(
-        (param.code, compile_param(param), EMITTERS[param.type])
+        (param.code, compile_param(param), _emit_phonetic if param.code == "phonetic" else EMITTERS[param.type])
         for param in supported_params(res_type).values()
         if param.code not in COLUMN_PARAMS
     )
@@ -236,6 +237,21 @@ def _emit_string(code: str, values: list[Any], rows: IndexRows) -> None:
                 for text in found if found.__class__ is list else (found,):
                     if text.__class__ is str and text:
                         out.append((code, normalize(text), text))
+
+
+def _emit_phonetic(code: str, values: list[Any], rows: IndexRows) -> None:
+    """`phonetic` (on HumanName): the Metaphone key of each word of the family and given names,
+    in value_norm (hub.search.values.phonetic_keys), the name as written in value_exact."""
+    out = rows.strings
+    for value in values:
+        if value.__class__ is not dict:
+            continue
+        family = value.get("family")
+        given = value.get("given")
+        for text in ([family] if family.__class__ is str else []) + (given if given.__class__ is list else []):
+            if text.__class__ is str:
+                for key in phonetic_keys(text):
+                    out.append((code, key, text))
 
 
 def _emit_reference(code: str, values: list[Any], rows: IndexRows) -> None:

@@ -19,6 +19,7 @@ Comparison semantics (R4 search, prefixes):
   number section says; sa/eb: the stored range starts at/after sH / ends at/before sL;
   ap: within 10 % of the search value (at least its precision range).
   Quantity units: `|system|code` must both match; `||code` matches code or unit; none: any.
+* phonetic: each word's Metaphone key equals a name part's (hub.search.values.phonetic_keys).
 * strings: default = prefix of the normalised value (`~>=~`/`~<~` on the text_pattern_ops
   index, which works with generic plans too); :exact = equal as written; :contains = anywhere.
 * token :text: the normalised display/text starts with the value, or one of its words does.
@@ -39,6 +40,7 @@ from hub.search.parse import (
     Include,
     MissingValue,
     NumberValue,
+    PhoneticValue,
     QuantityValue,
     ReferenceValue,
     SearchRequest,
@@ -290,6 +292,15 @@ def _string(sql: _Sql, v: StringValue, modifier: str | None) -> None:
         sql.add("(i.value_norm ~>=~ %s AND i.value_norm ~<~ %s)", v.norm, v.norm + _TOP)
 
 
+def _phonetic(sql: _Sql, v: PhoneticValue, modifier: str | None) -> None:
+    """Every word sounds like one of the resource's name parts (Metaphone keys, equal)."""
+    sql.add("(i.value_norm = %s", v.keys[0])
+    for key in v.keys[1:]:
+        sql.add(" AND EXISTS (SELECT 1 FROM idx_string j WHERE j.res_type = i.res_type AND j.res_id = i.res_id"
+                " AND j.param = i.param AND j.value_norm = %s)", key)
+    sql.add(")")
+
+
 def _date(sql: _Sql, v: DateValue, modifier: str | None) -> None:
     low, high, prefix = v.low, v.high, v.prefix
     if prefix == "eq":
@@ -371,6 +382,7 @@ def _uri(sql: _Sql, v: UriValue, modifier: str | None) -> None:
 _VALUE_SQL: dict[type, Callable[[_Sql, Any, str | None], None]] = {
     TokenValue: _token,
     StringValue: _string,
+    PhoneticValue: _phonetic,
     DateValue: _date,
     NumberValue: _number,
     QuantityValue: _quantity,

@@ -9,7 +9,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.fhir import jsontext
 from hub.fhir.references import literal_references
+from hub.search.definitions import resource_types, supported_params
 from hub.search.extract import IndexRows, index_rows
 
 # Where each kind of index row goes, and its columns after (res_type, res_id).
@@ -82,3 +84,38 @@ async def copy_rows(conn: AsyncConnection, last: dict[tuple[str, str], Rows]) ->
             async with cur.copy("COPY resource_link (res_type, res_id, target_type, target_id) FROM STDIN") as copy:
                 for row in links:
                     await copy.write_row(row)
+
+
+# Search parameters whose index rows changed meaning after resources were stored, with the
+# element every resource that has rows must carry: backfill() writes their rows where absent.
+BACKFILLED = {"phonetic": "name"}
+_BACKFILL_BATCH = 1000
+
+
+async def backfill(conn: AsyncConnection) -> int:
+    """Write the rows of each BACKFILLED parameter for the current resources that have none (those
+    stored before the parameter was indexed as it is now); returns how many resources gained
+    rows. Idempotent, under an advisory lock, so API processes starting together do it once."""
+    done = 0
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('ipc-hub:index-backfill', 0))")
+        for param, element in BACKFILLED.items():
+            types = sorted(_types_with(param))
+            cur = await conn.execute(
+                "SELECT r.res_type, r.res_id, r.content::text FROM resource r WHERE r.res_type = ANY(%s) "
+                "AND NOT r.deleted AND r.content::jsonb ? %s AND NOT EXISTS (SELECT 1 FROM idx_string s "
+                "WHERE s.res_type = r.res_type AND s.res_id = r.res_id AND s.param = %s) LIMIT %s",
+                (types, element, param, _BACKFILL_BATCH * 100))
+            found = []
+            for res_type, res_id, content in await cur.fetchall():
+                rows = [row for row in index_rows(jsontext.loads(content)).strings if row[0] == param]
+                found += [(res_type, res_id, *row) for row in rows]
+                done += bool(rows)
+            if found:
+                async with conn.cursor() as cur2:
+                    await cur2.executemany(_INSERT_INDEX["strings"], found)
+    return done
+
+
+def _types_with(param: str) -> list[str]:
+    return [t for t in resource_types() if param in supported_params(t)]

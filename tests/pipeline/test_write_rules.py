@@ -4,25 +4,14 @@ joins two people. Real PostgreSQL, the recorder's own entry points."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import psycopg
-from psycopg import AsyncConnection
 
-from hub.bus.envelope import Envelope
-from hub.bus.worker import Message
 from hub.fhir.identifiers import NHS_NUMBER
-from hub.pipeline import recorder
+from tests.pipeline.test_plan_assembly import _message
+from tests.pipeline.test_recorder_batch import _record
 
 LOCAL = "https://example.org/local-ids"
-
-
-def _message(offset: int, source: str, key: str, resources: list[dict]) -> Message:
-    payload = json.dumps({"resourceType": "Bundle", "type": "collection",
-                          "entry": [{"resource": r} for r in resources]}).encode()
-    envelope = Envelope(source=source, kind="fhir-bundle", person_key=key, payload=payload,
-                        content_type="application/fhir+json")
-    return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
 
 
 def _patient(pid: str, identifiers: list[dict]) -> dict:
@@ -35,14 +24,6 @@ def _goal(gid: str, pid: str, addresses: str | None = None) -> dict:
     if addresses:
         goal["addresses"] = [{"reference": addresses}]
     return goal
-
-
-async def _record(url: str, batches: list[list[Message]]) -> list:
-    rejected = []
-    async with await AsyncConnection.connect(url) as conn:
-        for batch in batches:
-            rejected += (await recorder.record_batch(conn, batch)).rejected
-    return rejected
 
 
 def _stored(url: str, res_type: str) -> set[str]:
