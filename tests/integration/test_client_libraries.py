@@ -36,7 +36,7 @@ def test_fhirclient_reads_the_capability_statement_and_subsets_with_summary_and_
     summary = found.entry[0].resource
     assert summary.name[0].family == family and summary.photo is None
     assert any(tag.code == "SUBSETTED" for tag in summary.meta.tag)
-    only = Patient.where(struct={"family": family, "_elements": "gender"}).perform_resources(smart.server)
+    only = list(Patient.where(struct={"family": family, "_elements": "gender"}).perform_resources_iter(smart.server))
     assert only[0].gender == "male" and only[0].name is None
 
 
