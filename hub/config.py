@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # (hub/consent/defaults.py): NHS direct care sees the record, a local authority who the
     # person is, every other class nothing.
     consent_defaults: str = "nhs=*;local-authority=demographics"
+    # Referential integrity (hub/store/integrity.py): a resource that current resources refer to
+    # is not deleted (409 naming them). False lets the delete go through and leaves the
+    # references dangling, as a server without the check would.
+    referential_integrity_on_delete: bool = True
     # Audit (hub/audit, hub/api/audit.py): an AuditEvent row per FHIR request, written in batches
     # off the request path; a full queue holds requests back rather than lose records. Off only
     # for measuring what audit costs.

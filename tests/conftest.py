@@ -3,6 +3,7 @@ the hub's schema migrated. Tests that need a clean slate truncate through `clean
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psycopg
@@ -40,3 +41,32 @@ def empty_database(url: str) -> None:
 def clean_db(pg_url: str) -> str:
     empty_database(pg_url)
     return pg_url
+
+
+@pytest.fixture(scope="session")
+def hold_referenced(pg_url: str) -> Callable[..., None]:
+    """`hold_referenced(resources)`: the record holds something under every literal local
+    reference `resources` make (a bare resource of that type and id is written, by the hub
+    itself, where nothing is), except what `resources` themselves define. For examples written
+    one at a time whose references name other examples or resources outside the set: the hub
+    refuses a dangling reference (hub.store.integrity)."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.fhir.references import literal_references
+    from hub.search.access import Access
+    from hub.store import resources as store
+
+    async def hold(found: Iterable[dict]) -> None:
+        found = list(found)
+        defined = {(r.get("resourceType"), r.get("id")) for r in found}
+        wanted = {(ref.res_type, ref.res_id) for r in found for ref in literal_references(r)} - defined
+        async with await AsyncConnection.connect(pg_url) as conn, conn.transaction():
+            for res_type, res_id in sorted(wanted):
+                current = await store.current_version(conn, res_type, res_id, access=Access.system())
+                if current is None or current.deleted:
+                    await store.update(conn, res_type, res_id, {"resourceType": res_type, "id": res_id},
+                                       access=Access.system())
+
+    return lambda resources: asyncio.run(hold(resources))

@@ -35,13 +35,23 @@ def unique(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+_births = itertools.count(1)
+
+
+def _birth_date() -> str:
+    """A different birth date per person made: people alike in every detail are probable
+    duplicates, and the hub raises a review Task for each pair it is given (hub.identity)."""
+    n = next(_births)
+    return f"19{40 + n % 60:02d}-{1 + n // 60 % 12:02d}-{1 + n // 720 % 28:02d}"
+
+
 def patient(family: str = "Smith", given: str = "Alex", **extra: Any) -> dict[str, Any]:
     resource = {
         "resourceType": "Patient",
         "identifier": [{"system": NHS_SYSTEM, "value": test_nhs_number()}],
         "name": [{"use": "official", "family": family, "given": [given]}],
         "gender": "male",
-        "birthDate": "1985-03-14",
+        "birthDate": _birth_date(),
         "address": [{"line": ["1 Station Road"], "city": "Nottingham", "postalCode": "NG1 1AA"}],
     }
     resource.update(extra)

@@ -1,13 +1,12 @@
-"""Access at the API edge: the SMART scope each FHIR interaction needs (403 OperationOutcome
-`forbidden` when the token lacks it), the Viewer the store filters every query by (scopes plus
-the caller's partner class, organisation and consent defaults), and the audit hand-off (which
-patients' data and which resources each request disclosed or wrote).
+"""Access at the API edge: the `Access` each request carries into the core (hub.interactions)
+and the store — the caller's SMART scopes, partner class, organisation and consent defaults,
+made once per access token — and the audit hand-off (which patients' data and which resources
+each request disclosed or wrote).
 
-Scope letters: read, vread and instance history need r; type and system search and `_history`
-need s; create c; update u (update-as-create also c); delete d; conditional interactions also
-s (their criteria are a search). The guide's conformance resources are readable with any valid
-token. With authorisation off (HUB_AUTH_ENABLED=false, only for measuring what security costs)
-there is no Viewer and nothing is filtered."""
+The scope each interaction needs is checked by the core, the same for a Bundle entry as for an
+HTTP request (hub/consent/README.md lists them). With authorisation off
+(HUB_AUTH_ENABLED=false, only for measuring what security costs) the request runs as
+`Access.system()`: nothing filtered, as the setting says."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -19,10 +18,9 @@ from hub.auth.principal import Principal, grants
 from hub.config import Settings
 from hub.consent.defaults import parse_defaults
 from hub.fhir.errors import FhirError
-from hub.search.access import Viewer
-from hub.store.repository import Version
+from hub.search.access import Access
+from hub.store.resources import Version
 
-_LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 MAX_AUDIT_ENTITIES = 100
 
 
@@ -41,27 +39,27 @@ def check_settings(settings: Settings) -> None:
     _defaults(settings.consent_defaults)
 
 
-# token id → (its Principal, the consent defaults, the Viewer made from them). The verifier hands
+# token id → (its Principal, the consent defaults, the Access made from them). The verifier hands
 # back the same Principal object for every request with one token, so a hit is one dict lookup
-# and two identity checks instead of building a Viewer (and its SQL) per request.
-_VIEWERS: dict[str, tuple[Principal, str | None, Viewer]] = {}
-_VIEWERS_LIMIT = 4096
+# and two identity checks instead of building an Access (and its SQL) per request.
+_ACCESS: dict[str, tuple[Principal, str | None, Access]] = {}
+_ACCESS_LIMIT = 4096
 
 
-def viewer_for(principal: Principal, consent_defaults: str | None) -> Viewer:
-    """The store's view of a caller: what its scopes and its class's consent defaults allow."""
-    known = _VIEWERS.get(principal.token_id)
+def access_for(principal: Principal, consent_defaults: str | None) -> Access:
+    """A caller's access: what its scopes and its class's consent defaults allow."""
+    known = _ACCESS.get(principal.token_id)
     if known is not None and known[0] is principal and known[1] is consent_defaults:
         return known[2]
-    found = _make_viewer(principal, consent_defaults)
-    if len(_VIEWERS) >= _VIEWERS_LIMIT:
-        _VIEWERS.clear()
-    _VIEWERS[principal.token_id] = (principal, consent_defaults, found)
+    found = _make_access(principal, consent_defaults)
+    if len(_ACCESS) >= _ACCESS_LIMIT:
+        _ACCESS.clear()
+    _ACCESS[principal.token_id] = (principal, consent_defaults, found)
     return found
 
 
-def _make_viewer(principal: Principal, consent_defaults: str | None) -> Viewer:
-    return Viewer(
+def _make_access(principal: Principal, consent_defaults: str | None) -> Access:
+    return Access(
         partner_class=principal.partner_class,
         org_code=principal.organisation,
         org_system=principal.organisation_system or None,
@@ -70,11 +68,12 @@ def _make_viewer(principal: Principal, consent_defaults: str | None) -> Viewer:
     )
 
 
-def viewer(request: Request) -> Viewer | None:
-    """This request's Viewer (made once per request); None only with authorisation off."""
+def of(request: Request) -> Access:
+    """This request's Access (made once per request)."""
     state = request.scope.setdefault("state", {})
-    if "viewer" in state:
-        return state["viewer"]
+    found = state.get("access")
+    if found is not None:
+        return found
     principal = state.get("principal")
     settings = request.app.state.settings
     if principal is None:
@@ -82,44 +81,16 @@ def viewer(request: Request) -> Viewer | None:
             # The security middleware authenticates every FHIR path; reaching here without a
             # caller means a route escaped it, so refuse rather than serve unfiltered.
             raise FhirError("login", "this request carries no verified access token", status=401)
-        state["viewer"] = None
-        return None
-    state["viewer"] = found = viewer_for(principal, settings.consent_defaults)
+        found = Access.system()  # authorisation switched off: measuring what security costs
+    else:
+        found = access_for(principal, settings.consent_defaults)
+    state["access"] = found
     return found
 
 
-def require(request: Request, res_type: str, *letters: str) -> Viewer | None:
-    """The Viewer, after checking the token allows every one of `letters` on `res_type`."""
-    found = viewer(request)
-    if found is None:
-        return None
-    for letter in letters:
-        if not found.permits(res_type, letter):
-            raise forbidden(res_type, letter)
-    return found
-
-
-def forbidden(res_type: str, letter: str) -> FhirError:
-    return FhirError("forbidden", f"the access token's scopes do not allow {_LETTER_NAMES[letter]} "
-                     f"on {res_type} (needs system/{res_type}.{letter})", status=403)
-
-
-def require_either(request: Request, res_type: str, letters: str) -> Viewer | None:
-    """The Viewer, after checking the token allows at least one of `letters` on `res_type`."""
-    found = viewer(request)
-    if found is None or any(found.permits(res_type, letter) for letter in letters):
-        return found
-    raise forbidden(res_type, letters[0])
-
-
-def searchable_types(found: Viewer | None, candidates: Iterable[str]) -> list[str] | None:
-    """System-level interactions cover only the types the client may search (None: all)."""
-    return None if found is None else found.types_with("s", sorted(candidates))
-
-
-def readable_types(found: Viewer | None, candidates: Iterable[str]) -> list[str] | None:
-    """The candidates the client may read (None: all)."""
-    return None if found is None else found.types_with("r", sorted(candidates))
+def principal(request: Request) -> Principal | None:
+    """The verified caller (None only with authorisation off)."""
+    return request.scope.get("state", {}).get("principal")
 
 
 def disclosed(request: Request, versions: Iterable[Version]) -> None:

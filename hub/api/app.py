@@ -14,14 +14,16 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.api import access, audit, capability, everything, health, oauth, openapi, operations, rest
+from hub.api import access, audit, capability, health, oauth, openapi, operations, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub.api.security import SecurityMiddleware
 from hub.auth.runtime import auth_runtime, revocations_followed
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.validation import load_guide
+from hub.interactions.context import Database
 from hub.runtime.process import settle_heap
+from hub.store import index
 from hub.store.conformance import load_conformance
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                                    kwargs={"autocommit": True})
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
+        app.state.database = Database(pool)
         async with pool.connection() as conn:  # the IPC guide, served at /fhir/StructureDefinition…
-            await load_conformance(conn, load_guide().conformance_resources())
+            guide = load_guide()
+            await load_conformance(conn, [*guide.conformance_resources(), capability.implementation_guide(guide)])
+            await index.backfill(conn)  # index rows whose meaning changed since they were written
         try:
             async with revocations_followed(app.state.auth, database_url):
                 yield
@@ -57,7 +62,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
     # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
-    for module in (audit, operations, rest, everything, capability, health, oauth):
+    for module in (audit, operations, rest, capability, health, oauth):
         _add_routes(app, module.router)
     _install_error_handlers(app)
     openapi.describe(app)
@@ -110,6 +115,12 @@ class ContainedErrors:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # No FHIR value holds a NUL and PostgreSQL cannot store one: refused here for every
+            # route (the core refuses it again in a Bundle entry's url).
+            issue = Issue("invalid", "the request's path or query contains a NUL character")
+            await _outcome_response(Request(scope), 400, [issue])(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

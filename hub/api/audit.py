@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.api import bundles
 from hub.api.formats import fhir_response, render, render_text, response_format, wants_pretty
 from hub.audit.events import audit_event
 from hub.audit.record import MAX_QUERY_CHARS, AuditRecord, build_record, is_audited
@@ -27,8 +26,9 @@ from hub.audit.writer import AuditWriter
 from hub.auth.principal import READ, SEARCH, grants
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.interactions import bundles
 from hub.store import audit as audit_store
-from hub.store.repository import instant
+from hub.store.resources import instant
 
 router = APIRouter(prefix="/fhir/AuditEvent", tags=["AuditEvent"])
 

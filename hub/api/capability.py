@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from hub.api.formats import fhir_response, render, response_format, wants_pretty
+from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.resources import SUPPORTED_TYPES
-from hub.fhir.validation import profiles_for
+from hub.fhir.validation import Guide, profiles_for
+from hub.interactions.operations import OPERATIONS
 from hub.search.definitions import is_supported, params_for
 from hub.store.audit import SUPPORTED as AUDIT_PARAMS
 
@@ -25,12 +27,31 @@ _RESULT_PARAMS = [
     ("_sort", "string", "Sort by _id, _lastUpdated or a search parameter; '-' for descending"),
     ("_include", "string", "Also return resources this result references"),
     ("_revinclude", "string", "Also return resources that reference this result"),
-    ("_summary", "token", "count: return only the total"),
+    ("_summary", "token", "true, text, data (each entry tagged SUBSETTED), count (only the total) or false"),
+    ("_elements", "string", "Only these top-level elements (and the mandatory ones), tagged SUBSETTED"),
     ("_total", "token", "none, estimate or accurate"),
 ]
 
+# The IPC implementation guide the hub enforces (its profiles are in supportedProfile).
+IMPLEMENTATION_GUIDE = f"{CANONICAL_BASE}/ImplementationGuide/ipc-hub"
 
-_VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+
+def implementation_guide(guide: Guide) -> dict:
+    """The guide as an ImplementationGuide resource, so the CapabilityStatement's canonical
+    resolves on this server (written at start-up with the guide's other resources)."""
+    resources = [{"reference": {"reference": f"{r['resourceType']}/{r['id']}"}, "exampleBoolean": False}
+                 for r in guide.conformance_resources()]
+    return {
+        "resourceType": "ImplementationGuide", "id": "ipc-hub", "url": IMPLEMENTATION_GUIDE,
+        "version": "0.1.0", "name": "IPCHub", "title": "IPC Hub implementation guide", "status": "active",
+        "publisher": "IPC Hub", "packageId": "ipc-hub.example.fhir", "license": "Apache-2.0",
+        "fhirVersion": ["4.0.1"], "definition": {"resource": resources},
+    }
+
+
+def _operations(level: str, res_type: str | None = None) -> list[dict]:
+    return [op.capability() for op in OPERATIONS.values()
+            if level in op.levels and (res_type is None or op.types is None or res_type in op.types)]
 
 
 @lru_cache(maxsize=1)
@@ -51,15 +72,13 @@ def capability_statement(base_url: str, token_endpoint: str | None = None,
         "implementation": {"description": "IPC Hub shared record", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["json", "xml", "application/fhir+json", "application/fhir+xml"],
+        "implementationGuide": [IMPLEMENTATION_GUIDE],
         "rest": [{
             "mode": "server",
             **_security(token_endpoint, revocation_endpoint),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            "operation": [{
-                "name": "everything",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            }, _VALIDATE],
+            **({"operation": system_operations} if (system_operations := _operations("system")) else {}),
         }],
     }
 
@@ -111,7 +130,7 @@ def _resource_entry(res_type: str) -> dict:
         "conditionalUpdate": True,
         "conditionalRead": "not-match",
         "conditionalDelete": "not-supported",
-        "referencePolicy": ["literal", "local"],
+        "referencePolicy": ["literal", "logical", "local", "enforced"],
         "searchInclude": ["*"],
         "searchRevInclude": ["*"],
         "searchParam": params,
@@ -119,12 +138,10 @@ def _resource_entry(res_type: str) -> dict:
     profiles = profiles_for(res_type)
     if profiles:
         entry["supportedProfile"] = profiles
-    entry["operation"] = [_VALIDATE]
-    if res_type == "Patient":
-        entry["operation"].insert(0, {
-            "name": "everything",
-            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-        })
+    operations = _operations("type", res_type) + [op for op in _operations("instance", res_type)
+                                                  if op not in _operations("type", res_type)]
+    if operations:
+        entry["operation"] = operations
     return entry
 
 

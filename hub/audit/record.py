@@ -166,7 +166,12 @@ def build_record(
     """The record of one finished request, from what the inner layers left in the ASGI
     `scope["state"]`: the caller (`principal`, absent when the token was missing or bad), the
     patients disclosed or written (`audit_patients`) and the resources touched
-    (`audit_entities`). `location` is the Location a create answered with: the new resource."""
+    (`audit_entities`). `location` is the Location a create answered with: the new resource.
+    A NUL character (refused by the API, but still a request to record) is kept as `%00`, as it
+    came on the wire: PostgreSQL text cannot hold it, and one unstorable record would hold up
+    the writer's whole queue."""
+    if "\x00" in path or "\x00" in query:
+        path, query = path.replace("\x00", "%00"), query.replace("\x00", "%00")
     parts = _parts(path)
     interaction, action = _classify(method, parts)
     principal = state.get("principal")

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncConnection
+
 from hub.consent.parts import PART_SYSTEM, PARTS, PLAN_CATEGORY_SYSTEM
 
 IPC_CONSENT_PROFILE = "https://ipc-hub.example.org/fhir/StructureDefinition/ipc-consent"
@@ -62,6 +64,24 @@ def grants_of(resource: dict[str, Any], patient_id: str | None) -> list[Grant]:
         if isinstance(nested, dict) and nested.get("type") in ("permit", "deny"):
             found += _provision_grants(nested, patient_id)
     return list(dict.fromkeys(found))
+
+
+_DELETE_GRANTS = "DELETE FROM consent_grant WHERE consent_id = %s"
+_INSERT_GRANT = ("INSERT INTO consent_grant (consent_id, patient_id, role, org_id, org_code, part, permit) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s)")
+
+
+async def write_grants(conn: AsyncConnection, consent_id: str, resource: dict[str, Any] | None,
+                       patient_id: str | None) -> None:
+    """Replace a Consent's grants (None: it was deleted), in the Consent's own transaction —
+    every write path of the store calls this with the Consent it writes — so a withdrawal takes
+    effect on the very next request."""
+    await conn.execute(_DELETE_GRANTS, (consent_id,))
+    found = grants_of(resource, patient_id) if resource is not None else []
+    if found:
+        async with conn.cursor() as cur:
+            await cur.executemany(_INSERT_GRANT, [(consent_id, g.patient_id, g.role, g.org_id, g.org_code,
+                                                   g.part, g.permit) for g in found])
 
 
 def _provision_grants(provision: dict[str, Any], patient_id: str) -> list[Grant]:

@@ -34,3 +34,23 @@ def is_valid_nhs_number(value: object) -> bool:
         return False
     total = sum(int(digit) * weight for digit, weight in zip(value[:9], range(10, 1, -1), strict=True))
     return (11 - total % 11) % 11 == int(value[9])
+
+
+# The ranges NHS numbers are issued from (the first three digits): CHI numbers in Scotland,
+# Northern Ireland's Health and Care numbers, England, Wales and the Isle of Man; and the test
+# range 999, which no person is given and which tests and demonstrations use.
+_ISSUED = ((10, 311), (320, 399), (400, 499), (600, 799), (999, 999))
+
+
+def is_issuable_nhs_number(value: object) -> bool:
+    """A valid NHS number (Modulus 11) that could belong to one person: not a placeholder a
+    system sends for "unknown" (0000000000, 1111111111 and other repeated digits pass Modulus 11)
+    and within the ranges numbers are issued from. Anything else is kept as an unverified
+    identifier and never used to find or join a person."""
+    if not is_valid_nhs_number(value):
+        return False
+    assert isinstance(value, str)
+    if len(set(value)) == 1:
+        return False
+    prefix = int(value[:3])
+    return any(low <= prefix <= high for low, high in _ISSUED)

@@ -17,7 +17,7 @@ from hub.fhir.identifiers import (
     MOD_SERVICE_NUMBER,
     NEVER_MATCHED,
     NHS_NUMBER,
-    is_valid_nhs_number,
+    is_issuable_nhs_number,
 )
 from hub.fhir.ids import derived_id
 from hub.store import people
@@ -38,8 +38,10 @@ def _identifiers(patient: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def nhs_number(patient: dict[str, Any]) -> str | None:
+    """The Patient's NHS number, if it carries one a person can hold (placeholders such as
+    0000000000 pass Modulus 11 but name no one: never matched on)."""
     for system, value in _identifiers(patient):
-        if system == NHS_NUMBER and is_valid_nhs_number(value.replace(" ", "")):
+        if system == NHS_NUMBER and is_issuable_nhs_number(value.replace(" ", "")):
             return value.replace(" ", "")
     return None
 
@@ -105,13 +107,13 @@ async def review_new_people(conn: AsyncConnection) -> list[tuple[str, str, str]]
     found = []
     for source, patient_id, text in await people.unreviewed_people(conn):
         patient = jsontext.loads(text)
-        for candidate in await _probable_matches(conn, patient, patient_id):
+        for candidate in await probable_matches(conn, patient, patient_id):
             found.append((source, patient_id, candidate))
         await people.mark_reviewed(conn, patient_id)
     return found
 
 
-async def _probable_matches(conn: AsyncConnection, patient: dict[str, Any], exclude: str) -> list[str]:
+async def probable_matches(conn: AsyncConnection, patient: dict[str, Any], exclude: str) -> list[str]:
     birth_date = patient.get("birthDate")
     if not isinstance(birth_date, str) or len(birth_date) != 10:
         return []
@@ -182,5 +184,5 @@ def review_task(patient_id: str, candidate_id: str, source: str) -> dict[str, An
         "for": {"reference": f"Patient/{patient_id}"},
         "input": [{"type": {"text": "possible duplicate"},
                    "valueReference": {"reference": f"Patient/{candidate_id}"}}],
-        "note": [{"text": f"Raised by the recorder for a record from {source}."}],
+        "note": [{"text": f"Raised by the hub for a record from {source}."}],
     }

@@ -18,8 +18,9 @@ from hub.fhir import jsontext
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.pipeline.provenance import hub_provenance
 from hub.search.parse import parse_search
-from hub.store import people, repository
-from hub.store.repository import UNCHANGED, Version
+from hub.search.access import Access
+from hub.store import people, resources, searching
+from hub.store.resources import UNCHANGED, Version
 
 TRANSITION = f"{CANONICAL_BASE}/CodeSystem/ipc-transition"
 HANDOVER_CODE = "gp-registration-handover"
@@ -69,7 +70,8 @@ async def settle(conn: AsyncConnection, items: list[tuple[Any, Any, dict[str, An
                 grounds.append(done[1])
     if written:
         proof = hub_provenance(written, "ipc-hub", derived_from=grounds)
-        await repository.update(conn, "Provenance", proof["id"], proof, skip_unchanged=True)
+        await resources.update(conn, "Provenance", proof["id"], proof, skip_unchanged=True,
+                               access=Access.system())
     return written
 
 
@@ -80,14 +82,14 @@ async def _open_handovers(conn: AsyncConnection, patient_ids: list[str]) -> list
     request = parse_search("Task", [("subject", ",".join(f"Patient/{p}" for p in patient_ids)),
                                     ("code", f"{TRANSITION}|{HANDOVER_CODE}"), ("status", OPEN_STATUSES),
                                     ("_count", "1000")], max_count=1000)
-    found = await repository.search(conn, request, with_total=False)
+    found = await searching.search(conn, request, with_total=False, access=Access.system())
     return [jsontext.loads(v.content) for v in found.matches]
 
 
 async def _complete_if_registered(conn: AsyncConnection, task: dict[str, Any]) -> tuple[Version, Version] | None:
     """The completed Task's version and the Patient version whose GP registration completed it."""
     patient_id = (task.get("for") or {}).get("reference", "").removeprefix("Patient/")
-    current = await repository.current_version(conn, "Patient", patient_id)
+    current = await resources.current_version(conn, "Patient", patient_id, access=Access.system())
     if current is None or current.deleted:
         return None
     practitioners = jsontext.loads(current.content).get("generalPractitioner") or []
@@ -95,7 +97,8 @@ async def _complete_if_registered(conn: AsyncConnection, task: dict[str, Any]) -
         return None
     registered_with = {k: v for k, v in practitioners[0].items() if k in ("reference", "display")}
     done = completed(task, registered_with, datetime.now(UTC))
-    version, _ = await repository.update(conn, "Task", done["id"], done, skip_unchanged=True)
+    version, _ = await resources.update(conn, "Task", done["id"], done, skip_unchanged=True,
+                                        access=Access.system())
     return None if version.method == UNCHANGED else (version, current)
 
 

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from hub.fhir import jsontext
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.references import repoint
-from hub.search.extract import parse_reference
+from hub.fhir.references import parse_reference
 from hub.store import plans as plan_store
 
 PLAN_KINDS = ("care-support-plan", "budget-statement")

@@ -11,7 +11,7 @@ from hub.audit.provenance import agent, build
 from hub.bus.envelope import Envelope
 from hub.bus.worker import Message
 from hub.fhir.identifiers import ENVELOPE, SOURCE_SYSTEM
-from hub.store.repository import Version
+from hub.store.resources import Version
 
 
 def hub_provenance(written: list[Version], source: str, derived_from: Iterable[Version] = ()) -> dict[str, Any]:

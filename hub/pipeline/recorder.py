@@ -29,8 +29,11 @@ from hub.identity import matching
 from hub.pipeline import handover
 from hub.pipeline.plans import PlanTargets, join, plan_kind
 from hub.pipeline.provenance import hub_provenance, provenance
-from hub.store import freshness, people, repository
-from hub.store.repository import UNCHANGED, Version
+from hub.search.access import Access
+from hub.store import batch as store_batch
+from hub.store import freshness, integrity, people
+from hub.store import resources as store
+from hub.store.resources import UNCHANGED, Version
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +191,7 @@ async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[
     if moved:
         resources = [repoint(resource, moved) for resource in resources]
     resources, joined = await PlanTargets().retarget(conn, resources)
+    await _no_dangling_references(conn, resources, moved)
     keys = {_freshness_key(r, moved, source): r for r in resources}
     newest = await freshness.newest(conn, set(keys))
     written, said = [], {}
@@ -198,8 +202,8 @@ async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[
         if resource["resourceType"] == "Patient":
             resource = await _merged_patient(conn, resource, moved, stale=stale)
         elif plan_kind(resource) is not None:
-            resource = _joined_plan(resource, await repository.current_version(conn, "CarePlan", resource["id"]),
-                                    joined)
+            resource = _joined_plan(resource, await store.current_version(
+                conn, "CarePlan", resource["id"], access=Access.system()), joined)
         version = await _write(conn, resource)
         said[key] = max(envelope.received_at, newest.get(key, envelope.received_at))
         if version is not None:
@@ -265,13 +269,13 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
     newest = await freshness.newest(conn, {_freshness_key(r, moved, envelope.source)
                                            for (_, envelope, resources, _), moved in zip(prepared, moves)
                                            for r in resources})
-    current = await repository.lock_current(conn, keys)
+    current = await store_batch.lock_current(conn, keys)
     existing = set(current)
-    staged: list[repository.Staged] = []
+    staged: list[store_batch.Staged] = []
 
     def write(resource: dict[str, Any]) -> Version | None:
         key = (resource["resourceType"], resource["id"])
-        done = repository.stage(*key, resource, current.get(key))
+        done = store_batch.stage(*key, resource, current.get(key))
         if done is None:
             return None
         current[key] = done.version
@@ -298,12 +302,12 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
                 written.append(version)
         if written:
             proofs.append(provenance(written, envelope, message))
-    found = await repository.lock_current(conn, {("Provenance", p["id"]) for p in proofs})
+    found = await store_batch.lock_current(conn, {("Provenance", p["id"]) for p in proofs})
     current.update(found)
     existing |= set(found)
     for proof in proofs:
         write(proof)
-    await repository.write_staged(conn, staged, existing)
+    await store_batch.write_staged(conn, staged, existing)
     await freshness.remember(conn, said)
 
 
@@ -314,23 +318,23 @@ async def review_pass(conn: AsyncConnection) -> None:
              for source, patient_id, candidate in await matching.review_new_people(conn)]
     if not tasks:
         return
-    current = await repository.lock_current(conn, {("Task", task["id"]) for _, task in tasks})
+    current = await store_batch.lock_current(conn, {("Task", task["id"]) for _, task in tasks})
     existing = set(current)
-    staged: list[repository.Staged] = []
+    staged: list[store_batch.Staged] = []
     proofs = []
     for source, task in tasks:
-        done = repository.stage("Task", task["id"], task, current.get(("Task", task["id"])))
+        done = store_batch.stage("Task", task["id"], task, current.get(("Task", task["id"])))
         if done is not None:
             current[("Task", task["id"])] = done.version
             staged.append(done)
             proofs.append(hub_provenance([done.version], source))
-    found = await repository.lock_current(conn, {("Provenance", proof["id"]) for proof in proofs})
+    found = await store_batch.lock_current(conn, {("Provenance", proof["id"]) for proof in proofs})
     existing |= set(found)
     for proof in proofs:
-        done = repository.stage("Provenance", proof["id"], proof, found.get(("Provenance", proof["id"])))
+        done = store_batch.stage("Provenance", proof["id"], proof, found.get(("Provenance", proof["id"])))
         if done is not None:
             staged.append(done)
-    await repository.write_staged(conn, staged, existing)
+    await store_batch.write_staged(conn, staged, existing)
     if staged:
         log.info("%d review tasks raised for possible duplicate people", len(proofs))
 
@@ -345,8 +349,8 @@ async def merge_people(conn: AsyncConnection, source: str, parameters: dict[str,
     retired = await _patient_for(conn, source, refs.get("retired", ""))
     if survivor == retired:
         return []
-    kept = jsontext.loads((await repository.read(conn, "Patient", survivor)).content)
-    gone = jsontext.loads((await repository.read(conn, "Patient", retired)).content)
+    kept = jsontext.loads((await store.read(conn, "Patient", survivor, access=Access.system())).content)
+    gone = jsontext.loads((await store.read(conn, "Patient", retired, access=Access.system())).content)
     kept["identifier"] = jsontext.union(kept.get("identifier"), gone.get("identifier"))
     kept["link"] = jsontext.union(kept.get("link"), [{"other": {"reference": f"Patient/{retired}"}, "type": "replaces"}])
     gone["active"] = False
@@ -398,6 +402,19 @@ async def _people_referenced(conn: AsyncConnection, bundles: list[tuple[str, lis
     return moves
 
 
+async def _no_dangling_references(conn: AsyncConnection, resources: list[dict[str, Any]],
+                                  moved: dict[str, str]) -> None:
+    """A message never leaves a reference pointing at nobody: each literal reference must name
+    something the record holds or the message itself writes (hub.store.integrity), or the
+    message goes to the dead-letter topic with the reason. (A batch written together is checked
+    by store_batch.write_staged.)"""
+    pending = {(r["resourceType"], r["id"]) for r in resources}
+    pending |= {("Patient", target.removeprefix("Patient/")) for target in moved.values()}
+    await integrity.check_references(
+        conn, Access.system(), [integrity.Written(r, r["resourceType"], r["id"]) for r in resources],
+        pending=pending)
+
+
 def _joined_plan(part: dict[str, Any], current: Version | None, joined: set[str]) -> dict[str, Any]:
     existing = jsontext.loads(current.content) if current is not None and not current.deleted else None
     return join(existing, part, own=part["id"] not in joined)
@@ -406,7 +423,8 @@ def _joined_plan(part: dict[str, Any], current: Version | None, joined: set[str]
 async def _merged_patient(conn: AsyncConnection, incoming: dict[str, Any],
                           moved: dict[str, str], *, stale: bool = False) -> dict[str, Any]:
     target = moved.get(f"Patient/{incoming['id']}", f"Patient/{incoming['id']}").removeprefix("Patient/")
-    return _merge_patient(incoming, target, await repository.current_version(conn, "Patient", target),
+    return _merge_patient(incoming, target, await store.current_version(conn, "Patient", target,
+                                                                             access=Access.system()),
                           stale=stale)
 
 
@@ -459,6 +477,6 @@ def _identifier_key(identifier: Any) -> Any:
 
 async def _write(conn: AsyncConnection, resource: dict[str, Any]) -> Version | None:
     """Write under the resource's own id; None when the content was already there."""
-    version, _ = await repository.update(conn, resource["resourceType"], resource["id"], resource,
-                                         skip_unchanged=True)
+    version, _ = await store.update(conn, resource["resourceType"], resource["id"], resource,
+                                        skip_unchanged=True, access=Access.system())
     return None if version.method == UNCHANGED else version

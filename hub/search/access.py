@@ -1,7 +1,10 @@
 """Who is asking, as the store needs to know it, and the SQL that keeps each query to what
-they may see. Every store query that returns resources takes a `Viewer` (None: the trusted
-pipeline, or a hub run with authorisation off) and adds `visible_sql` to its WHERE clause, so
-paging, totals, includes and history are right by construction, never filtered afterwards.
+they may see. Every store function that reads or writes the record takes an `Access`, without a
+default: a client's (its SMART scopes, partner class, organisation and consent defaults), or
+`Access.system()` for the hub's own trusted work (the recorder, loading the guide at start-up, a
+hub run with authorisation off to measure what it costs). Forgetting it is a TypeError, never an
+unfiltered query. Queries add `visible_sql` to their WHERE clause, so paging, totals, includes
+and history are right by construction, never filtered afterwards.
 
 A resource in a patient's compartment (`patient_id` set) is visible when:
   no grant matching the viewer denies its part, and
@@ -22,6 +25,8 @@ from functools import lru_cache
 
 from psycopg import sql
 
+from hub.fhir.errors import FhirError
+
 _CHARITY_ROLES = ("charity", "lead-charity")
 # The guide's conformance resources: readable and searchable with any valid token (they say how
 # to talk to the hub, nothing about anyone).
@@ -32,17 +37,32 @@ CONFORMANCE_TYPES = frozenset({
 })
 
 
+_LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_ALL = frozenset("cruds")
+
+
 @dataclass(frozen=True, slots=True)
-class Viewer:
+class Access:
+    """What one caller may do (SMART scopes) and see (consent) — travels with every request to
+    every store function. Immutable, so the API keeps one per access token."""
+
     partner_class: str
     org_code: str
     org_system: str | None
     default_parts: tuple[str, ...]
     # Resource type (or "*") → SMART interaction letters (c r u d s), from the token's scopes.
     scopes: dict[str, frozenset[str]] = field(default_factory=dict)
-    # visible_sql's answer per table alias, made once: the API keeps one Viewer per token.
+    # The hub's own work: every interaction allowed, nothing filtered. Only `system()` sets it.
+    trusted: bool = False
+    # visible_sql's answer per table alias, made once: the API keeps one Access per token.
     predicates: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict, compare=False,
                                                                   repr=False)
+
+    @staticmethod
+    def system() -> Access:
+        """The hub acting for itself (the recorder, start-up loading, authorisation switched
+        off): sees and may do everything. Spelled out at each call site that needs it."""
+        return _SYSTEM
 
     @property
     def roles(self) -> list[str]:
@@ -50,29 +70,54 @@ class Viewer:
 
     def permits(self, res_type: str, letter: str) -> bool:
         """Whether the token's scopes allow `letter` (c r u d s) on `res_type`."""
-        if letter in "rs" and res_type in CONFORMANCE_TYPES:
+        if self.trusted or (letter in "rs" and res_type in CONFORMANCE_TYPES):
             return True
         return letter in self.scopes.get(res_type, ()) or letter in self.scopes.get("*", ())
 
+    def require(self, res_type: str, letters: str) -> None:
+        """403 `forbidden` unless the scopes allow every one of `letters` on `res_type`."""
+        if self.trusted:
+            return
+        for letter in letters:
+            if not self.permits(res_type, letter):
+                raise forbidden(res_type, letter)
+
+    def require_either(self, res_type: str, letters: str) -> None:
+        """403 `forbidden` unless the scopes allow at least one of `letters` on `res_type`."""
+        if not any(self.permits(res_type, letter) for letter in letters):
+            raise forbidden(res_type, letters[0])
+
     def types_with(self, letter: str, candidates: list[str] | tuple[str, ...]) -> list[str] | None:
         """The candidates allowed `letter`; None when every type is (no filter needed)."""
-        if letter in self.scopes.get("*", ()):
+        if self.trusted or letter in self.scopes.get("*", ()):
             return None
         return [t for t in candidates if self.permits(t, letter)]
 
 
-def visible_sql(viewer: Viewer, alias: str) -> tuple[str, list[object]]:
-    """A boolean SQL expression (and its parameters): may `viewer` see the row `alias`, which
-    has `patient_id` and `part` columns? The rule itself is the database function
-    consent_visible (migration 0004), called only for rows in someone's record that the
-    inline fast path (no grants for that person, a default part) does not already admit."""
-    known = viewer.predicates.get(alias)
+_SYSTEM = Access(partner_class="system", org_code="", org_system=None, default_parts=(),
+                 scopes={"*": _ALL}, trusted=True)
+
+
+def forbidden(res_type: str, letter: str) -> FhirError:
+    return FhirError("forbidden", f"the access token's scopes do not allow {_LETTER_NAMES[letter]} "
+                     f"on {res_type} (needs system/{res_type}.{letter})", status=403)
+
+
+def visible_sql(access: Access, alias: str) -> tuple[str, list[object]] | None:
+    """A boolean SQL expression (and its parameters): may `access` see the row `alias`, which
+    has `patient_id` and `part` columns? None for trusted access (no filter). The rule itself is
+    the database function consent_visible (migration 0004), called only for rows in someone's
+    record that the inline fast path (no grants for that person, a default part) does not
+    already admit."""
+    if access.trusted:
+        return None
+    known = access.predicates.get(alias)
     if known is None:
-        known = viewer.predicates[alias] = _visible_sql(viewer, alias)
+        known = access.predicates[alias] = _visible_sql(access, alias)
     return known[0], list(known[1])
 
 
-def _visible_sql(viewer: Viewer, alias: str) -> tuple[str, tuple[object, ...]]:
+def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
     # The common case first, inline: a person with no consent grants at all and a part the
     # viewer's class sees by default (one index probe, no function call).
     values = (_array(viewer.default_parts), _array(tuple(viewer.roles)), viewer.org_code,
@@ -81,7 +126,7 @@ def _visible_sql(viewer: Viewer, alias: str) -> tuple[str, tuple[object, ...]]:
         defaults, roles, org, org_system = ("%s::text[]", "%s::text[]", "%s::text", "%s::text")
         params: tuple[object, ...] = (values[0], values[1], values[2], values[3], values[0])
     else:
-        # The viewer's values go into the text as literals: the API keeps one Viewer per token,
+        # The viewer's values go into the text as literals: the API keeps one Access per token,
         # so this text is built once, and each query then binds (and the server parses) five
         # parameters fewer; the statement is still prepared once per connection and viewer.
         defaults, roles, org, org_system = (_literal(values[0]) + "::text[]", _literal(values[1]) + "::text[]",

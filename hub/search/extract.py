@@ -9,7 +9,6 @@ appending tuples. Row tuples start with the parameter code; the repository prepe
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from hub.fhir.references import parse_reference
 from hub.search.definitions import SearchParam, supported_params
 from hub.search.pathwalk import Evaluator, UnsupportedExpression, compile_path
 from hub.search.values import (
@@ -26,6 +26,7 @@ from hub.search.values import (
     NUMBER_MIN,
     date_range,
     normalize,
+    phonetic_keys,
     precision_range,
     to_decimal,
 )
@@ -110,7 +111,7 @@ Emitter = Callable[[str, list[Any], IndexRows], None]
 def compiled_extractors(res_type: str) -> tuple[tuple[str, Evaluator, Emitter], ...]:
     """The (code, evaluator, emitter) triples for every indexed parameter of `res_type`."""
     return tuple(
-        (param.code, compile_param(param), EMITTERS[param.type])
+        (param.code, compile_param(param), _emit_phonetic if param.code == "phonetic" else EMITTERS[param.type])
         for param in supported_params(res_type).values()
         if param.code not in COLUMN_PARAMS
     )
@@ -238,29 +239,19 @@ def _emit_string(code: str, values: list[Any], rows: IndexRows) -> None:
                         out.append((code, normalize(text), text))
 
 
-_RELATIVE_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
-_ABSOLUTE_REF = re.compile(
-    r"^[a-z][a-z0-9+.\-]*://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
-)
-
-
-def parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | None:
-    """(target_type, target_id, url) for a Reference.reference string; None for a contained
-    reference ("#x"), which names nothing outside the resource.
-
-    "Patient/1" and "Patient/1/_history/2" → (Patient, 1, None); an absolute URL ending in the
-    FHIR REST pattern → (Patient, 1, url); anything else (urn:uuid:..., a conditional
-    reference the repository left unresolved) → (None, None, ref as written)."""
-    if not ref or ref[0] == "#":
-        return None
-    m = _RELATIVE_REF.match(ref)
-    if m:
-        return m.group(1), m.group(2), None
-    if "://" in ref:
-        m = _ABSOLUTE_REF.match(ref)
-        if m:
-            return m.group(1), m.group(2), ref
-    return None, None, ref
+def _emit_phonetic(code: str, values: list[Any], rows: IndexRows) -> None:
+    """`phonetic` (on HumanName): the Metaphone key of each word of the family and given names,
+    in value_norm (hub.search.values.phonetic_keys), the name as written in value_exact."""
+    out = rows.strings
+    for value in values:
+        if value.__class__ is not dict:
+            continue
+        family = value.get("family")
+        given = value.get("given")
+        for text in ([family] if family.__class__ is str else []) + (given if given.__class__ is list else []):
+            if text.__class__ is str:
+                for key in phonetic_keys(text):
+                    out.append((code, key, text))
 
 
 def _emit_reference(code: str, values: list[Any], rows: IndexRows) -> None:

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 from hub.fhir.errors import FhirError
 from hub.search.definitions import SearchParam, is_supported, params_for, resource_types
-from hub.search.extract import parse_reference
-from hub.search.values import date_range, normalize, precision_range
+from hub.fhir.references import parse_reference
+from hub.search.values import date_range, normalize, phonetic_keys, precision_range
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 
@@ -100,6 +100,12 @@ class ReferenceValue:
 
 
 @dataclass(frozen=True, slots=True)
+class PhoneticValue:
+    """`phonetic`: the Metaphone key of each word; every word must sound like a name part."""
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class UriValue:
     uri: str
 
@@ -111,6 +117,7 @@ class MissingValue:
 
 SearchValue = (
     TokenValue | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue | MissingValue
+    | PhoneticValue
 )
 
 
@@ -270,6 +277,8 @@ class _QueryParser:
             return None
         if param.code in ("_id", "_lastUpdated"):
             allowed: frozenset[str] = frozenset({"not"}) if param.code == "_id" else frozenset()
+        elif param.code == "phonetic":
+            allowed = frozenset({"missing"})
         else:
             allowed = MODIFIERS[param.type]
         if modifier in allowed:
@@ -291,6 +300,12 @@ class _QueryParser:
                 return _string_value(raw)
             return _token_value(name, raw)
         if kind == "string":
+            if param.code == "phonetic":
+                keys = phonetic_keys(unescape(raw))
+                if not keys:
+                    raise FhirError("invalid", f"'{name}={raw}': a phonetic search needs a name with letters",
+                                    expression=name)
+                return PhoneticValue(keys)
             return _string_value(raw)
         if kind == "date":
             return _date_value(name, raw)

@@ -19,6 +19,7 @@ Comparison semantics (R4 search, prefixes):
   number section says; sa/eb: the stored range starts at/after sH / ends at/before sL;
   ap: within 10 % of the search value (at least its precision range).
   Quantity units: `|system|code` must both match; `||code` matches code or unit; none: any.
+* phonetic: each word's Metaphone key equals a name part's (hub.search.values.phonetic_keys).
 * strings: default = prefix of the normalised value (`~>=~`/`~<~` on the text_pattern_ops
   index, which works with generic plans too); :exact = equal as written; :contains = anywhere.
 * token :text: the normalised display/text starts with the value, or one of its words does.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from hub.search.access import Viewer, visible_sql
+from hub.search.access import Access, visible_sql
 from hub.search.definitions import resource_types
 from hub.search.extract import IDENTIFIER_SUFFIX
 from hub.search.parse import (
@@ -39,6 +40,7 @@ from hub.search.parse import (
     Include,
     MissingValue,
     NumberValue,
+    PhoneticValue,
     QuantityValue,
     ReferenceValue,
     SearchRequest,
@@ -84,9 +86,9 @@ class _Sql:
 
 
 def build_search_sql(req: SearchRequest, *, with_total: bool = False, extra_row: bool = False,
-                     viewer: Viewer | None = None) -> tuple[str, list]:
+                     access: Access) -> tuple[str, list]:
     """The page query for `req`: rows of (res_id, version, last_updated, content text,
-    patient id), ordered, `LIMIT count OFFSET offset`; with a viewer, only rows it may see.
+    patient id), ordered, `LIMIT count OFFSET offset`; only rows `access` may see.
 
     `with_total` adds a final `total` column (`count(*) OVER ()`): one round trip, but every
     match is counted and sorted before the limit, so prefer `build_count_sql` when a total is
@@ -94,24 +96,24 @@ def build_search_sql(req: SearchRequest, *, with_total: bool = False, extra_row:
     next page exists without counting. With `_summary=count` this returns the count query.
     """
     if req.summary == "count":
-        return build_count_sql(req, viewer=viewer)
+        return build_count_sql(req, access=access)
     sql = _Sql()
     sql.add(f"SELECT {RESULT_COLUMNS}")
     if with_total:
         sql.add(", count(*) OVER () AS total")
     sql.add(" FROM resource r")
-    _where(sql, req, viewer)
+    _where(sql, req, access)
     _order_by(sql, req.sort)
     sql.add(" LIMIT %s OFFSET %s", req.count + (1 if extra_row else 0), req.offset)
     return sql.text(), sql.params
 
 
-def build_count_sql(req: SearchRequest, *, viewer: Viewer | None = None) -> tuple[str, list]:
-    """`SELECT count(*)` of every match of `req` (one row, one column) that `viewer` may see:
+def build_count_sql(req: SearchRequest, *, access: Access) -> tuple[str, list]:
+    """`SELECT count(*)` of every match of `req` (one row, one column) that `access` may see:
     a total must never count what the page would hide."""
     sql = _Sql()
     sql.add("SELECT count(*) AS total FROM resource r")
-    _where(sql, req, viewer)
+    _where(sql, req, access)
     return sql.text(), sql.params
 
 
@@ -124,7 +126,7 @@ def known_total(req: SearchRequest, rows_returned: int) -> int | None:
 
 
 def build_include_sql(res_type: str, ids: Sequence[str], includes: Sequence[Include], *,
-                      viewer: Viewer | None = None) -> tuple[str, list] | None:
+                      access: Access) -> tuple[str, list] | None:
     """Resources referred to by the matches (`_include`): rows of (res_type, res_id, version,
     last_updated, content text), each once. Includes whose source type is not `res_type` are
     skipped; None when none applies (nothing to run)."""
@@ -134,12 +136,12 @@ def build_include_sql(res_type: str, ids: Sequence[str], includes: Sequence[Incl
     ]
     return _reference_hop_sql(
         res_type, ids, filters, hop="i.target_type, i.target_id",
-        start="i.res_type = %s AND i.res_id = ANY(%s) AND i.target_id IS NOT NULL", viewer=viewer,
+        start="i.res_type = %s AND i.res_id = ANY(%s) AND i.target_id IS NOT NULL", access=access,
     )
 
 
 def build_revinclude_sql(res_type: str, ids: Sequence[str], revincludes: Sequence[Include], *,
-                         viewer: Viewer | None = None) -> tuple[str, list] | None:
+                         access: Access) -> tuple[str, list] | None:
     """Resources that refer to the matches (`_revinclude=Source:param[:Target]`): same columns
     as build_include_sql. Revincludes whose target type is set and is not `res_type` are
     skipped; None when none applies."""
@@ -150,18 +152,18 @@ def build_revinclude_sql(res_type: str, ids: Sequence[str], revincludes: Sequenc
     ]
     return _reference_hop_sql(
         res_type, ids, filters, hop="i.res_type, i.res_id",
-        start="i.target_type = %s AND i.target_id = ANY(%s)", viewer=viewer,
+        start="i.target_type = %s AND i.target_id = ANY(%s)", access=access,
     )
 
 
 def _reference_hop_sql(
     res_type: str, ids: Sequence[str], filters: list[list[tuple[str, str | None]]], *, hop: str, start: str,
-    viewer: Viewer | None = None,
+    access: Access,
 ) -> tuple[str, list] | None:
     """One hop along idx_reference from the matches (`start`) to the resources at the other end
     (`hop`), keeping index rows that satisfy any of `filters` (each a list of column = value,
-    None meaning any value). With a viewer, only resources of types it may read and that it
-    may see: an include must never add what a read would refuse."""
+    None meaning any value). Only resources of types `access` may read and that it may
+    see: an include must never add what a read would refuse."""
     if not filters or not ids:
         return None
     conditions: list[str] = []
@@ -175,14 +177,14 @@ def _reference_hop_sql(
         f"SELECT {hop} FROM idx_reference i WHERE {start} AND (" + " OR ".join(conditions) + "))"
     )
     args: list[object] = [res_type, list(ids), *params]
-    if viewer is not None:
-        readable = viewer.types_with("r", sorted(resource_types()))
-        if readable is not None:
-            sql += " AND t.res_type = ANY(%s)"
-            args.append(readable)
-        predicate, extra = visible_sql(viewer, "t")
-        sql += f" AND {predicate}"
-        args += extra
+    readable = access.types_with("r", sorted(resource_types()))
+    if readable is not None:
+        sql += " AND t.res_type = ANY(%s)"
+        args.append(readable)
+    visible = visible_sql(access, "t")
+    if visible is not None:
+        sql += f" AND {visible[0]}"
+        args += visible[1]
     return sql, args
 
 
@@ -190,11 +192,11 @@ def _reference_hop_sql(
 # WHERE
 
 
-def _where(sql: _Sql, req: SearchRequest, viewer: Viewer | None = None) -> None:
+def _where(sql: _Sql, req: SearchRequest, access: Access) -> None:
     sql.add(" WHERE r.res_type = %s AND NOT r.deleted", req.res_type)
-    if viewer is not None:
-        predicate, params = visible_sql(viewer, "r")
-        sql.add(f" AND {predicate}", *params)
+    visible = visible_sql(access, "r")
+    if visible is not None:
+        sql.add(f" AND {visible[0]}", *visible[1])
     for clause in req.clauses:
         sql.add(" AND ")
         if clause.param.code == "_id":
@@ -290,6 +292,15 @@ def _string(sql: _Sql, v: StringValue, modifier: str | None) -> None:
         sql.add("(i.value_norm ~>=~ %s AND i.value_norm ~<~ %s)", v.norm, v.norm + _TOP)
 
 
+def _phonetic(sql: _Sql, v: PhoneticValue, modifier: str | None) -> None:
+    """Every word sounds like one of the resource's name parts (Metaphone keys, equal)."""
+    sql.add("(i.value_norm = %s", v.keys[0])
+    for key in v.keys[1:]:
+        sql.add(" AND EXISTS (SELECT 1 FROM idx_string j WHERE j.res_type = i.res_type AND j.res_id = i.res_id"
+                " AND j.param = i.param AND j.value_norm = %s)", key)
+    sql.add(")")
+
+
 def _date(sql: _Sql, v: DateValue, modifier: str | None) -> None:
     low, high, prefix = v.low, v.high, v.prefix
     if prefix == "eq":
@@ -371,6 +382,7 @@ def _uri(sql: _Sql, v: UriValue, modifier: str | None) -> None:
 _VALUE_SQL: dict[type, Callable[[_Sql, Any, str | None], None]] = {
     TokenValue: _token,
     StringValue: _string,
+    PhoneticValue: _phonetic,
     DateValue: _date,
     NumberValue: _number,
     QuantityValue: _quantity,

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
+import jellyfish
+
 # Sentinels for an open end of a Period (or a range reaching past year 9999). The repository
 # may store them as they are (they order correctly as timestamptz) or map them to
 # '-infinity' / 'infinity'; the search SQL is correct either way.
@@ -125,3 +127,17 @@ def precision_range(number: Decimal) -> tuple[Decimal, Decimal]:
     exponent = number.as_tuple().exponent
     half = Decimal(5).scaleb(int(exponent) - 1)
     return number - half, number + half
+
+
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+@lru_cache(maxsize=65536)
+def phonetic_keys(text: str) -> tuple[str, ...]:
+    """The sound of each word of a name, as its Metaphone key (jellyfish; accents dropped first):
+    Smith and Smyth are SM0, Catherine and Kathryn K0RN, Stephen and Steven STFN. How the
+    `phonetic` search parameter compares names, on the index side and the query side alike."""
+    plain = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    keys = (jellyfish.metaphone(word) for word in _WORDS.findall(plain))
+    return tuple(key[:MAX_NORM_LENGTH] for key in keys if key)

@@ -1,4 +1,4 @@
-"""The change-event outbox: rows written beside each resource version (repository._put and
+"""The change-event outbox: rows written beside each resource version (hub.store.resources and
 delete) and drained by the pipeline's relay. Only one relay drains at a time (a session
 advisory lock), so events leave in commit order per resource.
 

@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import CANONICAL_BASE
-from hub.search.extract import parse_reference
+from hub.fhir.references import parse_reference
 from hub.search.values import DATE_MAX, DATE_MIN, date_range
 
 PLAN_CATEGORY_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"

@@ -21,6 +21,7 @@ from hub.fhir.identifiers import (
     NHS_NUMBER,
     ODS_ORGANIZATION_CODE,
     UNVERIFIED_NHS_NUMBER,
+    is_issuable_nhs_number,
     is_valid_nhs_number,
 )
 from mappings.hl7v2 import nhs
@@ -168,15 +169,16 @@ def cx_identifier(rep: Repetition, trace_status: str = "") -> tuple[dict[str, An
         return None, False
     if nhs.is_nhs_identifier(type_code, authority):
         number = nhs.normalise(value)
-        if is_valid_nhs_number(number):
+        if is_issuable_nhs_number(number):
             ident: dict[str, Any] = {"system": NHS_NUMBER, "value": number}
             if trace_status in VERIFICATION_DISPLAY:
                 ident["extension"] = [{"url": VERIFICATION_URL, "valueCodeableConcept": {"coding": [{
                     "system": VERIFICATION_SYSTEM, "code": trace_status,
                     "display": VERIFICATION_DISPLAY[trace_status]}]}}]
             return ident, False
-        return {"system": UNVERIFIED_NHS_NUMBER, "value": value,
-                "type": {"text": "NHS number that failed the Modulus 11 check"}}, True
+        why = ("NHS number that no one person holds (a placeholder, or outside the issued ranges)"
+               if is_valid_nhs_number(number) else "NHS number that failed the Modulus 11 check")
+        return {"system": UNVERIFIED_NHS_NUMBER, "value": value, "type": {"text": why}}, True
     return identifier(rep), False
 
 

@@ -6,7 +6,14 @@ from datetime import date
 from typing import Any
 
 from hub.fhir.errors import FhirError
-from hub.fhir.identifiers import CANONICAL_BASE, LOCAL_AUTHORITY_PERSON_ID, NHS_NUMBER, is_valid_nhs_number
+from hub.fhir.identifiers import (
+    CANONICAL_BASE,
+    LOCAL_AUTHORITY_PERSON_ID,
+    NHS_NUMBER,
+    UNVERIFIED_NHS_NUMBER,
+    is_issuable_nhs_number,
+    is_valid_nhs_number,
+)
 from hub.fhir.ids import source_id
 from mappings.la import codes
 from mappings.la.bundle import entry, transaction
@@ -42,7 +49,11 @@ def person_resource(source: str, la_code: str, la_person_id: str, row: dict[str,
     if nhs := row["NHS_Number"]:
         if not is_valid_nhs_number(nhs):
             raise FhirError("value", "LA extract: NHS_Number fails the Modulus 11 check")
-        identifiers.append({"system": NHS_NUMBER, "value": nhs})
+        if is_issuable_nhs_number(nhs):
+            identifiers.append({"system": NHS_NUMBER, "value": nhs})
+        else:  # a placeholder (0000000000, …): kept, never matched on
+            identifiers.append({"system": UNVERIFIED_NHS_NUMBER, "value": nhs,
+                                "type": {"text": "NHS number that no one person holds (a placeholder)"}})
     identifiers.append({"system": LOCAL_AUTHORITY_PERSON_ID, "value": la_person_id, "assigner": council(la_code)})
     patient: dict[str, Any] = {"resourceType": "Patient", "id": patient_id(source, la_person_id),
                                "meta": {"profile": [PATIENT_PROFILE]}, "identifier": identifiers,

@@ -26,6 +26,8 @@ from hub.fhir.identifiers import (
     MOD_SERVICE_NUMBER,
     NHS_NUMBER,
     ODS_ORGANIZATION_CODE,
+    UNVERIFIED_NHS_NUMBER,
+    is_issuable_nhs_number,
 )
 from hub.fhir.ids import source_id
 
@@ -145,7 +147,10 @@ class Handover:
         person = self.doc["person"]
         identifiers = [{"system": MOD_SERVICE_NUMBER, "value": person["serviceNumber"]}]
         if person.get("nhsNumber"):
-            identifiers.insert(0, {"system": NHS_NUMBER, "value": person["nhsNumber"]})
+            number = person["nhsNumber"]
+            identifiers.insert(0, {"system": NHS_NUMBER, "value": number} if is_issuable_nhs_number(number) else
+                               {"system": UNVERIFIED_NHS_NUMBER, "value": number,  # a placeholder: never matched
+                                "type": {"text": "NHS number that no one person holds (a placeholder)"}})
         patient: dict[str, Any] = {
             "resourceType": "Patient", "id": self._id("Patient", f"service-number|{self.person_key}"),
             "meta": {"profile": [f"{SD}/ipc-patient"]},

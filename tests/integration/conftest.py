@@ -192,11 +192,14 @@ def guide_served(hub_url: str, pg_url: str) -> None:
 
     from psycopg import AsyncConnection
 
+    from hub.api.capability import implementation_guide
     from hub.fhir.validation import load_guide
     from hub.store.conformance import load_conformance
 
     async def load() -> None:
+        guide = load_guide()
         async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
-            await load_conformance(conn, load_guide().conformance_resources())
+            await load_conformance(conn, [*guide.conformance_resources(), implementation_guide(guide)])
 
     asyncio.run(load())
+

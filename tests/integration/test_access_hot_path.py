@@ -16,23 +16,23 @@ from psycopg import AsyncConnection
 from hub.api.audit import _from_row, _row
 from hub.audit.record import build_record, new_record_id
 from hub.fhir.errors import FhirError
-from hub.search.access import Viewer, visible_sql
+from hub.search.access import Access, visible_sql
 from hub.store import audit as audit_store
-from hub.store import repository
+from hub.store import resources
 
 AWKWARD = ("O'Brien %s 100% \\x\\", "a%%b", "plain")
 
 
-def _viewer(org: str, org_system: str | None = "https://example.org/Id/org'%") -> Viewer:
-    return Viewer(partner_class="charity", org_code=org, org_system=org_system, default_parts=(),
+def _viewer(org: str, org_system: str | None = "https://example.org/Id/org'%") -> Access:
+    return Access(partner_class="charity", org_code=org, org_system=org_system, default_parts=(),
                   scopes={"*": frozenset("cruds")})
 
 
 async def _seed(url: str, org: str) -> tuple[str, str]:
     """A person with a health Observation that only a charity named `org` may see."""
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
-        patient = await repository.create(conn, {"resourceType": "Patient"})
-        observation = await repository.create(conn, {
+        patient = await resources.create(conn, {"resourceType": "Patient"}, access=Access.system())
+        observation = await resources.create(conn, access=Access.system(), resource={
             "resourceType": "Observation", "status": "final", "code": {"text": "weight"},
             "subject": {"reference": f"Patient/{patient.res_id}"}})
         await conn.execute("INSERT INTO consent_grant (consent_id, patient_id, role, org_id, org_code, part, permit) "
@@ -40,10 +40,10 @@ async def _seed(url: str, org: str) -> tuple[str, str]:
     return patient.res_id, observation.res_id
 
 
-async def _visible(url: str, viewer: Viewer, res_id: str) -> bool:
+async def _visible(url: str, viewer: Access, res_id: str) -> bool:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         try:
-            await repository.read(conn, "Observation", res_id, viewer=viewer)
+            await resources.read(conn, "Observation", res_id, access=viewer)
         except FhirError as exc:
             assert exc.status == 404
             return False

@@ -11,8 +11,8 @@ import psycopg
 from hub.consent.parts import PARTS
 from hub.fhir.errors import FhirError
 from hub.fhir.jsontext import dumps
-from hub.search.access import Viewer
-from hub.store import outbox, repository
+from hub.search.access import Access
+from hub.store import batch, outbox, resources
 from tests.integration.access_cases import JSON, lead_charity_consent, make_person
 
 
@@ -73,7 +73,7 @@ def test_the_recorders_batch_path_places_resources_and_writes_grants(pg_url):
     patient_id = f"batch-{uuid.uuid4().hex[:8]}"
     consent_id = f"consent-{patient_id}"
     subject = {"reference": f"Patient/{patient_id}"}
-    resources = [
+    written = [
         {"resourceType": "Patient", "id": patient_id},
         {"resourceType": "Condition", "id": f"c-{patient_id}", "subject": subject, "code": {"text": "x"}},
         {"resourceType": "Provenance", "id": f"prov-{patient_id}", "recorded": "2026-01-01T00:00:00Z",
@@ -93,17 +93,17 @@ def test_the_recorders_batch_path_places_resources_and_writes_grants(pg_url):
     async def run() -> tuple:
         async with await psycopg.AsyncConnection.connect(pg_url) as conn:
             async with conn.transaction():
-                staged = [repository.stage(r["resourceType"], r["id"], r, None) for r in resources]
-                await repository.write_staged(conn, staged, set())
-            charity = Viewer("charity", "1234567", None, (), {"*": frozenset("rs")})
-            seen = await repository.read(conn, "Condition", f"c-{patient_id}", viewer=charity)
+                staged = [batch.stage(r["resourceType"], r["id"], r, None) for r in written]
+                await batch.write_staged(conn, staged, set())
+            charity = Access("charity", "1234567", None, (), {"*": frozenset("rs")})
+            seen = await resources.read(conn, "Condition", f"c-{patient_id}", access=charity)
             try:
-                await repository.read(conn, "Patient", patient_id, viewer=charity)
+                await resources.read(conn, "Patient", patient_id, access=charity)
                 hidden = False
             except FhirError as exc:
                 hidden = exc.status == 404
-            education = Viewer("education", "E1", None, PARTS, {"*": frozenset("rs")})
-            shown = await repository.read(conn, "Patient", patient_id, viewer=education)
+            education = Access("education", "E1", None, PARTS, {"*": frozenset("rs")})
+            shown = await resources.read(conn, "Patient", patient_id, access=education)
             return seen, hidden, shown
 
     seen, hidden, shown = asyncio.run(run())

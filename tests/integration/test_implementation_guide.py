@@ -15,8 +15,9 @@ CASES = [p.stem for p in example_paths() if p.stem.startswith("Bundle-")]
 
 
 @pytest.mark.parametrize("name", SINGLE)
-def test_example_is_stored_and_read_back(fhir, name):
+def test_example_is_stored_and_read_back(fhir, hold_referenced, name):
     resource = example(name)
+    hold_referenced([resource])  # the examples it refers to
     r = fhir.put(f"/{resource['resourceType']}/{resource['id']}", content=dumps(resource), headers=JSON)
     assert r.status_code in (200, 201), r.text
     got = fhir.get(f"/{resource['resourceType']}/{resource['id']}").json()
@@ -24,8 +25,10 @@ def test_example_is_stored_and_read_back(fhir, name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_case_posts_as_one_record(fhir, name):
+def test_case_posts_as_one_record(clean_db, fhir, hold_referenced, name):
     bundle = example(name)
+    # A clean record: the single examples above hold the same people (one person, one record).
+    hold_referenced([e["resource"] for e in bundle["entry"]])  # what the case refers to outside itself
     r = fhir.post("", content=dumps(bundle), headers=JSON)
     assert r.status_code == 200, r.text
     locations = [e["response"]["location"] for e in r.json()["entry"]]
@@ -52,9 +55,10 @@ def test_mutated_example_is_refused_and_reported(fhir, name):
     assert any(rule in i["diagnostics"] and location in i.get("expression", []) for i in errors)
 
 
-def test_validate_with_profile_parameter_and_instance(fhir):
+def test_validate_with_profile_parameter_and_instance(fhir, hold_referenced):
     plan = example("CarePlan-adult-plan")
-    fhir.put(f"/CarePlan/{plan['id']}", content=dumps(plan), headers=JSON)
+    hold_referenced([plan])
+    assert fhir.put(f"/CarePlan/{plan['id']}", content=dumps(plan), headers=JSON).status_code in (200, 201)
     ok = fhir.get(f"/CarePlan/{plan['id']}/$validate").json()
     assert [i["severity"] for i in ok["issue"]] == ["information"]
     params = {"resourceType": "Parameters", "parameter": [
@@ -72,4 +76,6 @@ def test_guide_is_served_and_listed(fhir, guide_served):
     statement = fhir.get("/metadata").json()
     care_plan = next(r for r in statement["rest"][0]["resource"] if r["type"] == "CarePlan")
     assert "https://ipc-hub.example.org/fhir/StructureDefinition/ipc-budget-statement" in care_plan["supportedProfile"]
-    assert any(o["name"] == "validate" for o in statement["rest"][0]["operation"])
+    assert any(o["name"] == "validate" for o in care_plan["operation"])
+    assert statement["implementationGuide"] == ["https://ipc-hub.example.org/fhir/ImplementationGuide/ipc-hub"]
+    assert fhir.get("/ImplementationGuide/ipc-hub").json()["url"] == statement["implementationGuide"][0]

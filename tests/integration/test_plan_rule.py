@@ -25,12 +25,19 @@ def plan(person: str, start: str, end: str | None, *, status: str = "active", **
     return resource
 
 
+def someone(hold_referenced) -> str:
+    """A person in the record, and what the example plan refers to (its goals, team, funders)."""
+    person = f"Patient/{unique('p-')}"
+    hold_referenced([plan(person, "2026-01-01", None)])
+    return person
+
+
 def post(fhir, resource: dict) -> httpx.Response:
     return fhir.post("/CarePlan", json=resource, headers=JSON)
 
 
-def test_a_second_open_plan_for_an_overlapping_period_is_refused(fhir):
-    person = f"Patient/{unique('p-')}"
+def test_a_second_open_plan_for_an_overlapping_period_is_refused(fhir, hold_referenced):
+    person = someone(hold_referenced)
     first = post(fhir, plan(person, "2026-01-01", "2026-12-31"))
     assert first.status_code == 201, first.text
     clash = post(fhir, plan(person, "2026-06-01", "2027-05-31"))
@@ -43,28 +50,28 @@ def test_a_second_open_plan_for_an_overlapping_period_is_refused(fhir):
     assert open_ended.status_code == 422
 
 
-def test_plans_that_do_not_clash_are_accepted(fhir):
-    person = f"Patient/{unique('p-')}"
+def test_plans_that_do_not_clash_are_accepted(fhir, hold_referenced):
+    person = someone(hold_referenced)
     first = post(fhir, plan(person, "2026-01-01", "2026-12-31")).json()
     assert post(fhir, plan(person, "2027-01-01", "2027-12-31")).status_code == 201  # the next period
     replacing = plan(person, "2026-07-01", "2026-12-31",
                      replaces=[{"reference": f"CarePlan/{first['id']}"}])
     assert post(fhir, replacing).status_code == 201  # says which plan it replaces
-    assert post(fhir, plan(f"Patient/{unique('p-')}", "2026-01-01", "2026-12-31")).status_code == 201
+    assert post(fhir, plan(someone(hold_referenced), "2026-01-01", "2026-12-31")).status_code == 201
     closed = plan(person, "2026-03-01", "2026-04-30", status="completed")
     assert post(fhir, closed).status_code == 201  # history, not an open plan
 
 
-def test_updating_the_plan_itself_is_not_a_clash(fhir):
-    person = f"Patient/{unique('p-')}"
+def test_updating_the_plan_itself_is_not_a_clash(fhir, hold_referenced):
+    person = someone(hold_referenced)
     created = post(fhir, plan(person, "2026-01-01", "2026-12-31")).json()
     changed = dict(created, description="Updated after the review meeting.")
     r = fhir.put(f"/CarePlan/{created['id']}", json=changed, headers=JSON)
     assert r.status_code == 200, r.text
 
 
-def test_two_plans_written_at_once_cannot_both_pass(fhir, hub_url):
-    person = f"Patient/{unique('p-')}"
+def test_two_plans_written_at_once_cannot_both_pass(fhir, hub_url, hold_referenced):
+    person = someone(hold_referenced)
     barrier = threading.Barrier(2)
     statuses: list[int] = []
 

@@ -99,7 +99,8 @@ def test_update_with_stale_if_match_is_412_and_changes_nothing(fhir):
 
 
 def test_two_concurrent_writers_with_same_version_one_gets_412(fhir, hub_url):
-    plan = create(fhir, care_plan("Patient/someone"))
+    person = create(fhir, patient())
+    plan = create(fhir, care_plan(f"Patient/{person['id']}"))
     barrier = threading.Barrier(2)
     statuses: list[int] = []
 
@@ -258,8 +259,9 @@ def test_conditional_update_creates_then_updates(fhir):
 
 def test_type_and_system_history_page_with_next_links(fhir):
     family = unique("hist-")
+    person = create(fhir, patient())
     for _ in range(3):
-        create(fhir, goal("Patient/x", text=family))
+        create(fhir, goal(f"Patient/{person['id']}", text=family))
     page = fhir.get("/Goal/_history", params={"_count": 2}).json()
     assert page["type"] == "history"
     assert len(page["entry"]) == 2

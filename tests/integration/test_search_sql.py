@@ -13,12 +13,16 @@ from psycopg.types.json import Json
 from hub.search.extract import TABLE_COLUMNS, index_rows
 from hub.search.parse import parse_search
 from hub.search.sql import (
+
     build_count_sql,
     build_include_sql,
     build_revinclude_sql,
     build_search_sql,
     known_total,
 )
+from hub.search.access import Access
+
+SYSTEM = Access.system()
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +146,7 @@ def conn(db: str):
 def search(conn: psycopg.Connection, res_type: str, query: str, **kwargs: Any) -> list[str]:
     """Ids of the page for `query` ("a=b&c=d"), in result order."""
     req = parse_search(res_type, _pairs(query), strict=True)
-    sql, params = build_search_sql(req, **kwargs)
+    sql, params = build_search_sql(req, access=SYSTEM, **kwargs)
     return [row[0] for row in conn.execute(sql, params)]
 
 
@@ -317,12 +321,12 @@ def test_paging_and_totals(conn: psycopg.Connection) -> None:
     assert search(conn, "Patient", "_sort=_id&_count=2", extra_row=True) == ["p1", "p2", "p3"]
 
     req = parse_search("Patient", _pairs("gender=female&_count=1"))
-    sql, params = build_search_sql(req, with_total=True)
+    sql, params = build_search_sql(req, with_total=True, access=SYSTEM)
     rows = conn.execute(sql, params).fetchall()
     assert [(r[0], r[-1]) for r in rows] == [("p3", 2)]
     assert rows[0][1] == 1 and isinstance(rows[0][2], datetime) and '"Smithson"' in rows[0][3]
 
-    sql, params = build_count_sql(req)
+    sql, params = build_count_sql(req, access=SYSTEM)
     assert conn.execute(sql, params).fetchone()[0] == 2
     assert known_total(req, 1) is None
     assert known_total(parse_search("Patient", _pairs("_count=10")), 4) == 4
@@ -330,7 +334,7 @@ def test_paging_and_totals(conn: psycopg.Connection) -> None:
 
 def test_summary_count(conn: psycopg.Connection) -> None:
     req = parse_search("Patient", [("_summary", "count"), ("gender", "female,male")])
-    sql, params = build_search_sql(req)
+    sql, params = build_search_sql(req, access=SYSTEM)
     assert conn.execute(sql, params).fetchall() == [(3,)]
 
 
@@ -341,30 +345,30 @@ def _included(conn: psycopg.Connection, built: tuple[str, list] | None) -> set[s
 
 def test_include(conn: psycopg.Connection) -> None:
     req = parse_search("Patient", _pairs("_include=Patient:general-practitioner&_include=Patient:organization"))
-    assert _included(conn, build_include_sql("Patient", ["p1", "p2"], req.include)) == {
+    assert _included(conn, build_include_sql("Patient", ["p1", "p2"], req.include, access=SYSTEM)) == {
         "Organization/org1", "Organization/org2"}
     req = parse_search("CarePlan", _pairs("_include=CarePlan:subject:Patient"))
-    assert _included(conn, build_include_sql("CarePlan", ["cp1", "cp3"], req.include)) == {"Patient/p1"}
+    assert _included(conn, build_include_sql("CarePlan", ["cp1", "cp3"], req.include, access=SYSTEM)) == {"Patient/p1"}
     req = parse_search("CarePlan", _pairs("_include=*"))
-    assert _included(conn, build_include_sql("CarePlan", ["cp1"], req.include)) == {"Patient/p1", "Goal/goal1"}
+    assert _included(conn, build_include_sql("CarePlan", ["cp1"], req.include, access=SYSTEM)) == {"Patient/p1", "Goal/goal1"}
     req = parse_search("CarePlan", _pairs("_include=CarePlan:subject:Group"))
-    assert _included(conn, build_include_sql("CarePlan", ["cp1"], req.include)) == set()
+    assert _included(conn, build_include_sql("CarePlan", ["cp1"], req.include, access=SYSTEM)) == set()
     # An include for another source type does not apply; nothing to run.
     req = parse_search("CarePlan", _pairs("_include=Goal:subject"))
-    assert build_include_sql("CarePlan", ["cp1"], req.include) is None
-    assert build_include_sql("CarePlan", [], parse_search("CarePlan", _pairs("_include=*")).include) is None
-    row = conn.execute(*build_include_sql("Patient", ["p2"], [req.include[0].__class__("Patient", "organization")])).fetchone()
+    assert build_include_sql("CarePlan", ["cp1"], req.include, access=SYSTEM) is None
+    assert build_include_sql("CarePlan", [], parse_search("CarePlan", _pairs("_include=*")).include, access=SYSTEM) is None
+    row = conn.execute(*build_include_sql("Patient", ["p2"], [req.include[0].__class__("Patient", "organization")], access=SYSTEM)).fetchone()
     assert row[:3] == ("Organization", "org1", 1) and '"Leeds GP"' in row[4]
 
 
 def test_revinclude(conn: psycopg.Connection) -> None:
     req = parse_search("CarePlan", _pairs("_revinclude=Provenance:target"))
-    assert _included(conn, build_revinclude_sql("CarePlan", ["cp1", "cp2"], req.revinclude)) == {"Provenance/prov1"}
+    assert _included(conn, build_revinclude_sql("CarePlan", ["cp1", "cp2"], req.revinclude, access=SYSTEM)) == {"Provenance/prov1"}
     req = parse_search("Patient", _pairs("_revinclude=CarePlan:subject&_revinclude=Goal:patient"))
-    assert _included(conn, build_revinclude_sql("Patient", ["p1"], req.revinclude)) == {
+    assert _included(conn, build_revinclude_sql("Patient", ["p1"], req.revinclude, access=SYSTEM)) == {
         "CarePlan/cp1", "CarePlan/cp3", "Goal/goal1", "Goal/goal2"}
     req = parse_search("Patient", _pairs("_revinclude=*"))
-    assert _included(conn, build_revinclude_sql("Patient", ["p2"], req.revinclude)) == {
+    assert _included(conn, build_revinclude_sql("Patient", ["p2"], req.revinclude, access=SYSTEM)) == {
         "CarePlan/cp2", "Observation/o3", "Observation/o4", "RiskAssessment/ra2"}
     req = parse_search("Patient", _pairs("_revinclude=Provenance:target:CarePlan"))
-    assert build_revinclude_sql("Patient", ["p1"], req.revinclude) is None
+    assert build_revinclude_sql("Patient", ["p1"], req.revinclude, access=SYSTEM) is None

@@ -154,3 +154,20 @@ def test_bundle_of_wrong_type_is_refused(fhir):
     assert r.status_code == 400
     r = fhir.post("", json=patient(), headers=JSON)
     assert r.status_code == 400
+
+
+def test_bundle_entries_run_through_the_same_interactions_as_rest(fhir):
+    """A Bundle entry is an interaction like any other: it answers as REST would (304 for a
+    matching If-None-Match, 405 for the audit trail, which only the hub writes, 404 for a path
+    no interaction has), each in its own entry of a batch."""
+    person = fhir.post("/Patient", json=patient(family=unique("Entry")), headers=JSON).json()
+    audit = {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
+             "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}
+    r = fhir.post("", headers=JSON, json={"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Patient/{person['id']}", "ifNoneMatch": '"1"'}},
+        {"resource": audit, "request": {"method": "POST", "url": "AuditEvent"}},
+        {"request": {"method": "GET", "url": "Patient/x/y/z"}},
+        {"request": {"method": "GET", "url": f"Patient/{person['id']}/$everything"}}]})
+    statuses = [e["response"]["status"][:3] for e in r.json()["entry"]]
+    assert statuses == ["304", "405", "404", "200"]
+    assert r.json()["entry"][3]["resource"]["type"] == "searchset"

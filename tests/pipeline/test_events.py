@@ -11,7 +11,8 @@ import pytest
 from hub.bus.replay import read_topic
 from hub.bus.topics import Topics
 from hub.pipeline.service import Relay
-from hub.store import repository
+from hub.search.access import Access
+from hub.store import resources as repository
 from tests.factories import patient
 from tests.pipeline.conftest import count, wait_for
 
@@ -45,12 +46,13 @@ def test_update_can_skip_content_that_has_not_changed(clean_db):
     async def scenario() -> tuple[int, str, int, int]:
         async with await psycopg.AsyncConnection.connect(clean_db) as conn:
             body = patient()
-            first, _ = await repository.update(conn, "Patient", "p-skip", dict(body), skip_unchanged=True)
+            first, _ = await repository.update(conn, "Patient", "p-skip", dict(body), skip_unchanged=True, access=Access.system())
             same, created = await repository.update(conn, "Patient", "p-skip",
-                                                    {**body, "meta": {"source": "elsewhere"}}, skip_unchanged=True)
+                                                    {**body, "meta": {"source": "elsewhere"}}, skip_unchanged=True, access=Access.system())
             changed, _ = await repository.update(conn, "Patient", "p-skip", {**body, "gender": "other"},
-                                                 skip_unchanged=True)
-            plain, _ = await repository.update(conn, "Patient", "p-skip", {**body, "gender": "other"})
+                                                 skip_unchanged=True, access=Access.system())
+            plain, _ = await repository.update(conn, "Patient", "p-skip", {**body, "gender": "other"},
+                                                access=Access.system())
             await conn.commit()
             assert not created
             return same.version, same.method, changed.version, plain.version

@@ -59,10 +59,16 @@ def _message(offset: int, source: str, key: str, resources: list[dict]) -> Messa
     return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
 
 
+def _goal(pid: str, goal_id: str) -> dict:
+    return {"resourceType": "Goal", "id": goal_id, "lifecycleStatus": "active",
+            "description": {"text": "Back to climbing"}, "subject": {"reference": f"Patient/{pid}"}}
+
+
 def _mod_part(offset: int, description: str = "What matters: getting back to climbing") -> Message:
-    return _message(offset, "mod", "mod-1", [_patient("mod-p"), _plan("mod-p", "mod-plan", "mod-welfare",
-                                                                         description=description,
-                                                                         goal="Goal/mod-goal")])
+    # The plan's goal travels with it: the recorder never writes a reference to nothing.
+    return _message(offset, "mod", "mod-1", [_patient("mod-p"), _goal("mod-p", "mod-goal"),
+                                             _plan("mod-p", "mod-plan", "mod-welfare", description=description,
+                                                   goal="Goal/mod-goal")])
 
 
 def _la_part(offset: int, amount: float = 5200.0) -> Message:

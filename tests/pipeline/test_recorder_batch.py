@@ -15,7 +15,7 @@ from hub.bus.envelope import Envelope
 from hub.bus.worker import Message
 from hub.fhir.identifiers import UNVERIFIED_NHS_NUMBER
 from hub.pipeline import recorder
-from hub.store import repository
+from hub.store import batch as store_batch
 from tests.pipeline.conftest import count
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -36,7 +36,7 @@ def _message(offset: int, source: str, patient_id: str, obs_id: str, *, identifi
 
 
 def _batch() -> list[Message]:
-    nhs = {"system": NHS, "value": "9434765919"}
+    nhs = {"system": NHS, "value": "9990000026"}
     return [
         _message(0, "src-a", "a1", "obs-a1", identifiers=[nhs]),
         # Another source's record of the same person, in the same batch: found by the NHS number
@@ -110,7 +110,7 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
     """Another writer creates a resource after the batch looked (an absent row cannot be
     locked): the batch's insert fails and the messages are recorded one at a time, on top."""
     url = clean_db
-    write_staged = repository.write_staged
+    write_staged = store_batch.write_staged
 
     async def racing(conn, staged, existing):
         with psycopg.connect(url, autocommit=True) as other:
@@ -118,7 +118,7 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
                           "VALUES ('Observation', 'obs-a2', 1, now(), '{}')")
         await write_staged(conn, staged, existing)
 
-    monkeypatch.setattr(repository, "write_staged", racing)
+    monkeypatch.setattr(store_batch, "write_staged", racing)
     assert asyncio.run(_record(url, [_batch()])) == []
     assert count(url, "SELECT version FROM resource WHERE res_type = 'Observation' AND res_id = 'obs-a2'") == 2
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
@@ -139,10 +139,12 @@ def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:
     return Message("bundles", 0, offset, envelope.key(), envelope.payload, envelope.headers(), 0)
 
 
-def test_overlapping_plans_from_the_pipeline_become_one_plan(clean_db):
+def test_overlapping_plans_from_the_pipeline_become_one_plan(clean_db, hold_referenced):
     """Two open plans for one person and overlapping periods in one batch: the second joins the
     first (hub.pipeline.plans), so the one-plan rule holds without refusing a source's words; a
     plan for a later period stays a plan of its own."""
+    example = json.loads(_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31").value)
+    hold_referenced([e["resource"] for e in example["entry"]])  # the plan's goals, team and funders
     batch = [_plan_message(0, "plan-2026", "2026-01-01", "2026-12-31"),
              _plan_message(1, "plan-2026-bis", "2026-06-01", "2027-05-31"),
              _plan_message(2, "plan-2028", "2028-01-01", "2028-12-31")]

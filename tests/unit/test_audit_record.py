@@ -139,3 +139,13 @@ def test_audit_search_parameters_become_conditions():
 def test_bad_audit_search_values_are_refused(pairs):
     with pytest.raises(FhirError):
         parse_audit_query(pairs, default_count=20, max_count=100)
+
+
+def test_a_nul_character_is_recorded_as_it_came_on_the_wire():
+    """The API refuses a NUL in a path or form (400), and the refusal is audited: the record must
+    be storable (PostgreSQL text holds no NUL), or it would hold up the writer's queue."""
+    record = build_record(method="POST", path="/fhir/Patient/a\x00b", query="name=x\x00y", status=400,
+                          recorded=MOMENT, state={}, address=None)
+    stored = [record.path, record.query, *record.entities, *record.patients]
+    assert all("\x00" not in value for value in stored)
+    assert record.path == "/fhir/Patient/a%00b" and record.query == "name=x%00y"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from hub.fhir.validation import validate
 from hub.pipeline.provenance import hub_provenance
-from hub.store.repository import Version
+from hub.store.resources import Version
 
 NOW = datetime(2026, 7, 20, 9, 15, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ from hub.search.extract import (
     compile_param,
     fhirpathpy_evaluator,
     index_rows,
-    parse_reference,
 )
+from hub.fhir.references import parse_reference
 from hub.search.pathwalk import UnsupportedExpression, compile_path, reference_type
 from hub.search.values import (
     DATE_MAX,

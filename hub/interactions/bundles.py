@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from hub.store.repository import Version, instant
+from hub.store.resources import Version, instant
 
 
 def _entry_text(base: str, version: Version, extra: dict) -> str:
@@ -73,7 +73,7 @@ def page_links(path: str, params: list[tuple[str, str]], offset: int, count: int
         return f"{path}?{urlencode(params + [('_offset', str(start))])}"
 
     links = [("self", at(offset))]
-    if offset + count < total:
+    if count > 0 and offset + count < total:  # _count=0 asks for the total alone: no next page
         links.append(("next", at(offset + count)))
     if offset > 0:
         links.append(("previous", at(max(0, offset - count))))

@@ -1,0 +1,12 @@
+"""Every `$operation` the hub serves, listed in one place (see README.md in this folder). The
+router finds an operation here by name; the HTTP layer makes its routes from this list; the
+CapabilityStatement advertises exactly what it holds."""
+from __future__ import annotations
+
+from hub.interactions.operations import everything, validate
+from hub.interactions.operations.operation import Operation
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in (
+    validate.OPERATION,
+    everything.OPERATION,
+)}

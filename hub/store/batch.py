@@ -1,0 +1,138 @@
+"""The recorder's batch write: every resource of a polled batch locked with one statement, the
+new versions worked out in memory, then written with one statement or COPY per table instead of
+~20 round trips per message (the API's interactions write through hub.store.resources).
+
+Always the hub's own work (trusted): what a batch holds came from the feeds through the
+pipeline. Its literal local references are still checked (hub.store.integrity), against the
+record and the batch itself, so no feed message leaves a reference pointing at nobody."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from hub.consent.grants import write_grants
+from hub.fhir import jsontext
+from hub.search.access import Access
+from hub.store import index, integrity
+from hub.store.plans import check_plans_written_together
+from hub.store.resources import Version, place_of, places, provenance_targets, same_content, stamp
+
+_LOCK_MANY = (
+    "SELECT r.res_type, r.res_id, r.version, r.deleted, r.content::text, r.last_updated "
+    "FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id) USING (res_type, res_id) "
+    "ORDER BY r.res_type, r.res_id FOR UPDATE OF r"
+)
+_UPDATE_MANY = (
+    "UPDATE resource r SET version = v.version, last_updated = v.last_updated, deleted = false, "
+    "content = v.content::json, patient_id = v.patient_id, part = v.part "
+    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]) "
+    "AS v(res_type, res_id, version, last_updated, content, patient_id, part) "
+    "WHERE r.res_type = v.res_type AND r.res_id = v.res_id"
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Staged:
+    """A version worked out in memory by stage(), written by write_staged()."""
+
+    version: Version
+    rows: index.Rows
+    part: str | None = None  # the record part (version.patient_id says whose record)
+    resource: dict[str, Any] | None = None  # as stamped, for the reference check
+
+
+async def lock_current(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
+    """Lock the rows of these (type, id) keys (in key order) and return their current versions,
+    deletion markers included; keys never written are absent."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    cur = await conn.execute(_LOCK_MANY, ([t for t, _ in ordered], [i for _, i in ordered]))
+    return {(t, i): Version(t, i, v, lu, c, d) for t, i, v, d, c, lu in await cur.fetchall()}
+
+
+def stage(res_type: str, res_id: str, resource: dict[str, Any], current: Version | None) -> Staged | None:
+    """update(skip_unchanged=True) worked out in memory against `current` (locked by
+    lock_current, or staged earlier in the same batch): None when the content is unchanged."""
+    if current is not None and not current.deleted and same_content(resource, current.content):
+        return None
+    version = 1 if current is None else current.version + 1
+    moment = datetime.now(UTC)
+    content = stamp(resource, res_id, version, moment)
+    rows = index.rows_for(resource)
+    patient_id, part = place_of(res_type, res_id, resource, rows.search)
+    return Staged(Version(res_type, res_id, version, moment, content, patient_id=patient_id), rows, part,
+                  resource)
+
+
+async def _place_provenance(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
+    """Provenance placed like its target, found in the batch itself or, failing that, in the
+    store (one query for the whole batch)."""
+    unplaced = [s for s in staged if s.version.res_type == "Provenance" and s.version.patient_id is None]
+    if not unplaced:
+        return staged
+    in_batch = {(s.version.res_type, s.version.res_id): (s.version.patient_id, s.part) for s in staged
+                if s.version.patient_id is not None}
+    wanted = sorted({k for s in unplaced for k in provenance_targets(s.rows.search) if k not in in_batch})
+    known = {**await places(conn, wanted), **in_batch}
+    unplaced_ids = {id(s) for s in unplaced}
+    placed = []
+    for s in staged:
+        if id(s) in unplaced_ids:
+            place = next((known[k] for k in provenance_targets(s.rows.search) if k in known), None)
+            if place is not None:
+                s = replace(s, version=replace(s.version, patient_id=place[0]), part=place[1])
+        placed.append(s)
+    return placed
+
+
+async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: set[tuple[str, str]]) -> None:
+    """Write staged versions in order: every version (and its change event) with one COPY each,
+    each resource's current row and index once, for its last version. `existing` holds the keys
+    that had a row before the batch (updated in place; the others are inserted). Refused whole
+    (FhirError) when a resource refers to something neither the record nor the batch holds."""
+    if not staged:
+        return
+    staged = await _place_provenance(conn, staged)
+    last: dict[tuple[str, str], Staged] = {}
+    for s in staged:
+        last[(s.version.res_type, s.version.res_id)] = s
+    await integrity.check_references(
+        conn, Access.system(),
+        [integrity.Written(s.resource, *key) for key, s in last.items() if s.resource is not None],
+        pending=set(last))
+    await check_plans_written_together(conn, [(jsontext.loads(s.version.content), s.version.res_id)
+                                              for s in last.values() if s.version.res_type == "CarePlan"])
+    updated = [s.version for k, s in last.items() if k in existing]
+    inserted = [s.version for k, s in last.items() if k not in existing]
+    async with conn.cursor() as cur:
+        if updated:
+            types, ids = [v.res_type for v in updated], [v.res_id for v in updated]
+            parts = [last[(v.res_type, v.res_id)].part for v in updated]
+            await cur.execute(_UPDATE_MANY, (types, ids, [v.version for v in updated],
+                                             [v.last_updated for v in updated], [v.content for v in updated],
+                                             [v.patient_id for v in updated], parts))
+            await cur.execute(index.DELETE_INDEX_MANY, (types, ids))
+        if inserted:
+            async with cur.copy("COPY resource (res_type, res_id, version, last_updated, deleted, content, "
+                                "patient_id, part) FROM STDIN") as copy:
+                for v in inserted:
+                    await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.content,
+                                          v.patient_id, last[(v.res_type, v.res_id)].part))
+        async with cur.copy("COPY resource_version (res_type, res_id, version, last_updated, deleted, method, "
+                            "content, patient_id, part) FROM STDIN") as copy:
+            for s in staged:
+                v = s.version
+                await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.method, v.content,
+                                      v.patient_id, s.part))
+        async with cur.copy("COPY outbox (res_type, res_id, version, method, patient_id, part) FROM STDIN") as copy:
+            for s in staged:
+                v = s.version
+                await copy.write_row((v.res_type, v.res_id, v.version, v.method, v.patient_id, s.part))
+    await index.copy_rows(conn, {key: s.rows for key, s in last.items()})
+    for (res_type, res_id), s in last.items():
+        if res_type == "Consent":
+            await write_grants(conn, res_id, jsontext.loads(s.version.content), s.version.patient_id)

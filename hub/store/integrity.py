@@ -1,0 +1,130 @@
+"""Referential integrity: a literal local reference in a write (`Patient/123`,
+`Patient/123/_history/2`) must name a resource the record holds and has not deleted, and a
+resource that current resources still refer to is not deleted out from under them.
+
+Contained (`#id`), absolute and logical (identifier-only) references are not checked: they
+name nothing on this server. A reference the caller may not see is treated exactly as a
+missing one (the same 422, the same words), so a write cannot be used to learn that, say, a
+safeguarding record exists."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from hub.fhir.errors import FhirError, Issue
+from hub.fhir.references import LocalReference, literal_references
+from hub.search.access import Access, visible_sql
+
+# How many referrers a refused delete names.
+MAX_REFERRERS = 10
+
+
+@dataclass(slots=True, frozen=True)
+class Written:
+    """A resource about to be written (or just written, in a transaction checked at its end),
+    under the id it is stored as, with a prefix for the location of each problem
+    (`Bundle.entry[2]`, or "" for a plain write)."""
+
+    resource: dict[str, Any]
+    res_type: str
+    res_id: str
+    where: str = ""
+    # References the stored version already makes (`current_links`): an update that carries
+    # them over unchanged is not judged on them again — they were checked when written, and a
+    # client re-sending a plan it was given must not be refused for a part it may not see.
+    kept: frozenset[tuple[str, str]] = frozenset()
+
+
+async def check_references(conn: AsyncConnection, access: Access, writes: Iterable[Written], *,
+                           pending: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
+    """422 `processing` naming each element whose literal local reference resolves to nothing
+    the caller may see. A reference to the resource itself, or to a key in `pending` (what
+    the same batch writes), resolves."""
+    wanted: list[tuple[Written, LocalReference]] = []
+    for write in writes:
+        for ref in literal_references(write.resource):
+            key = (ref.res_type, ref.res_id)
+            if key == (write.res_type, write.res_id) and ref.version is None:
+                continue
+            if key in pending or (ref.version is None and key in write.kept):
+                continue
+            wanted.append((write, ref))
+    if not wanted:
+        return
+    found = await _resolvable(conn, access, {(r.res_type, r.res_id, r.version) for _, r in wanted})
+    issues = []
+    for write, ref in wanted:
+        if (ref.res_type, ref.res_id, ref.version) not in found:
+            element = ref.element
+            if write.where:  # Goal.subject → Bundle.entry[2].resource.subject
+                element = f"{write.where}.resource{element[len(write.res_type):]}"
+            issues.append(Issue("processing", f"{element} refers to {ref.text}, which is not a resource "
+                                "in the record (it does not exist, was deleted, or is not visible to "
+                                "this client)", element))
+    if issues:
+        raise FhirError("processing", issues[0].diagnostics, issues=issues, status=422)
+
+
+async def _resolvable(conn: AsyncConnection, access: Access,
+                      keys: set[tuple[str, str, str | None]]) -> set[tuple[str, str, str | None]]:
+    """The keys that name a current (and, with a version, existing) resource `access` may see."""
+    ordered = sorted(keys, key=lambda k: (k[0], k[1], k[2] or ""))
+    visible = visible_sql(access, "v")
+    predicate, params = visible if visible is not None else ("TRUE", [])
+    # The version named, else the current one; judged by that version's own record part.
+    cur = await conn.execute(
+        "SELECT k.t, k.i, k.v FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, i, v) "
+        "JOIN resource r ON r.res_type = k.t AND r.res_id = k.i AND NOT r.deleted "
+        "JOIN resource_version v ON v.res_type = k.t AND v.res_id = k.i "
+        " AND v.version = CASE WHEN k.v ~ '^[0-9]{1,9}$' THEN k.v::int ELSE r.version END "
+        f" AND (k.v IS NULL OR k.v ~ '^[0-9]{{1,9}}$') AND NOT v.deleted WHERE {predicate}",
+        [[k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered], *params])
+    return {(t, i, v) for t, i, v in await cur.fetchall()}
+
+
+async def current_links(conn: AsyncConnection, res_type: str, res_id: str) -> frozenset[tuple[str, str]]:
+    """The unversioned local references the stored current version of a resource makes."""
+    cur = await conn.execute("SELECT target_type, target_id FROM resource_link WHERE res_type = %s AND res_id = %s",
+                             (res_type, res_id))
+    return frozenset((t, i) for t, i in await cur.fetchall())
+
+
+async def referrers(conn: AsyncConnection, res_type: str, res_id: str) -> list[tuple[str, str]]:
+    """(type, id) of current resources other than itself that refer to `res_type/res_id`
+    (unversioned), a few more than a refusal names, oldest type and id first."""
+    cur = await conn.execute(
+        "SELECT DISTINCT res_type, res_id FROM resource_link WHERE target_type = %s AND target_id = %s "
+        "AND NOT (res_type = %s AND res_id = %s) ORDER BY 1, 2 LIMIT %s",
+        (res_type, res_id, res_type, res_id, MAX_REFERRERS * 5))
+    return [(t, i) for t, i in await cur.fetchall()]
+
+
+async def check_delete(conn: AsyncConnection, access: Access, res_type: str, res_id: str, *,
+                       where: str = "") -> None:
+    """409 `conflict` when current resources still refer to the resource, naming up to ten of
+    those `access` may see (only those: the refusal names nothing the caller could not read)."""
+    found = await referrers(conn, res_type, res_id)
+    if not found:
+        return
+    shown = await _visible_of(conn, access, found)
+    named = ", ".join(f"{t}/{i}" for t, i in shown[:MAX_REFERRERS])
+    more = " and others" if len(found) > len(shown[:MAX_REFERRERS]) else ""
+    by = f": {named}{more}" if named else ""
+    raise FhirError("conflict", f"{res_type}/{res_id} cannot be deleted while current resources refer to "
+                    f"it{by} (delete or repoint them first)", status=409, expression=where or None)
+
+
+async def _visible_of(conn: AsyncConnection, access: Access, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    visible = visible_sql(access, "r")
+    if visible is None:
+        return keys
+    predicate, params = visible
+    readable = access.types_with("r", sorted({t for t, _ in keys}))
+    cur = await conn.execute(
+        "SELECT r.res_type, r.res_id FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(t, i) "
+        f"ON r.res_type = k.t AND r.res_id = k.i WHERE NOT r.deleted AND {predicate} ORDER BY 1, 2",
+        [[t for t, _ in keys], [i for _, i in keys], *params])
+    return [(t, i) for t, i in await cur.fetchall() if readable is None or t in readable]
