@@ -15,8 +15,9 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from hub.fhir.errors import Issue
+from hub.fhir.validation.guide import CANONICAL_BASE
 from hub.fhir.validation.invariants import NATIVE
-from hub.fhir.validation.terminology import ValueSetIndex
+from hub.fhir.terminology import Expansion, NotExpandable, Terminology, UnknownValueSet
 
 Node = tuple[str, Any]                        # (FHIRPath location, JSON value)
 Filter = Callable[[Any], bool]
@@ -141,8 +142,10 @@ class CompiledProfile:
             elif key.startswith("pattern") and "sliceName" not in element:
                 self.checks.append(_pattern(rule, steps, value))
         binding = element.get("binding", {})
-        if binding.get("strength") == "required" and self._compiler.terminology.knows(binding.get("valueSet", "")):
-            self.checks.append(_binding(rule, steps, binding["valueSet"], self._compiler.terminology))
+        expansion = self._compiler.expansion(binding.get("valueSet", "")) \
+            if binding.get("strength") == "required" else None
+        if expansion is not None:
+            self.checks.append(_binding(rule, steps, binding["valueSet"], expansion))
         types = element.get("type", [])
         if steps[-1][2] and types:
             self.checks.append(_choice_types(rule, steps, [t["code"] for t in types]))
@@ -162,7 +165,7 @@ class CompiledProfile:
 class Compiler:
     """Compiles StructureDefinitions on first use and keeps them (extensions included)."""
 
-    def __init__(self, structure_definitions: dict[str, dict[str, Any]], terminology: ValueSetIndex) -> None:
+    def __init__(self, structure_definitions: dict[str, dict[str, Any]], terminology: Terminology) -> None:
         self.definitions = structure_definitions
         self.terminology = terminology
         self._compiled: dict[str, CompiledProfile] = {}
@@ -172,6 +175,16 @@ class Compiler:
         if compiled is None and url in self.definitions:
             compiled = self._compiled[url] = CompiledProfile(self.definitions[url], self)
         return compiled
+
+    def expansion(self, url: str) -> Expansion | None:
+        """The value set's codes, or None when it is not the guide's to enforce (an unknown or
+        unlistable value set: UK Core's, SNOMED CT's)."""
+        if not url.startswith(CANONICAL_BASE + "/"):
+            return None
+        try:
+            return self.terminology.expansion(url)
+        except (NotExpandable, UnknownValueSet):
+            return None
 
     def type_of(self, profile_url: str) -> str:
         if profile_url in self.definitions:
@@ -220,9 +233,9 @@ def _pattern(rule: str, steps: tuple[Step, ...], value: Any) -> Check:
     return check
 
 
-def _binding(rule: str, steps: tuple[Step, ...], valueset: str, terminology: ValueSetIndex) -> Check:
-    members = terminology.members(valueset)
-    codes = terminology.codes(valueset)
+def _binding(rule: str, steps: tuple[Step, ...], valueset: str, expansion: Expansion) -> Check:
+    members = frozenset((m.system, m.code) for m in expansion.members)
+    codes = frozenset(m.code for m in expansion.members)
 
     def check(walk: Walk, issues: list[Issue]) -> None:
         for location, node in walk.nodes(steps):
