@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.api import access, audit, capability, everything, health, oauth, openapi, operations, rest
+from hub.api import access, audit, capability, everything, health, oauth, openapi, operations, rest, terminology
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub.api.security import SecurityMiddleware
 from hub.auth.runtime import auth_runtime, revocations_followed
@@ -56,8 +56,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.auth = auth_runtime(settings)
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
-    # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
-    for module in (audit, operations, rest, everything, capability, health, oauth):
+    # operations before rest: /fhir/{type}/$validate, /fhir/ValueSet/$expand… must not be taken for
+    # anything else.
+    for module in (audit, operations, terminology, rest, everything, capability, health, oauth):
         _add_routes(app, module.router)
     _install_error_handlers(app)
     openapi.describe(app)

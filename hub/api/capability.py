@@ -9,6 +9,7 @@ from functools import lru_cache
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from hub.api import terminology
 from hub.api.formats import fhir_response, render, response_format, wants_pretty
 from hub.fhir.resources import SUPPORTED_TYPES
 from hub.fhir.validation import profiles_for
@@ -119,7 +120,7 @@ def _resource_entry(res_type: str) -> dict:
     profiles = profiles_for(res_type)
     if profiles:
         entry["supportedProfile"] = profiles
-    entry["operation"] = [_VALIDATE]
+    entry["operation"] = [_VALIDATE] + terminology.CAPABILITIES.get(res_type, [])
     if res_type == "Patient":
         entry["operation"].insert(0, {
             "name": "everything",
