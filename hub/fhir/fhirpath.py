@@ -268,7 +268,18 @@ class _Parser:
 
 # --- evaluation helpers -------------------------------------------------------------------------
 
-_CHOICE_SUFFIX = re.compile(r"[A-Z]")
+# The R4 data types a choice element can take, as they end its JSON name (valueQuantity): a key
+# is taken for `name[x]` only when what follows `name` is one of these (so `period` never finds
+# Timing's `periodUnit`, nor `value` a ValueSet's `valueSet`).
+CHOICE_TYPES = frozenset({
+    "Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
+    "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri", "Url", "Uuid",
+    "Address", "Age", "Annotation", "Attachment", "CodeableConcept", "Coding", "ContactPoint", "Count",
+    "Distance", "Duration", "HumanName", "Identifier", "Money", "Period", "Quantity", "Range", "Ratio",
+    "Reference", "SampledData", "Signature", "Timing", "ContactDetail", "Contributor", "DataRequirement",
+    "Expression", "ParameterDefinition", "RelatedArtifact", "TriggerDefinition", "UsageContext", "Dosage",
+    "Meta",
+})
 
 
 def _child(item: Any, name: str, out: list) -> None:
@@ -281,9 +292,10 @@ def _child(item: Any, name: str, out: list) -> None:
     extras = item.get("_" + name)
     if value is None and extras is None:
         for key in item:
-            if len(key) > len(name) and key.startswith(name) and _CHOICE_SUFFIX.match(key, len(name)):
-                value = item[key]
-                extras = item.get("_" + key)
+            plain = key[1:] if key[:1] == "_" else key
+            if len(plain) > len(name) and plain.startswith(name) and plain[len(name):] in CHOICE_TYPES:
+                value = item.get(plain)
+                extras = item.get("_" + plain)
                 break
         else:
             return

@@ -4,7 +4,7 @@ walk over its JSON guided by the compiled core definitions (hub.fhir.definitions
 - JSON as FHIR defines it (json.html): no empty arrays or objects, no `null` but where a
   primitive array lines up with its `_name` array, no `fhir_comments`, no empty strings; and what
   PostgreSQL cannot store or the hub cannot walk safely: no NUL character in any string, no
-  string over 1 MB, nothing nested deeper than MAX_DEPTH;
+  string over 1 MB, no number beyond PostgreSQL's numeric, nothing nested deeper than MAX_DEPTH;
 - ele-1: every element has a value or children other than its id;
 - required bindings on code, Coding, CodeableConcept (and Quantity): a code from the value set,
   or 422 `code-invalid` naming the FHIRPath location, the value and the value set's URL;
@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
 from hub.fhir import definitions
 from hub.fhir.errors import Issue
+from hub.fhir.jsontext import FhirDecimal
 from hub.fhir.fhirpath import Env, EvaluationError, FhirPathError, compare_values, compile_expression, truth
 from hub.fhir.fhirpath import _Parser as _FhirPathParser
 from hub.fhir.validation.narrative import check_div
 
 MAX_DEPTH = 100                 # JSON nesting levels (objects and arrays) in one resource
 MAX_STRING = 1024 * 1024        # characters (FHIR: strings SHALL NOT exceed 1 MB)
+_NUMERIC_DIGITS_BEFORE, _NUMERIC_DIGITS_AFTER = 131072, 16383   # PostgreSQL numeric (and jsonb)
 
 _PRIMITIVES = frozenset({
     "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id", "instant",
@@ -415,6 +418,12 @@ class Checker:
                     self.error("structure", where, f"a string SHALL NOT be longer than {MAX_STRING} characters")
                 elif element.binding is not None:
                     self.coded(element.binding, None, value, where, value)
+            elif type(value) is FhirDecimal or type(value) is Decimal:
+                if not value.is_finite() or value.adjusted() >= _NUMERIC_DIGITS_BEFORE \
+                        or -value.as_tuple().exponent > _NUMERIC_DIGITS_AFTER:
+                    self.error("structure", where, "the number is beyond what the hub can store (PostgreSQL "
+                               f"numeric: {_NUMERIC_DIGITS_BEFORE} digits before the point, "
+                               f"{_NUMERIC_DIGITS_AFTER} after)")
             elif isinstance(value, (dict, list)) and not value:
                 self.error("structure", where, "an object or array SHALL NOT be empty")
         elif kind == "complex" or kind == "extras":
