@@ -94,7 +94,7 @@ class Binding:
 
 
 class Element:
-    __slots__ = ("name", "type", "kind", "is_list", "binding", "constraints", "of_primitive")
+    __slots__ = ("name", "type", "kind", "is_list", "binding", "constraints", "of_primitive", "plain")
 
     def __init__(self, name: str, type_: str, kind: str, is_list: bool, binding: Binding | None,
                  constraints: list[Constraint], of_primitive: Element | None = None) -> None:
@@ -105,6 +105,8 @@ class Element:
         self.binding = binding
         self.constraints = constraints
         self.of_primitive = of_primitive
+        # A primitive with nothing to check but its text: the walk checks it inline (the hot path).
+        self.plain = kind == "primitive" and binding is None and not constraints
 
 
 class TypeDef:
@@ -349,15 +351,24 @@ def rules() -> CoreRules:
     return CoreRules()
 
 
+class Relocate(Exception):
+    """Raised by a walk that does not keep locations, at its first issue: walk again with them."""
+
+
 class Checker:
-    """One resource being checked: collects Issues (errors, and warnings when asked)."""
+    """One resource being checked: collects Issues (errors, and warnings when asked).
 
-    __slots__ = ("rules", "issues", "warnings")
+    A walk first runs without building the FHIRPath location of each node (`locate` false),
+    which is most of its cost for a valid resource; at the first issue it gives up (Relocate)
+    and `check` walks again with locations, so every issue still names where it is."""
 
-    def __init__(self, core: CoreRules, warnings: bool) -> None:
+    __slots__ = ("rules", "issues", "warnings", "locate")
+
+    def __init__(self, core: CoreRules, warnings: bool, locate: bool = True) -> None:
         self.rules = core
         self.issues: list[Issue] = []
         self.warnings = warnings
+        self.locate = locate or warnings
 
     def resource(self, resource: dict[str, Any], path: str, root: dict[str, Any] | None, depth: int) -> None:
         typedef = self.rules.types.get(resource.get("resourceType"))
@@ -372,6 +383,7 @@ class Checker:
         if depth > MAX_DEPTH:
             raise TooDeep(path)
         elements = typedef.elements
+        locate = self.locate
         for key, value in node.items():
             element = elements.get(key)
             if element is None:
@@ -384,23 +396,29 @@ class Checker:
             if element.is_list:
                 if type(value) is not list:
                     continue            # the structural check names it
-                where = f"{path}.{key}"
+                where = f"{path}.{key}" if locate else path
                 if not value:
                     self.error("structure", where, "an array SHALL NOT be empty (FHIR JSON)")
                     continue
                 if depth + 1 > MAX_DEPTH:
                     raise TooDeep(where)
+                plain = element.plain
                 for index, item in enumerate(value):
+                    if plain and type(item) is str and item and len(item) <= MAX_STRING and "\x00" not in item:
+                        continue
                     if item is None:
                         if not _has_partner(node, element, index):
                             self.error("structure", f"{where}[{index}]", "null is only allowed where the "
                                        f"_{key} array has extensions at the same position")
                         continue
-                    self.value(element, item, f"{where}[{index}]", env, depth + 2, node)
+                    self.value(element, item, f"{where}[{index}]" if locate else path, env, depth + 2, node)
+            elif element.plain and (type(value) is bool or (type(value) is str and value and len(value) <= MAX_STRING
+                                                             and "\x00" not in value)):
+                continue
             elif value is None:
                 self.error("structure", f"{path}.{key}", "null is not a FHIR value (leave the element out)")
             else:
-                self.value(element, value, f"{path}.{key}", env, depth + 1, node)
+                self.value(element, value, f"{path}.{key}" if locate else path, env, depth + 1, node)
         for constraint in typedef.constraints:
             if constraint.skip_unless is not None and constraint.skip_unless.isdisjoint(node):
                 continue
@@ -452,7 +470,10 @@ class Checker:
                 if "\x00" in value:
                     self.error("structure", where, "a string SHALL NOT contain the NUL character (U+0000)")
                 else:
-                    self.issues.extend(check_div(value, where))
+                    found = check_div(value, where)
+                    if found and not self.locate:
+                        raise Relocate
+                    self.issues.extend(found)
         for constraint in element.constraints:
             self.run(constraint, value, where, env)
 
@@ -515,6 +536,8 @@ class Checker:
         except (EvaluationError, TypeError, ValueError, ArithmeticError, KeyError, IndexError) as exc:
             held, note = False, f" (the rule could not be evaluated: {type(exc).__name__})"
         if not held:
+            if not self.locate:
+                raise Relocate
             self.issues.append(Issue("invariant", f"{where}: rule {constraint.key} failed: {constraint.human}{note}",
                                      where, severity=constraint.severity if constraint.severity == _WARNING
                                      else _ERROR))
@@ -536,6 +559,8 @@ class Checker:
                        "neither referred to from elsewhere in the resource nor refers to the resource containing it")
 
     def error(self, code: str, where: str, message: str) -> None:
+        if not self.locate:
+            raise Relocate
         self.issues.append(Issue(code, f"{where}: {message}", where))
 
 
@@ -571,9 +596,14 @@ def _short(text: str) -> str:
 
 def check(resource: dict[str, Any], *, warnings: bool = False) -> list[Issue]:
     """The base specification's issues with one resource (errors, plus warnings if asked)."""
-    checker = Checker(rules(), warnings)
+    start = resource.get("resourceType") or "Resource"
+    checker = Checker(rules(), warnings, locate=False)
     try:
-        checker.resource(resource, resource.get("resourceType") or "Resource", None, 1)
+        try:
+            checker.resource(resource, start, None, 1)
+        except (Relocate, TooDeep):
+            checker = Checker(rules(), warnings, locate=True)
+            checker.resource(resource, start, None, 1)
     except (TooDeep, RecursionError) as exc:
         where = exc.args[0] if isinstance(exc, TooDeep) else resource.get("resourceType")
         return [Issue("structure", f"{where}: the resource is nested more than {MAX_DEPTH} levels deep", where)]

@@ -34,12 +34,27 @@ class Walk:
 
     def __init__(self, root: Node) -> None:
         self.root = root
-        self._memo: dict[tuple, list[Node]] = {(): [root]}
+        self._memo: dict[tuple, Any] = {(): [root]}
 
     def nodes(self, steps: tuple[Step, ...]) -> list[Node]:
         found = self._memo.get(steps)
         if found is None:
-            found = self._memo[steps] = _children(self.nodes(steps[:-1]), steps[-1])
+            name, keep, choice = steps[-1]
+            if keep is None:
+                found = _children(self.nodes(steps[:-1]), steps[-1])
+            elif type(keep) is UrlSlice:   # an extension slice: the element's nodes grouped by url, once
+                whole = steps[:-1] + ((name, None, choice),)
+                groups = self._memo.get(("by-url", whole))
+                if groups is None:
+                    groups = {}
+                    for node in self.nodes(whole):
+                        if isinstance(node[1], dict):
+                            groups.setdefault(node[1].get("url"), []).append(node)
+                    self._memo[("by-url", whole)] = groups
+                found = groups.get(keep.url, [])
+            else:   # a slice by pattern: filter the element's nodes, found once for all its slices
+                found = [n for n in self.nodes(steps[:-1] + ((name, None, choice),)) if keep(n[1])]
+            self._memo[steps] = found
         return found
 
 
@@ -62,6 +77,38 @@ def _children(parents: list[Node], step: Step) -> list[Node]:
         elif keep is None or keep(value):
             out.append((f"{location}.{name}", value))
     return out
+
+
+class UrlSlice:
+    """The slice of an element (extension) whose items have one url."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, item: Any) -> bool:
+        return isinstance(item, dict) and item.get("url") == self.url
+
+
+def _count(node: dict, step: Step) -> int:
+    """How many values a node has for one step (what cardinality checks), building no locations."""
+    name, keep, choice = step
+    if choice:
+        key = _choice_key(node, name)
+        value = node[key] if key else None
+    else:
+        value = node.get(name)
+    if value is None:
+        return 0
+    if not isinstance(value, list):
+        return 1 if keep is None or keep(value) else 0
+    if keep is None:
+        return len(value)
+    if type(keep) is UrlSlice:
+        url = keep.url
+        return sum(1 for item in value if isinstance(item, dict) and item.get("url") == url)
+    return sum(1 for item in value if keep(item))
 
 
 def _choice_key(node: dict, name: str) -> str | None:
@@ -124,7 +171,7 @@ class CompiledProfile:
         profiles = [p for t in element.get("type", []) for p in t.get("profile", [])]
         url = profiles[0] if profiles else self._elements.get(f"{slice_id}.url", {}).get(
             "fixedUri", element["sliceName"])
-        return lambda item, u=url: isinstance(item, dict) and item.get("url") == u
+        return UrlSlice(url)
 
     def _compile(self, element: dict[str, Any]) -> None:
         element_id = element["id"]
@@ -207,7 +254,9 @@ def _cardinality(rule: str, steps: tuple[Step, ...], minimum: int, maximum: str)
         for location, parent in walk.nodes(parent_steps):
             if not isinstance(parent, dict):
                 continue
-            found = len(_children([(location, parent)], last))
+            found = _count(parent, last)
+            if minimum <= found and (limit is None or found <= limit):
+                continue
             where = f"{location}.{last[0]}"
             if found < minimum:
                 issues.append(Issue("required", f"{where}: {rule} needs at least {minimum}, found {found}", where))
