@@ -64,11 +64,7 @@ def _children(parents: list[Node], step: Step) -> list[Node]:
     for location, node in parents:
         if not isinstance(node, dict):
             continue
-        if choice:
-            key = _choice_key(node, name)
-            value = node[key] if key else None
-        else:
-            value = node.get(name)
+        value = _value_of(node, name, choice)
         if value is None:
             continue
         if isinstance(value, list):
@@ -94,11 +90,7 @@ class UrlSlice:
 def _count(node: dict, step: Step) -> int:
     """How many values a node has for one step (what cardinality checks), building no locations."""
     name, keep, choice = step
-    if choice:
-        key = _choice_key(node, name)
-        value = node[key] if key else None
-    else:
-        value = node.get(name)
+    value = _value_of(node, name, choice)
     if value is None:
         return 0
     if not isinstance(value, list):
@@ -109,6 +101,14 @@ def _count(node: dict, step: Step) -> int:
         url = keep.url
         return sum(1 for item in value if isinstance(item, dict) and item.get("url") == url)
     return sum(1 for item in value if keep(item))
+
+
+def _value_of(node: dict, name: str, choice: bool) -> Any:
+    """The JSON value of element `name` (of `name[x]`, whichever type it takes, for a choice)."""
+    if choice:
+        key = _choice_key(node, name)
+        return node[key] if key else None
+    return node.get(name)
 
 
 def _choice_key(node: dict, name: str) -> str | None:
