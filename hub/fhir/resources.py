@@ -16,7 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hub.fhir.errors import FhirError, Issue
-from hub.fhir.validation import check_profiles, core
+from hub.fhir.validation import check_profiles, core, validator
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -62,6 +62,14 @@ def require_valid_id(res_id: str) -> None:
 @cache
 def _model(res_type: str):
     return get_fhir_model_class(res_type)
+
+
+def prepare() -> None:
+    """Compile every rule the check uses (the R4 core and the IPC guide: about a second) now, at a
+    process's start, so that no request or message waits for it and the compiled rules are in
+    the heap settle_heap freezes."""
+    core.rules()
+    validator()
 
 
 def check_structure(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
