@@ -25,7 +25,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["Env", "FhirPathError", "NoValue", "compare_values", "compile_expression", "truth"]
+__all__ = ["Env", "EvaluationError", "FhirPathError", "NoValue", "compare_values", "compile_expression", "parse", "truth"]
 
 
 class FhirPathError(ValueError):
@@ -484,6 +484,11 @@ def _type_of(value: Any) -> set[str]:
 
 # --- compiling the tree into closures ------------------------------------------------------------
 
+def parse(expression: str) -> tuple:
+    """The expression's tree: nested tuples, (kind, ...), as `compile_expression` compiles it."""
+    return _Parser(expression).parse()
+
+
 def compile_expression(expression: str, *, as_validator: bool = False) -> Fn:
     """The expression as `fn(focus: list, env: Env) -> list`; FhirPathError if unsupported.
 
@@ -491,7 +496,7 @@ def compile_expression(expression: str, *, as_validator: bool = False) -> Fn:
     endsWith and contains on an empty input give false rather than empty (so ref-1,
     `reference.startsWith('#').not() or ...`, holds for a Reference with no `reference`).
     Without it the result is FHIRPath's to the letter (what the oracle tests compare)."""
-    tree = _Parser(expression).parse()
+    tree = parse(expression)
     if as_validator:
         tree = _validator_strings(tree)
     return _compile(tree)

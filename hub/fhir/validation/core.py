@@ -32,8 +32,7 @@ from typing import Any
 from hub.fhir import definitions
 from hub.fhir.errors import Issue
 from hub.fhir.jsontext import FhirDecimal
-from hub.fhir.fhirpath import Env, EvaluationError, FhirPathError, compare_values, compile_expression, truth
-from hub.fhir.fhirpath import _Parser as _FhirPathParser
+from hub.fhir.fhirpath import Env, EvaluationError, FhirPathError, compare_values, compile_expression, parse, truth
 from hub.fhir.validation.narrative import check_div
 
 MAX_DEPTH = 100                 # JSON nesting levels (objects and arrays) in one resource
@@ -236,7 +235,7 @@ def _keys_read(expression: str, typedef: dict[str, Any]) -> frozenset[str] | Non
     """The JSON keys of its context node an expression reads, or None when it reads more than
     named elements (the node itself, $this, children(), %resource…)."""
     names: set[str] = set()
-    if not _collect(_FhirPathParser(expression).parse(), names):
+    if not _collect(parse(expression), names):
         return None
     keys: set[str] = set()
     elements = typedef.get("elements", {})
