@@ -62,9 +62,10 @@ class Validator:
 
     def __init__(self, guide: Guide) -> None:
         self.guide = guide
-        self.terminology = tx.Terminology([*guide.code_systems.values(), *guide.value_sets.values()],
-                                          fallback=tx.core)
-        self.compiler = Compiler(guide.structure_definitions, self.terminology)
+        # The guide's own terminology, without the core behind it: its bindings name only its own
+        # ValueSets, and the core's 20,000 concepts would cost every process ~35 MB for nothing.
+        own = tx.Terminology([*guide.code_systems.values(), *guide.value_sets.values()])
+        self.compiler = Compiler(guide.structure_definitions, own)
         self.scopes: dict[str, list[tuple[Scope, str]]] = {}
         for sd in guide.profiles():
             for scope in _scopes_of(sd):
@@ -145,9 +146,12 @@ def check_profiles(resource: dict[str, Any], *, profile: str | None = None, warn
     return issues if warnings else [i for i in issues if i.severity == "error"]
 
 
+@lru_cache(maxsize=1)
 def terminology() -> tx.Terminology:
-    """The guide's CodeSystems and ValueSets, with the R4 core behind them."""
-    return validator().terminology
+    """The guide's CodeSystems and ValueSets with the R4 core behind them, for the terminology
+    operations (the core loads on the first question that needs it)."""
+    guide = load_guide()
+    return tx.Terminology([*guide.code_systems.values(), *guide.value_sets.values()], fallback=tx.core)
 
 
 def profiles_for(res_type: str) -> list[str]:
