@@ -16,7 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hub.fhir.errors import FhirError, Issue
-from hub.fhir.validation import check_profiles, core, validator
+from hub.fhir.validation import check_profiles, core, core_rules, validator
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -68,7 +68,7 @@ def prepare() -> None:
     """Compile every rule the check uses (the R4 core and the IPC guide: about a second) now, at a
     process's start, so that no request or message waits for it and the compiled rules are in
     the heap settle_heap freezes."""
-    core.rules()
+    core_rules.rules()
     validator()
 
 

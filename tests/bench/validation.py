@@ -23,7 +23,7 @@ from typing import Any
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.resources import _model, check_structure, examine
-from hub.fhir.validation import check_profiles, core, validator
+from hub.fhir.validation import check_profiles, core, core_rules, validator
 from hub.fhir.xml import xml_to_json
 from hub.runtime.process import settle_heap
 from tests.shared_data import UKCORE_EXAMPLES
@@ -88,7 +88,7 @@ def run(ctx: Any = None, args: Any = None) -> dict:
     repeats = 5 if getattr(ctx, "quick", False) else 20
     corpora = {"guide": _guide(), "ukcore": _ukcore()}
     validator()
-    core.rules()
+    core_rules.rules()
     settle_heap()                          # as `ipc-hub api` and the workers run
     results = {name: measure(resources, repeats) for name, resources in corpora.items()}
     weight = {name: figures["resources"] for name, figures in results.items()}

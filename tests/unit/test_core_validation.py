@@ -12,7 +12,8 @@ from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.jsontext import FhirDecimal
 from hub.fhir.resources import check_structure, examine
-from hub.fhir.validation.core import MAX_DEPTH, Binding, Checker, rules
+from hub.fhir.validation.core import MAX_DEPTH, Checker
+from hub.fhir.validation.core_rules import Binding, rules
 from hub.fhir.xml import xml_to_json
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Okafor", "given": ["Dee"]}], "gender": "female"}

@@ -15,7 +15,7 @@ from fhirpathpy import evaluate as fhirpathpy_evaluate
 from fhirpathpy.models import models
 
 from hub.fhir.fhirpath import Env, FhirPathError, NoValue, compile_expression, truth
-from hub.fhir.validation.core import PYTHON_RULES, rules
+from hub.fhir.validation.core_rules import PYTHON_RULES, rules
 from tests.fhir_corpus import resources
 
 R4 = models["r4"]
