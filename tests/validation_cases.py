@@ -97,7 +97,9 @@ MUTATIONS = {
     "goal-wrong-life-area": ("Goal-veteran-goal-home",
                              _set(lambda r: r["category"][0]["coding"][0].update(code="housing")),
                              "ipc-life-area", "Goal.category[0]"),
-    "goal-without-own-words": ("Goal-adult-goal-pas", _set(lambda r: r["description"].pop("text")),
+    "goal-without-own-words": ("Goal-adult-goal-pas",
+                               _set(lambda r: r.update(description={"coding": [{
+                                   "system": "http://snomed.info/sct", "code": "713458007"}]})),
                                "Goal.description.text", "Goal.description.text"),
     "carer-wrong-willingness": ("RelatedPerson-adult-wife",
                                 _set(lambda r: _ext(r, "caring-role")[0]["extension"][1]["valueCodeableConcept"]

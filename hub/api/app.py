@@ -20,6 +20,7 @@ from hub.api.security import SecurityMiddleware
 from hub.auth.runtime import auth_runtime, revocations_followed
 from hub.config import Settings
 from hub.fhir.errors import FhirError, Issue, operation_outcome
+from hub.fhir.resources import prepare as prepare_validation
 from hub.fhir.validation import load_guide
 from hub.interactions.context import Database
 from hub.runtime.process import settle_heap
@@ -58,6 +59,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     access.check_settings(settings)  # a bad HUB_CONSENT_DEFAULTS stops start-up, not a request
+    prepare_validation()             # the validation rules, compiled now rather than on the first write
     app.state.auth = auth_runtime(settings)
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.

@@ -70,8 +70,8 @@ async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
     if kind == XML:
         return xml_to_json(bytes(body))
     try:
-        parsed = jsontext.loads(body)
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN
+        parsed = jsontext.parse(bytes(body))
+    except ValueError as exc:  # JSONDecodeError, not UTF-8, a property twice, NaN, too deep
         raise FhirError("structure", f"the body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise FhirError("structure", "the body must be a JSON object holding one FHIR resource")

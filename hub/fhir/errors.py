@@ -30,7 +30,7 @@ _STATUS_BY_CODE = {
     "timeout": 504,
     "transient": 503,
     "incomplete": 400,
-    "code-invalid": 400,
+    "code-invalid": 422,
     "extension": 400,
     "lock-error": 409,
     "no-store": 500,

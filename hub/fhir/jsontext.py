@@ -75,6 +75,30 @@ def loads(data: bytes | str) -> Any:
     return json.loads(data, parse_float=FhirDecimal, parse_constant=_no_constants)
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"the property '{twice[:60]}' appears more than once in one object")
+    return obj
+
+
+def parse(data: bytes) -> Any:
+    """Parse a body from outside as FHIR JSON (json.html): UTF-8 only (a leading byte order mark
+    is allowed), no property twice in one object, decimals as FhirDecimal. ValueError with the
+    reason otherwise, including nesting too deep to parse."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"), parse_float=FhirDecimal, parse_constant=_no_constants,
+                          object_pairs_hook=_unique)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
 def dumps(value: Any, *, pretty: bool = False) -> bytes:
     """Serialise JSON compactly (or indented), decimals with their exact digits."""
     return orjson.dumps(value, default=json_default, option=orjson.OPT_INDENT_2 if pretty else 0)

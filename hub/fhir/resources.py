@@ -1,5 +1,5 @@
-"""What the hub accepts as a FHIR R4 resource: the supported types and the structural check
-every write passes before it is stored.
+"""What the hub accepts as a FHIR R4 resource: the supported types and the check every write
+passes before it is stored (`check_structure`, and `examine` for $validate).
 
 Structure is checked with the fhir.resources R4B models, whose resources share R4 4.0.1's
 structure (the version UK Core uses). The hub stores the JSON the client sent, not the model's
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -17,7 +16,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hub.fhir.errors import FhirError, Issue
-from hub.fhir.validation import check_profiles
+from hub.fhir.validation import check_profiles, core, core_rules, validator
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -65,15 +64,69 @@ def _model(res_type: str):
     return get_fhir_model_class(res_type)
 
 
-def check_structure(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-    """Refuse anything that is not a structurally valid resource of the expected type.
+def prepare() -> None:
+    """Compile every rule the check uses (the R4 core and the IPC guide: about a second) now, at a
+    process's start, so that no request or message waits for it and the compiled rules are in
+    the heap settle_heap freezes."""
+    core_rules.rules()
+    validator()
 
-    Then the IPC profiles (hub.fhir.validation): those the resource claims and those whose scope it
-    is in; a breach is refused with 422 before anything is stored.
+
+def check_structure(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
+    """Refuse anything the hub must not store, before anything is stored; every write path calls
+    this (REST create and update, transaction and batch entries, the recorder).
 
     Returns the resource (unchanged) so callers can chain; raises FhirError naming each problem
-    with its FHIRPath location.
+    with its FHIRPath location: 400 for what is not FHIR (syntax, structure), 422 for a rule it
+    breaks (a required binding, an invariant, an IPC profile). `examine` gives the same verdict
+    with warnings besides, for $validate.
     """
+    issues, status = examine(resource, expected_type)
+    if status is not None:
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        raise FhirError(errors[0].code, errors[0].diagnostics, status=status, issues=errors)
+    return resource
+
+
+def examine(resource: Any, expected_type: str | None = None, *, warnings: bool = False,
+            profile: str | None = None) -> tuple[list[Issue], int | None]:
+    """Every issue with a resource and the status a write of it would be refused with (None: it
+    would be accepted). In order, each stage stopping the next when it finds an error:
+
+    1. the envelope: a JSON object of a supported type with a valid id;
+    2. the base specification (hub.fhir.validation.core): JSON syntax, NUL characters, nesting,
+       ele-1 (400); required bindings and invariants (422, reported after the structure);
+    3. the structure (fhir.resources R4B models): elements, types, cardinality, formats (400);
+    4. the IPC profiles (hub.fhir.validation): those claimed and those in scope (422), or only
+       `profile` when one is named ($validate's parameter).
+    """
+    try:
+        res_type = _envelope(resource, expected_type)
+    except FhirError as exc:
+        return exc.issues, exc.status
+    found = core.check(resource, warnings=warnings)
+    errors = [i for i in found if i.severity == "error"]
+    if any(_STATUS_OF.get(i.code, 400) == 400 for i in errors):
+        return found, 400
+    try:
+        _model(res_type).model_validate(resource)
+    except ValidationError as exc:
+        return _issues_from(res_type, exc), 400
+    except RecursionError:
+        return [Issue("structure", f"{res_type}: the resource is nested too deeply", res_type)], 400
+    if errors:
+        return found, 422
+    checked = check_profiles(resource, profile=profile, warnings=warnings)
+    found += checked
+    if any(i.severity == "error" for i in checked):
+        return found, 422
+    return found, None
+
+
+_STATUS_OF = {"code-invalid": 422, "invariant": 422}
+
+
+def _envelope(resource: Any, expected_type: str | None) -> str:
     if not isinstance(resource, dict):
         raise FhirError("structure", "the body must be a JSON object holding one FHIR resource")
     res_type = resource.get("resourceType")
@@ -86,44 +139,7 @@ def check_structure(resource: Any, expected_type: str | None = None) -> dict[str
     res_id = resource.get("id")
     if res_id is not None and (not isinstance(res_id, str) or not ID_PATTERN.match(res_id)):
         raise FhirError("value", f"'{str(res_id)[:80]}' is not a valid FHIR id", expression=f"{res_type}.id")
-    try:
-        _model(res_type).model_validate(resource)
-    except ValidationError as exc:
-        raise FhirError("structure", f"{res_type} is not valid FHIR R4",
-                        issues=_issues_from(res_type, exc)) from None
-    broken = list(_periods_ending_before_start(resource, res_type))
-    if broken:
-        raise FhirError("invariant", "a period ends before it starts (FHIR invariant per-1)",
-                        issues=[Issue("invariant", f"{where}: end {end} is before start {start} "
-                                      "(FHIR invariant per-1)", where) for where, start, end in broken])
-    check_profiles(resource)
-    return resource
-
-
-def _periods_ending_before_start(node: Any, path: str):
-    """Every {start, end} pair (Period, and the start/end of e.g. Appointment) whose end is
-    earlier than its start: a date entered the wrong way round makes a plan look expired."""
-    if isinstance(node, dict):
-        start, end = node.get("start"), node.get("end")
-        if isinstance(start, str) and isinstance(end, str) and _before(end, start):
-            yield path, start, end
-        for key, value in node.items():
-            if isinstance(value, (dict, list)):
-                yield from _periods_ending_before_start(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from _periods_ending_before_start(item, f"{path}[{index}]")
-
-
-def _before(end: str, start: str) -> bool:
-    """True only when `end` is certainly earlier than `start` (partial dates compare by the
-    precision both share)."""
-    try:
-        return datetime.fromisoformat(end.replace("Z", "+00:00")) < datetime.fromisoformat(
-            start.replace("Z", "+00:00"))
-    except (ValueError, TypeError):
-        shared = min(len(end), len(start), 10)
-        return shared >= 4 and end[:shared] < start[:shared]
+    return res_type
 
 
 def _issues_from(res_type: str, exc: ValidationError) -> list[Issue]:

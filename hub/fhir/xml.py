@@ -258,9 +258,25 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
+_DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
+
+
+def _require_utf8(data: bytes) -> None:
+    """FHIR XML is UTF-8 (xml.html): a UTF-16 or UTF-32 body, or one declaring another encoding,
+    is refused rather than transcoded (a leading UTF-8 byte order mark is allowed)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff", b"\x00\x00", b"<\x00", b"\x00<")):
+        raise FhirError("structure", "FHIR XML must be encoded as UTF-8 (this body is UTF-16 or UTF-32)")
+    declared = _DECLARED_ENCODING.match(data.removeprefix(b"\xef\xbb\xbf"))
+    if declared and declared.group(1).decode("ascii", "replace").lower() not in ("utf-8", "utf8"):
+        raise FhirError("structure", f"FHIR XML must be encoded as UTF-8, not "
+                        f"'{declared.group(1).decode('ascii', 'replace')[:20]}'")
+
+
 def _parse(data: bytes | str, what: str, expression: str | None = None) -> etree._Element:
     """Parse untrusted XML; a document with a DOCTYPE is refused outright (FHIR has none,
     and it is where entity-expansion and XXE attacks live)."""
+    if isinstance(data, bytes):
+        _require_utf8(data)
     if isinstance(data, str):
         # Already decoded text: its declared encoding no longer applies (and lxml refuses it).
         data = _XML_DECLARATION.sub("", data.lstrip("\ufeff"), count=1)
@@ -376,10 +392,19 @@ def _read_content(
                 "structure", f"Unexpected attribute '{name}' on {path}", expression=path
             )
         gathered[target] = [text]
+    last: ElementInfo | None = None
     for child in _child_elements(element, path):
         target = info.by_tag.get(child.tag)
         if target is None:
             raise _unknown_element(child.tag, info, path)
+        if last is not None and target.order < last.order:
+            raise FhirError(
+                "structure",
+                f"{path}.{target.name} is out of order: FHIR XML gives the elements of {info.name} in a "
+                f"fixed order, and {target.name} comes before {last.name}",
+                expression=f"{path}.{target.name}",
+            )
+        last = target
         values = gathered.setdefault(target, [])
         if values and not target.is_list:
             raise FhirError(

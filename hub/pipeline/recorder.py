@@ -1,7 +1,9 @@
 """The recorder step: mapped Bundles → the shared record, in one database transaction per
 polled batch (a savepoint per message, so one bad message is dead-lettered alone).
 
-For each message: resolve who each Patient is (hub.identity) and whom a source means by a
+For each message: check every resource as every write is checked (hub.fhir.resources.
+check_structure: a breach dead-letters the message with the rule and its location), resolve who
+each Patient is (hub.identity) and whom a source means by a
 person it sent before, point the Bundle's references at the shared-record Patient, join plan
 parts to the person's one plan (hub.pipeline.plans), skip what the source already said something
 newer about (a late replay, hub.store.freshness), write every resource with
@@ -25,6 +27,7 @@ from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.references import references, repoint
+from hub.fhir.resources import check_structure
 from hub.identity import matching
 from hub.pipeline import handover
 from hub.pipeline.plans import PlanTargets, join, plan_kind
@@ -106,7 +109,8 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
         try:
             envelope, document = _decode(message)
             if document.get("resourceType") == "Bundle":
-                _resources(document)
+                for resource in _resources(document):
+                    check_structure(resource)   # what every write passes: nothing invalid is stored
             decoded.append((message, envelope, document))
         except FhirError as error:
             issue = error.issues[0]

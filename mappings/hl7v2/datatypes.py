@@ -130,7 +130,8 @@ def address(rep: Repetition) -> dict[str, Any] | None:
 
 def contact_point(rep: Repetition, default_use: str | None) -> dict[str, Any] | None:
     """XTN → ContactPoint. The value is the e-mail (XTN.4) for Internet addresses, else the
-    unformatted number (XTN.12), else the composed number (.5 .6 .7 .8), else XTN.1."""
+    unformatted number (XTN.12), else the composed number (.5 .6 .7 .8), else XTN.1; the system
+    comes from the equipment type (XTN.3), phone (or email) when there is none."""
     equipment = component(rep, 3).upper()
     system = TELECOM_SYSTEM.get(equipment)
     if system == "email":
@@ -142,9 +143,9 @@ def contact_point(rep: Repetition, default_use: str | None) -> dict[str, Any] | 
         value = component(rep, 12) or composed or component(rep, 1)
     if not value:
         return None
-    out: dict[str, Any] = {"value": value}
-    if system:
-        out["system"] = system
+    # FHIR requires a system with a value (cpt-2). With no equipment type (XTN.3), the HL7
+    # v2-to-FHIR guide reads the field as a telephone number, or an e-mail address when it is one.
+    out: dict[str, Any] = {"value": value, "system": system or ("email" if "@" in value else "phone")}
     code = component(rep, 2).upper()
     use = TELECOM_USE.get(code, default_use) if code else default_use
     if use:

@@ -820,7 +820,7 @@ def _register_section_modules() -> None:
     SECTIONS["ingest"] = Section("ingest", "Pipeline ingest: envelopes in → resources committed, "
                                  "against raw COPY and raw produce+consume", section_ingest, print_ingest,
                                  needs_hub=False)
-    SECTIONS["validation"] = Section("validation", "IPC profile checks beside structural validation alone",
+    SECTIONS["validation"] = Section("validation", "The whole check every write passes (base R4 rules, structure, IPC profiles) beside the structure alone",
                                      validation.run, validation.print_result, needs_hub=False)
     from tests.bench import mllp
 

@@ -67,6 +67,9 @@ def make_person(fhir: httpx.Client) -> Person:
     return person
 
 
+OPT_IN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}
+
+
 def permit(role: str, parts: list[str], organisation: str | None = None, kind: str = "permit") -> dict:
     # FHIR R4 requires actor.reference: a display-only Reference names the whole class.
     actor: dict = {"role": {"coding": [{"system": PARTNER, "code": role}]},
@@ -84,6 +87,7 @@ def give_consent(fhir: httpx.Client, person: Person, provisions: list[dict], sta
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "record-sharing"}]}],
         "patient": {"reference": f"Patient/{person.patient}"}, "dateTime": "2026-01-15T10:00:00Z",
+        "policyRule": OPT_IN,                 # FHIR: a Consent names its policy (invariant ppc-1)
         "provision": {"type": "deny", "provision": provisions},
     })
     return person.consent

@@ -9,6 +9,7 @@ import pytest
 from hub.fhir.jsontext import dumps
 from tests.integration.access_cases import (
     JSON,
+    OPT_IN,
     give_consent,
     ids_in,
     lead_charity_consent,
@@ -195,6 +196,7 @@ def test_other_consents_do_not_change_access(fhir, fhir_as, person):
                  "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                                        "code": "treatment"}]},
                  "category": [{"text": "Treatment"}], "patient": {"reference": f"Patient/{person.patient}"},
+                 "policyRule": OPT_IN,
                  "provision": {"type": "permit", "provision": [permit("charity", ["health"])]}}
     assert fhir.put(f"/Consent/{treatment['id']}", content=dumps(treatment), headers=JSON).status_code == 201
     client = charity(fhir_as, person)

@@ -128,11 +128,13 @@ def test_a_nul_character_in_a_path_or_parameter_is_400_with_an_outcome(fhir, cal
     assert r.json()["resourceType"] == "OperationOutcome"
 
 
-def test_a_nul_character_in_a_bundle_entry_url_fails_that_entry_only(fhir):
+def test_a_nul_character_in_a_bundle_entry_url_refuses_the_bundle_as_any_body_string(fhir):
+    # A NUL anywhere in a body is refused before anything runs (hub.fhir.jsontext), entry URLs too.
     r = fhir.post("", headers=JSON, json={"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "Patient?name=a\x00b"}},
         {"request": {"method": "GET", "url": "Patient?_count=1"}}]})
-    assert [e["response"]["status"][:3] for e in r.json()["entry"]] == ["400", "200"]
+    assert r.status_code == 400, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
 
 
 # --- every advertised search parameter and operation does something ----------------------------
@@ -221,6 +223,7 @@ def test_every_advertised_result_parameter_and_operation_does_something(fhir, st
     assert not advertised - set(results) - {"_profile", "_security", "_source", "_tag"}
     operations = {o["name"] for o in patient_entry["operation"]}
     assert operations == {"validate", "everything"}
-    assert fhir.post("/Patient/$validate", json=patient(), headers=JSON).json()["issue"][0]["severity"] == "information"
+    verdict = fhir.post("/Patient/$validate", json=patient(), headers=JSON).json()["issue"]
+    assert not [i for i in verdict if i["severity"] == "error"] and verdict[-1]["severity"] == "information"
     everything = fhir.get(f"/Patient/{people[0]['id']}/$everything", params={"_type": "Patient,Goal"}).json()
     assert {e["resource"]["id"] for e in everything["entry"]} == {people[0]["id"], goals[0]["id"]}

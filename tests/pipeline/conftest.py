@@ -115,12 +115,13 @@ def person_bundle(person: int, item: int, *, nhs: str, family: str = "Jones", gi
     """A partner's collection Bundle: the person and one observation about them."""
     import json
 
+    patient = {"resourceType": "Patient", "id": f"p{person}", "identifier": [{"system": NHS, "value": nhs}],
+               "name": [{"family": family, "given": [given]}], "gender": "female",
+               "birthDate": birth_date, "address": [{"postalCode": postcode}]}
+    if not nhs:
+        del patient["identifier"]            # FHIR JSON has no empty arrays
     return json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"fullUrl": f"Patient/p{person}", "resource": {
-            "resourceType": "Patient", "id": f"p{person}",
-            "identifier": [{"system": NHS, "value": nhs}] if nhs else [],
-            "name": [{"family": family, "given": [given]}], "gender": "female",
-            "birthDate": birth_date, "address": [{"postalCode": postcode}]}},
+        {"fullUrl": f"Patient/p{person}", "resource": patient},
         {"fullUrl": f"Observation/o{person}-{item}", "resource": {
             "resourceType": "Observation", "id": f"o{person}-{item}", "status": "final",
             "code": {"coding": [{"system": LOCAL, "code": "WT"}]},

@@ -27,12 +27,16 @@ def _patient(pid: str) -> dict:
 
 
 def _plan(pid: str, plan_id: str, activity: str, *, description: str = "", goal: str | None = None) -> dict:
+    """A source's part of the person's plan: valid on its own against the IPC care plan profile
+    (stage and description), as every resource the recorder writes must be."""
     plan = {"resourceType": "CarePlan", "id": plan_id, "status": "draft", "intent": "plan",
+            "extension": [{"url": f"{CANONICAL_BASE}/StructureDefinition/ipc-stage", "valueCodeableConcept": {
+                "coding": [{"system": f"{CANONICAL_BASE}/CodeSystem/ipc-stage", "code": "preparation"}]}}],
             "category": [{"coding": [{"system": CATEGORY, "code": "care-support-plan"}]}],
             "subject": {"reference": f"Patient/{pid}"}, "period": {"start": "2026-01-01"},
-            "activity": [{"id": activity, "detail": {"status": "scheduled", "description": activity}}]}
-    if description:
-        plan["description"] = description
+            "title": "Care and support plan", "description": description or f"Services: {activity}",
+            "activity": [{"id": activity, "detail": {"status": "scheduled", "description": activity,
+                                                     "performer": [{"display": "Support provider"}]}}]}
     if goal:
         plan["goal"] = [{"reference": goal}]
     return plan
@@ -41,14 +45,21 @@ def _plan(pid: str, plan_id: str, activity: str, *, description: str = "", goal:
 def _allocation(source: str, amount: float) -> dict:
     return {"url": ALLOCATION, "extension": [
         {"url": "fundingSource", "valueCodeableConcept": {"coding": [{"system": FUNDING, "code": source}]}},
-        {"url": "amount", "valueMoney": {"value": amount, "currency": "GBP"}}]}
+        {"url": "amount", "valueMoney": {"value": amount, "currency": "GBP"}},
+        {"url": "managementOption", "valueCodeableConcept": {"coding": [
+            {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-management-option", "code": "direct-payment"}]}}]}
 
 
 def _budget(pid: str, budget_id: str, plan_id: str, source: str, amount: float) -> dict:
     return {"resourceType": "CarePlan", "id": budget_id, "status": "active", "intent": "plan",
             "category": [{"coding": [{"system": CATEGORY, "code": "budget-statement"}]}],
             "subject": {"reference": f"Patient/{pid}"}, "period": {"start": "2026-04-01", "end": "2027-03-31"},
-            "partOf": [{"reference": f"CarePlan/{plan_id}"}], "extension": [_allocation(source, amount)]}
+            "partOf": [{"reference": f"CarePlan/{plan_id}"}], "extension": [
+                {"url": f"{CANONICAL_BASE}/StructureDefinition/budget-type", "valueCodeableConcept": {"coding": [
+                    {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-budget-type", "code": "personal-health-budget"}]}},
+                {"url": f"{CANONICAL_BASE}/StructureDefinition/indicative-amount",
+                 "valueMoney": {"value": amount, "currency": "GBP"}},
+                _allocation(source, amount)]}
 
 
 def _message(offset: int, source: str, key: str, resources: list[dict]) -> Message:

@@ -97,9 +97,21 @@ def test_batch_records_what_one_message_at_a_time_records(clean_db):
 def test_a_bad_message_in_a_batch_is_rejected_alone(clean_db):
     url = clean_db
     batch = _batch()
-    # Passes every check before the database, then fails there (text cannot hold NUL).
-    batch.insert(1, _message(9, "src-c", "c1", "obs-c1", identifiers=[], code="bad\u0000code"))
-    rejected = asyncio.run(_record(url, [batch]))
+    # Passes every check before the database, then the database refuses it. The hub's checks leave
+    # no known input PostgreSQL cannot store (NUL characters, runaway numbers and nesting are
+    # refused before it), so a trigger stands in for whatever else the database may refuse.
+    batch.insert(1, _message(9, "src-c", "c1", "obs-c1", identifiers=[{"system": LOCAL, "value": "C-1"}]))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION test_refuse_row() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'refused by the database'; END $$")
+        conn.execute("CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE ON resource FOR EACH ROW "
+                     "WHEN (NEW.res_id = 'obs-c1') EXECUTE FUNCTION test_refuse_row()")
+    try:
+        rejected = asyncio.run(_record(url, [batch]))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER test_refuse ON resource")
+            conn.execute("DROP FUNCTION test_refuse_row()")
     assert [(r.message.offset, r.reason) for r in rejected] == [(9, "exception")]
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
     assert count(url, "SELECT count(*) FROM person_link WHERE source = 'src-c'") == 0

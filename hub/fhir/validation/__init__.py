@@ -9,8 +9,11 @@ Which profiles a resource is checked against:
   e.g. a CarePlan with category `care-support-plan`, a RelatedPerson whose relationship is the UK
   Core `Carer`, any Patient with an NHS number.
 
-`validate` returns the issues (errors and warnings); `check_profiles` raises a FhirError (422)
-when any is an error, and is what every write calls through `hub.fhir.resources.check_structure`.
+`validate` returns the issues (errors and warnings); `check_profiles` is the step every write
+takes through `hub.fhir.resources.check_structure`, after the base specification's own rules
+(`core`, the R4 core definitions) and the structural check. The guide's CodeSystems and ValueSets
+are a `hub.fhir.terminology.Terminology` (with the core behind it), so the profiles' required
+bindings are enforced as the core's are, and $expand and $validate-code answer for both.
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hub.fhir.errors import FhirError, Issue
+from hub.fhir import terminology as tx
+from hub.fhir.errors import Issue
 from hub.fhir.validation.guide import CANONICAL_BASE, Guide, load_guide
 from hub.fhir.validation.rules import CompiledProfile, Compiler
-from hub.fhir.validation.terminology import ValueSetIndex
 
-__all__ = ["CANONICAL_BASE", "check_profiles", "load_guide", "profiles_for", "validate", "validator"]
+__all__ = ["CANONICAL_BASE", "check_profiles", "load_guide", "profiles_for", "terminology", "validate",
+           "validator"]
 
 SCOPE_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/profile-scope"
 _BASE_PROFILE_PREFIXES = ("https://fhir.hl7.org.uk/StructureDefinition/UKCore-",
@@ -58,8 +62,10 @@ class Validator:
 
     def __init__(self, guide: Guide) -> None:
         self.guide = guide
-        terminology = ValueSetIndex(list(guide.code_systems.values()), list(guide.value_sets.values()))
-        self.compiler = Compiler(guide.structure_definitions, terminology)
+        # The guide's own terminology, without the core behind it: its bindings name only its own
+        # ValueSets, and the core's 20,000 concepts would cost every process ~35 MB for nothing.
+        own = tx.Terminology([*guide.code_systems.values(), *guide.value_sets.values()])
+        self.compiler = Compiler(guide.structure_definitions, own)
         self.scopes: dict[str, list[tuple[Scope, str]]] = {}
         for sd in guide.profiles():
             for scope in _scopes_of(sd):
@@ -129,14 +135,23 @@ def validate(resource: dict[str, Any], profile: str | None = None) -> list[Issue
     return validator().validate(resource, profile)
 
 
-def check_profiles(resource: dict[str, Any]) -> None:
-    """Refuse (422) a resource that breaks a profile it claims or is in scope of; warnings pass."""
+def check_profiles(resource: dict[str, Any], *, profile: str | None = None, warnings: bool = False) -> list[Issue]:
+    """The issues with the profiles a resource claims or is in scope of (only `profile`, when one
+    is named): errors, and warnings when asked. Any error refuses a write (422)."""
     v = validator()
-    if not v.scopes.get(resource.get("resourceType")) and not (resource.get("meta") or {}).get("profile"):
-        return
-    errors = [i for i in v.validate(resource) if i.severity == "error"]
-    if errors:
-        raise FhirError(errors[0].code, errors[0].diagnostics, status=422, issues=errors)
+    if profile is None and not v.scopes.get(resource.get("resourceType")) \
+            and not (resource.get("meta") or {}).get("profile"):
+        return []
+    issues = v.validate(resource, profile)
+    return issues if warnings else [i for i in issues if i.severity == "error"]
+
+
+@lru_cache(maxsize=1)
+def terminology() -> tx.Terminology:
+    """The guide's CodeSystems and ValueSets with the R4 core behind them, for the terminology
+    operations (the core loads on the first question that needs it)."""
+    guide = load_guide()
+    return tx.Terminology([*guide.code_systems.values(), *guide.value_sets.values()], fallback=tx.core)
 
 
 def profiles_for(res_type: str) -> list[str]:

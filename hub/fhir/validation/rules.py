@@ -15,8 +15,9 @@ from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
 
 from hub.fhir.errors import Issue
+from hub.fhir.validation.guide import CANONICAL_BASE
 from hub.fhir.validation.invariants import NATIVE
-from hub.fhir.validation.terminology import ValueSetIndex
+from hub.fhir.terminology import Expansion, NotExpandable, Terminology, UnknownValueSet
 
 Node = tuple[str, Any]                        # (FHIRPath location, JSON value)
 Filter = Callable[[Any], bool]
@@ -33,12 +34,27 @@ class Walk:
 
     def __init__(self, root: Node) -> None:
         self.root = root
-        self._memo: dict[tuple, list[Node]] = {(): [root]}
+        self._memo: dict[tuple, Any] = {(): [root]}
 
     def nodes(self, steps: tuple[Step, ...]) -> list[Node]:
         found = self._memo.get(steps)
         if found is None:
-            found = self._memo[steps] = _children(self.nodes(steps[:-1]), steps[-1])
+            name, keep, choice = steps[-1]
+            if keep is None:
+                found = _children(self.nodes(steps[:-1]), steps[-1])
+            elif type(keep) is UrlSlice:   # an extension slice: the element's nodes grouped by url, once
+                whole = steps[:-1] + ((name, None, choice),)
+                groups = self._memo.get(("by-url", whole))
+                if groups is None:
+                    groups = {}
+                    for node in self.nodes(whole):
+                        if isinstance(node[1], dict):
+                            groups.setdefault(node[1].get("url"), []).append(node)
+                    self._memo[("by-url", whole)] = groups
+                found = groups.get(keep.url, [])
+            else:   # a slice by pattern: filter the element's nodes, found once for all its slices
+                found = [n for n in self.nodes(steps[:-1] + ((name, None, choice),)) if keep(n[1])]
+            self._memo[steps] = found
         return found
 
 
@@ -48,11 +64,7 @@ def _children(parents: list[Node], step: Step) -> list[Node]:
     for location, node in parents:
         if not isinstance(node, dict):
             continue
-        if choice:
-            key = _choice_key(node, name)
-            value = node[key] if key else None
-        else:
-            value = node.get(name)
+        value = _value_of(node, name, choice)
         if value is None:
             continue
         if isinstance(value, list):
@@ -61,6 +73,42 @@ def _children(parents: list[Node], step: Step) -> list[Node]:
         elif keep is None or keep(value):
             out.append((f"{location}.{name}", value))
     return out
+
+
+class UrlSlice:
+    """The slice of an element (extension) whose items have one url."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, item: Any) -> bool:
+        return isinstance(item, dict) and item.get("url") == self.url
+
+
+def _count(node: dict, step: Step) -> int:
+    """How many values a node has for one step (what cardinality checks), building no locations."""
+    name, keep, choice = step
+    value = _value_of(node, name, choice)
+    if value is None:
+        return 0
+    if not isinstance(value, list):
+        return 1 if keep is None or keep(value) else 0
+    if keep is None:
+        return len(value)
+    if type(keep) is UrlSlice:
+        url = keep.url
+        return sum(1 for item in value if isinstance(item, dict) and item.get("url") == url)
+    return sum(1 for item in value if keep(item))
+
+
+def _value_of(node: dict, name: str, choice: bool) -> Any:
+    """The JSON value of element `name` (of `name[x]`, whichever type it takes, for a choice)."""
+    if choice:
+        key = _choice_key(node, name)
+        return node[key] if key else None
+    return node.get(name)
 
 
 def _choice_key(node: dict, name: str) -> str | None:
@@ -123,7 +171,7 @@ class CompiledProfile:
         profiles = [p for t in element.get("type", []) for p in t.get("profile", [])]
         url = profiles[0] if profiles else self._elements.get(f"{slice_id}.url", {}).get(
             "fixedUri", element["sliceName"])
-        return lambda item, u=url: isinstance(item, dict) and item.get("url") == u
+        return UrlSlice(url)
 
     def _compile(self, element: dict[str, Any]) -> None:
         element_id = element["id"]
@@ -141,8 +189,10 @@ class CompiledProfile:
             elif key.startswith("pattern") and "sliceName" not in element:
                 self.checks.append(_pattern(rule, steps, value))
         binding = element.get("binding", {})
-        if binding.get("strength") == "required" and self._compiler.terminology.knows(binding.get("valueSet", "")):
-            self.checks.append(_binding(rule, steps, binding["valueSet"], self._compiler.terminology))
+        expansion = self._compiler.expansion(binding.get("valueSet", "")) \
+            if binding.get("strength") == "required" else None
+        if expansion is not None:
+            self.checks.append(_binding(rule, steps, binding["valueSet"], expansion))
         types = element.get("type", [])
         if steps[-1][2] and types:
             self.checks.append(_choice_types(rule, steps, [t["code"] for t in types]))
@@ -162,7 +212,7 @@ class CompiledProfile:
 class Compiler:
     """Compiles StructureDefinitions on first use and keeps them (extensions included)."""
 
-    def __init__(self, structure_definitions: dict[str, dict[str, Any]], terminology: ValueSetIndex) -> None:
+    def __init__(self, structure_definitions: dict[str, dict[str, Any]], terminology: Terminology) -> None:
         self.definitions = structure_definitions
         self.terminology = terminology
         self._compiled: dict[str, CompiledProfile] = {}
@@ -172,6 +222,16 @@ class Compiler:
         if compiled is None and url in self.definitions:
             compiled = self._compiled[url] = CompiledProfile(self.definitions[url], self)
         return compiled
+
+    def expansion(self, url: str) -> Expansion | None:
+        """The value set's codes, or None when it is not the guide's to enforce (an unknown or
+        unlistable value set: UK Core's, SNOMED CT's)."""
+        if not url.startswith(CANONICAL_BASE + "/"):
+            return None
+        try:
+            return self.terminology.expansion(url)
+        except (NotExpandable, UnknownValueSet):
+            return None
 
     def type_of(self, profile_url: str) -> str:
         if profile_url in self.definitions:
@@ -194,7 +254,9 @@ def _cardinality(rule: str, steps: tuple[Step, ...], minimum: int, maximum: str)
         for location, parent in walk.nodes(parent_steps):
             if not isinstance(parent, dict):
                 continue
-            found = len(_children([(location, parent)], last))
+            found = _count(parent, last)
+            if minimum <= found and (limit is None or found <= limit):
+                continue
             where = f"{location}.{last[0]}"
             if found < minimum:
                 issues.append(Issue("required", f"{where}: {rule} needs at least {minimum}, found {found}", where))
@@ -220,9 +282,9 @@ def _pattern(rule: str, steps: tuple[Step, ...], value: Any) -> Check:
     return check
 
 
-def _binding(rule: str, steps: tuple[Step, ...], valueset: str, terminology: ValueSetIndex) -> Check:
-    members = terminology.members(valueset)
-    codes = terminology.codes(valueset)
+def _binding(rule: str, steps: tuple[Step, ...], valueset: str, expansion: Expansion) -> Check:
+    members = frozenset((m.system, m.code) for m in expansion.members)
+    codes = frozenset(m.code for m in expansion.members)
 
     def check(walk: Walk, issues: list[Issue]) -> None:
         for location, node in walk.nodes(steps):

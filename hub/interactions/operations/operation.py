@@ -24,14 +24,18 @@ class Operation:
     # False: it changes nothing, so it answers GET as well as POST (FHIR: affectsState).
     affects_state: bool = False
     documentation: str = ""
+    # Where one name has a different OperationDefinition per type ($validate-code on CodeSystem
+    # and on ValueSet): (type, canonical URL) pairs that override `definition` for that type.
+    definitions: tuple[tuple[str, str], ...] = ()
 
     @property
     def methods(self) -> tuple[str, ...]:
         return ("POST",) if self.affects_state else ("GET", "POST")
 
-    def capability(self) -> dict[str, Any]:
-        """The CapabilityStatement's entry for it."""
-        entry: dict[str, Any] = {"name": self.name, "definition": self.definition}
+    def capability(self, res_type: str | None = None) -> dict[str, Any]:
+        """The CapabilityStatement's entry for it (on `res_type`'s entry, if given)."""
+        definition = dict(self.definitions).get(res_type or "", self.definition)
+        entry: dict[str, Any] = {"name": self.name, "definition": definition}
         if self.documentation:
             entry["documentation"] = self.documentation
         return entry

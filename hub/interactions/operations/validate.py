@@ -1,6 +1,8 @@
 """$validate at type and instance level (FHIR R4 OperationDefinition Resource-validate): checks a
-resource against its structure and the IPC profiles (or the one named by `profile`) and answers
-200 with an OperationOutcome whether or not it is valid; nothing is stored.
+resource exactly as a write would (hub.fhir.resources.examine: the base specification, the
+structure, the IPC profiles; or, with `profile`, that profile instead of the ones in scope) and
+answers 200 with an OperationOutcome whether or not it is valid, adding the warnings a write does
+not wait for (extensible bindings, best-practice invariants); nothing is stored.
 
 Needs create or update on the type (validating is what a client does before writing); at
 instance level without a resource in the body, it validates the stored one, so read too."""
@@ -10,29 +12,16 @@ from typing import Any
 
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError, Issue, operation_outcome
-from hub.fhir.resources import check_structure
-from hub.fhir.validation import validate
+from hub.fhir.resources import examine
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.operations.operation import Operation, first, parameters
 from hub.store import resources
 
 
 def validation_outcome(resource: Any, res_type: str, profile: str | None) -> dict[str, Any]:
-    """Every issue found: structural first (they stop the check), then profile issues."""
-    try:
-        if profile is None:
-            check_structure(resource, res_type)
-            issues: list[Issue] = [i for i in validate(resource) if i.severity != "error"]
-        else:
-            try:
-                check_structure(resource, res_type)
-            except FhirError as exc:
-                if exc.status != 422:
-                    raise
-            issues = validate(resource, profile)
-    except FhirError as exc:
-        issues = exc.issues
-    if not any(i.severity == "error" for i in issues):
+    """Every issue a write would be refused for, and the warnings besides."""
+    issues, status = examine(resource, res_type, warnings=True, profile=profile)
+    if status is None:
         issues.append(Issue("informational", f"{res_type} is valid" + (f" against {profile}" if profile else ""),
                             severity="information"))
     return operation_outcome(issues)
