@@ -42,7 +42,7 @@ def parse_scope_in_context(scope: str) -> tuple[str, str, str]:
         raise ScopeError(f"not a SMART scope: {scope!r}")
     context, res_type, access = match.groups()
     if context not in CONTEXTS:
-        raise ScopeError(f"{context}/ scopes are not offered (no patient is chosen at launch): {scope!r}")
+        raise ScopeError(f"only system/ and user/ scopes are offered (no patient is chosen at launch): {scope!r}")
     letters = _V1.get(access, access)
     if not letters or any(ch not in _ORDER for ch in letters) or \
             "".join(sorted(set(letters), key=_ORDER.index)) != letters:

@@ -56,6 +56,18 @@ async def insert_client(conn: AsyncConnection, client: ClientRecord) -> None:
          Jsonb(client.jwks) if client.jwks is not None else None, list(client.redirect_uris)))
 
 
+async def save_app_client(conn: AsyncConnection, client: ClientRecord) -> None:
+    """Register (or bring up to date) an app the hub itself provides, such as the workspace; a
+    revoked one stays revoked."""
+    await conn.execute(
+        "INSERT INTO oauth_client (client_id, name, organisation, organisation_system, partner_class,"
+        " scopes, auth_method, redirect_uris) VALUES (%s, %s, %s, %s, %s, %s, 'none', %s)"
+        " ON CONFLICT (client_id) DO UPDATE SET name = EXCLUDED.name, scopes = EXCLUDED.scopes,"
+        " redirect_uris = EXCLUDED.redirect_uris",
+        (client.client_id, client.name, client.organisation, client.organisation_system, client.partner_class,
+         list(client.scopes), list(client.redirect_uris)))
+
+
 async def get_client(conn: AsyncConnection, client_id: str) -> ClientRecord | None:
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM oauth_client WHERE client_id = %s", (client_id,))
     row = await cur.fetchone()

@@ -288,8 +288,8 @@ def test_smart_configuration_and_jwks(hub_url):
     assert doc["token_endpoint"] == f"{hub_url}/auth/token"
     assert doc["revocation_endpoint"] == f"{hub_url}/auth/revoke"
     assert doc["jwks_uri"] == f"{hub_url}/.well-known/jwks.json"
-    assert doc["grant_types_supported"] == ["client_credentials"]
-    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt"}
+    assert doc["grant_types_supported"] == ["client_credentials", "authorization_code", "refresh_token"]
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt", "none"}
     assert {"RS384", "ES384"} <= set(doc["token_endpoint_auth_signing_alg_values_supported"])
     assert {"permission-v2", "client-confidential-symmetric",
             "client-confidential-asymmetric"} <= set(doc["capabilities"])

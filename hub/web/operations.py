@@ -1,0 +1,4 @@
+"""placeholder"""
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)
