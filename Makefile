@@ -6,13 +6,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install lock clean
+.PHONY: run test bench install lock clean browser oidc
 
 run: $(STAMP)
 	$(BIN)/ipc-hub up
 
-test: $(STAMP)
+test: $(STAMP) browser oidc
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The browser tests drive Debian's Chromium (Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || true
+
+# A real OpenID Connect provider for the sign-in tests (npm oidc-provider, pinned by tests/oidc/package-lock.json).
+oidc: tests/oidc/node_modules/.installed
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nodejs npm >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null)); } || true
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || true
@@ -38,4 +49,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .bench
+	rm -rf $(VENV) .pytest_cache .bench tests/oidc/node_modules tests/browser/screenshots

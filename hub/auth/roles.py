@@ -7,7 +7,8 @@ what each person shared with that charity.
   the plan, goals, tasks and team up to date, and can read who looked at the plans they keep;
 - commissioner: reads the record and plans, and agrees budgets (plans and budget statements);
 - clinician: reads and writes clinical facts;
-- operator: runs the feeds: the demographic review queue and the tasks it raises."""
+- operator: runs the feeds, and decides the demographic review queue (a confirmed duplicate is
+  merged: both Patients are updated)."""
 from __future__ import annotations
 
 ROLES = ("coordinator", "commissioner", "clinician", "operator")
@@ -16,7 +17,7 @@ ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "coordinator": ("user/*.crus", "user/AuditEvent.rs"),
     "commissioner": ("user/*.rs", "user/CarePlan.rus"),
     "clinician": ("user/*.crus",),
-    "operator": ("user/Patient.rs", "user/Task.rus", "user/Provenance.rs", "user/AuditEvent.rs"),
+    "operator": ("user/Patient.rus", "user/Task.rus", "user/Provenance.rs", "user/AuditEvent.rs"),
 }
 
 ROLE_NAMES = {"coordinator": "Care coordinator", "commissioner": "Commissioner",

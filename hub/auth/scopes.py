@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from hub.auth.principal import ScopeError, parse_scope_in_context
 
 _ORDER = "cruds"
+# Resource types whose access a wildcard scope does not give: the scope must name them.
+NAMED_ONLY = frozenset({"AuditEvent"})
 # OpenID Connect and SMART scopes that carry no resource access: who the user is, and whether a
 # refresh token is wanted. Granted to apps acting for a person when their registration allows.
 IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "online_access")
@@ -43,9 +45,11 @@ def grant_scopes(requested: str | None, allowed: Iterable[str], *, context: str 
                 _add(granted, allowed_type, letters & allowed_letters)
         else:
             _add(granted, res_type, letters & (allowed_grants.get(res_type, frozenset()) | everywhere))
-    # A type-specific grant already covered by the wildcard grant says nothing more.
+    # A type-specific grant already covered by the wildcard grant says nothing more, except for
+    # types a wildcard never opens (the audit trail must be named: hub.api.audit).
     star = granted.get("*", set())
-    return _as_scopes({t: frozenset(ls) for t, ls in granted.items() if t == "*" or not ls <= star}, context)
+    return _as_scopes({t: frozenset(ls) for t, ls in granted.items()
+                       if t == "*" or t in NAMED_ONLY or not ls <= star}, context)
 
 
 def identity_scopes(requested: str | None, allowed: Iterable[str]) -> list[str]:

@@ -195,6 +195,8 @@ class RotatingRefreshGrant(RefreshTokenGrant):
         loaded = self.server.preloaded
         if loaded.refresh is None or loaded.refresh_value != refresh_token:
             return None
+        if loaded.user is None or not loaded.user.active:
+            return None  # a disabled person's tokens are ended: invalid_grant
         found = _Refresh(loaded.refresh)
         return None if found.is_expired() or found.is_revoked() else found
 

@@ -113,6 +113,18 @@ class Record:
                                          headers={"Content-Type": _FHIR_JSON})
         return await self._written(answer, resource)
 
+    async def transaction(self, entries: list[tuple[dict[str, Any], str]]) -> Written:
+        """Update several resources at once, each only if still at the given version: all or none."""
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}",
+                                               "ifMatch": f'W/"{version}"'}} for resource, version in entries]}
+        answer = await self._call("POST", "", json=bundle, headers={"Content-Type": _FHIR_JSON})
+        if answer.status_code == 200:
+            return Written("ok", answer.json())
+        if answer.status_code == 412:
+            return Written("conflict", None, "someone else changed one of these records first")
+        return Written("refused", None, _outcome_text(answer))
+
     async def _written(self, answer: httpx.Response, sent: dict[str, Any]) -> Written:
         if answer.status_code in (200, 201):
             return Written("ok", answer.json())
