@@ -4,12 +4,15 @@ system's look (hub/web/static/nhsuk, vendored); they work without JavaScript."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
+
+from hub.fhir.validation.guide import load_guide
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -75,7 +78,8 @@ def person_name(resource: dict[str, Any] | None) -> str:
 
 
 def concept_text(value: Any) -> str:
-    """A CodeableConcept (or Coding) as text."""
+    """A CodeableConcept (or Coding) as text: its text, a coding's display, or the display the
+    IPC guide's CodeSystem gives the code (feeds often send codes alone)."""
     if not value:
         return ""
     if isinstance(value, list):
@@ -83,9 +87,26 @@ def concept_text(value: Any) -> str:
     if value.get("text"):
         return value["text"]
     for coding in value.get("coding") or [value]:
-        if coding.get("display") or coding.get("code"):
-            return coding.get("display") or coding.get("code")
+        if coding.get("display"):
+            return coding["display"]
+        if coding.get("code"):
+            return _guide_displays().get((coding.get("system"), coding["code"]), coding["code"])
     return ""
+
+
+@lru_cache(maxsize=1)
+def _guide_displays() -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+
+    def walk(system: str, concepts: list[dict[str, Any]]) -> None:
+        for concept in concepts:
+            if concept.get("display"):
+                found[(system, concept["code"])] = concept["display"]
+            walk(system, concept.get("concept") or [])
+
+    for url, code_system in load_guide().code_systems.items():
+        walk(url, code_system.get("concept") or [])
+    return found
 
 
 _ENV.filters.update(when=_when, money=_money, person_name=person_name, concept=concept_text)

@@ -95,7 +95,7 @@ class Record:
 
     async def audit_trail(self, reference: str) -> list[dict[str, Any]]:
         """Who looked at or changed one resource, newest first (empty if the role may not see it)."""
-        answer = await self._call("GET", "/AuditEvent", params={"entity": reference, "_count": "20"})
+        answer = await self._call("GET", "/AuditEvent", params={"entity": reference, "_count": "10"})
         if answer.status_code != 200:
             return []
         return [e["resource"] for e in answer.json().get("entry") or [] if "resource" in e]
