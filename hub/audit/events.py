@@ -75,12 +75,12 @@ def _agents(record: AuditRecord) -> list[dict[str, Any]]:
     if record.address:
         client["network"] = {"address": record.address, "type": "2"}  # 2: IP address
     agents = [client]
-    if record.user:
+    if record.user_ref:
         # The person the app acted for: the requestor, as the app only carried their request.
         client["requestor"] = False
         agents.insert(0, {
             "type": {"coding": [{"system": _SECURITY_ROLE, "code": "humanuser", "display": "human user"}]},
-            "who": {"reference": record.user, "type": "Practitioner"},
+            "who": {"reference": record.user_ref, "type": "Practitioner"},
             "requestor": True,
         })
     if record.organisation:

@@ -45,7 +45,7 @@ class AuditRecord:
     address: str | None
     patients: list[str]
     entities: list[str]
-    user: str | None = None  # the signed-in person the app acted for (Practitioner/<id>)
+    user_ref: str | None = None  # the signed-in person the app acted for (Practitioner/<id>)
 
 
 def _id_source() -> tuple[str, itertools.count]:
@@ -200,5 +200,5 @@ def build_record(
         address=address,
         patients=sorted(patients),
         entities=entities,
-        user=getattr(principal, "user", None),
+        user_ref=getattr(principal, "user", None),
     )
