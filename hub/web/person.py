@@ -49,7 +49,9 @@ async def person(patient_id: str, request: Request) -> Response:
         workspace, "caseload", facts_name(patient), patient=patient, identifiers=facts.identifiers(patient),
         service=_service(patient), carers=by_type.get("RelatedPerson", []), teams=by_type.get("CareTeam", []),
         conditions=by_type.get("Condition", []), timeline=timeline,
-        documents=by_type.get("DocumentReference", []), plans=plans, budgets=budgets, sources=sources))
+        documents=by_type.get("DocumentReference", []), plans=plans, budgets=budgets, sources=sources,
+        names=await record.names({m.get("member", {}).get("reference", "") for team in by_type.get("CareTeam", [])
+                                      for m in team.get("participant") or []})))
 
 
 async def provenance_of(record: Record, resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from hub.web import facts
 from hub.web.access import Workspace, posted, signed_in
 from hub.web.context import page_context
 from hub.web.errors import PageError
-from hub.web.pages import concept_text, person_name, render
+from hub.web.pages import concept_text, render
 from hub.web.record import Record
 
 router = APIRouter(include_in_schema=False)
@@ -50,12 +50,14 @@ async def _render(workspace: Workspace, plan_id: str, *, conflict: dict[str, Any
     goal_trails = {g["id"]: await record.audit_trail(f"Goal/{g['id']}") for g in goals}
     goal_versions = {g["id"]: len(await record.history("Goal", g["id"])) for g in goals}
     names = await practitioner_names(record, [*trail, *(e for t in goal_trails.values() for e in t)])
+    performers = await record.names({p.get("reference", "") for a in plan.get("activity") or []
+                                         for p in (a.get("detail") or {}).get("performer") or []})
     code, stage_name = facts.stage(plan)
     values = draft or {"description": plan.get("description", ""), "stage": code or "",
                        "next_review": facts.next_review(plan) or ""}
     return render("plan", status=status, **page_context(
         workspace, "caseload", plan.get("title") or "Care and support plan", plan=plan, patient=patient,
-        goals=_by_life_area(goals), activities=_activities(plan), stage=stage_name, stages=facts.STAGES,
+        goals=_by_life_area(goals), activities=_activities(plan, performers), stage=stage_name, stages=facts.STAGES,
         achievements=facts.ACHIEVEMENTS, agreements=facts.agreements(plan),
         interval=facts.ext_value(plan, "review-interval"), next_review=facts.next_review(plan),
         coordinator=facts.coordinator(plan), version=plan["meta"]["versionId"], versions=versions,
@@ -65,12 +67,7 @@ async def _render(workspace: Workspace, plan_id: str, *, conflict: dict[str, Any
 
 
 async def practitioner_names(record: Record, events: list[dict[str, Any]]) -> dict[str, str]:
-    refs = facts.practitioners_named(events)
-    if not refs:
-        return {}
-    found = await record.search("Practitioner", [("_id", ",".join(r.split("/", 1)[1] for r in refs)),
-                                                 ("_count", "100")])
-    return {f"Practitioner/{p['id']}": person_name(p) for p in found.matches}
+    return await record.names(facts.practitioners_named(events))
 
 
 def _by_life_area(goals: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -80,12 +77,16 @@ def _by_life_area(goals: list[dict[str, Any]]) -> list[tuple[str, list[dict[str,
     return sorted(areas.items())
 
 
-def _activities(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"what": (a.get("detail") or {}).get("description") or concept_text((a.get("detail") or {}).get("code")),
-             "area": concept_text((a.get("detail") or {}).get("code")),
-             "status": (a.get("detail") or {}).get("status", ""),
-             "who": ", ".join(p.get("display") or p.get("reference", "") for p in (a.get("detail") or {}).get("performer") or [])}
-            for a in plan.get("activity") or []]
+def _activities(plan: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    found = []
+    for activity in plan.get("activity") or []:
+        detail = activity.get("detail") or {}
+        who = [p.get("display") or names.get(p.get("reference", "")) or "someone not shared with you"
+               for p in detail.get("performer") or []]
+        found.append({"what": detail.get("description") or concept_text(detail.get("code")),
+                      "area": concept_text(detail.get("code")), "status": detail.get("status", ""),
+                      "who": ", ".join(who)})
+    return found
 
 
 def apply_edits(plan: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from hub.web.pages import person_name
+
 _FHIR_JSON = "application/fhir+json"
 
 
@@ -78,6 +80,21 @@ class Record:
         answer = await self._call("GET", f"/{res_type}/{res_id}")
         return answer.json() if answer.status_code == 200 else None
 
+    async def names(self, references: set[str]) -> dict[str, str]:
+        """Display names for references to people and organisations this person may see."""
+        by_type: dict[str, list[str]] = {}
+        for reference in references:
+            res_type, _, res_id = reference.partition("/")
+            if res_type in ("Practitioner", "Organization", "Patient", "RelatedPerson") and res_id:
+                by_type.setdefault(res_type, []).append(res_id)
+        names: dict[str, str] = {}
+        for res_type, ids in by_type.items():
+            found = await self.search(res_type, [("_id", ",".join(sorted(ids))), ("_count", "100")])
+            for resource in found.matches:
+                name = resource.get("name")
+                names[f"{res_type}/{resource['id']}"] = name if isinstance(name, str) else person_name(resource)
+        return names
+
     async def read_version(self, res_type: str, res_id: str, version: str) -> dict[str, Any] | None:
         answer = await self._call("GET", f"/{res_type}/{res_id}/_history/{version}")
         return answer.json() if answer.status_code == 200 else None
@@ -94,11 +111,17 @@ class Record:
         return [e["resource"] for e in answer.json().get("entry") or [] if "resource" in e]
 
     async def audit_trail(self, reference: str) -> list[dict[str, Any]]:
-        """Who looked at or changed one resource, newest first (empty if the role may not see it)."""
-        answer = await self._call("GET", "/AuditEvent", params={"entity": reference, "_count": "10"})
-        if answer.status_code != 200:
-            return []
-        return [e["resource"] for e in answer.json().get("entry") or [] if "resource" in e]
+        """Who changed one resource (the last ten changes) and who last looked at it (the last
+        ten reads and searches), newest first; empty if this person's role may not see the trail."""
+        found: dict[str, dict[str, Any]] = {}
+        for params in ({"entity": reference, "action": "C,U,D", "_count": "10"}, {"entity": reference, "_count": "10"}):
+            answer = await self._call("GET", "/AuditEvent", params=params)
+            if answer.status_code != 200:
+                return []
+            for entry in answer.json().get("entry") or []:
+                if "resource" in entry:
+                    found[entry["resource"]["id"]] = entry["resource"]
+        return sorted(found.values(), key=lambda event: event.get("recorded", ""), reverse=True)
 
     async def update(self, resource: dict[str, Any], version: str | None) -> Written:
         headers = {"Content-Type": _FHIR_JSON}

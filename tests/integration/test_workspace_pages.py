@@ -133,3 +133,22 @@ def test_sign_in_only_returns_to_workspace_pages():
     assert safe_next("/app\\..\\evil") == "/app"
     assert safe_next("https://evil.example/") == "/app" and safe_next("//evil.example") == "/app"
     assert safe_next("/app/people/1?x=2") == "/app/people/1?x=2"
+
+
+def test_a_person_who_did_not_share_is_not_shown(hub_url, pg_url, fhir):
+    """A page never shows what the API would hide: a charity worker opening the record, plan or
+    goal of someone who shared nothing with that charity gets 'not found', and the page says
+    nothing of what exists."""
+    from tests.integration.access_cases import make_person
+
+    person = make_person(fhir)
+    plan = fhir.post("/CarePlan", json={"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                                        "subject": {"reference": f"Patient/{person.patient}"}}).json()["id"]
+    agent = workspace(hub_url, add_user(pg_url, partner_class="charity", organisation=person.charity_number).username)
+    for path in (f"/app/people/{person.patient}", f"/app/plans/{plan}", f"/app/budgets/{plan}"):
+        answer = agent.get(path)
+        assert answer.status == 404, path
+        assert "Access" not in answer.text and "Asthma" not in answer.text
+    assert "No one you may see matches" in agent.get(f"/app?find={person.patient}").text
+    nhs = workspace(hub_url, add_user(pg_url).username)  # the NHS, by default, sees the record
+    assert "Asthma" in nhs.get(f"/app/people/{person.patient}").text
