@@ -10,6 +10,7 @@ calls are few and named after what the pages need (`search`, `read`, `update`, `
 The person's network address is passed through, so the audit trail records where they were."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,10 @@ from starlette.requests import Request
 from hub.web.pages import person_name
 
 _FHIR_JSON = "application/fhir+json"
+# httpx logs every request's URL at INFO; the pages' URLs carry search values such as NHS numbers,
+# which must never reach a log.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(max(logging.getLogger(_name).level, logging.WARNING))
 
 
 @dataclass

@@ -152,3 +152,22 @@ def test_a_person_who_did_not_share_is_not_shown(hub_url, pg_url, fhir):
     assert "No one you may see matches" in agent.get(f"/app?find={person.patient}").text
     nhs = workspace(hub_url, add_user(pg_url).username)  # the NHS, by default, sees the record
     assert "Asthma" in nhs.get(f"/app/people/{person.patient}").text
+
+
+def test_pages_leave_no_personal_data_in_logs(hub_url, pg_url, fhir, caplog):
+    """The pages call the API in-process with search values in URLs (an NHS number typed into
+    'find a person'): none of it may reach a log."""
+    import logging
+
+    from tests import factories
+
+    nhs = factories.test_nhs_number()
+    assert fhir.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Zebedee-Logless"}],
+                                       "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                                       "value": nhs}]}).status_code == 201
+    agent = workspace(hub_url, add_user(pg_url).username)
+    caplog.set_level(logging.DEBUG)
+    found = agent.get(f"/app?find={nhs}")
+    assert "Zebedee-Logless" in found.text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert nhs not in logged and "Zebedee-Logless" not in logged
