@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     auth_audience: str | None = None
     # Longest lifetime a private_key_jwt client assertion may claim (SMART Backend Services: 5 min).
     auth_assertion_max_lifetime_s: int = 300
-    # Refresh tokens (apps acting for a signed-in person, with offline_access or online_access):
+    # Refresh tokens (apps acting for a signed-in person, with offline_access):
     # how long one lives unused; each use rotates it.
     auth_refresh_lifetime_s: int = 8 * 3600
     # Staff sign-in (hub/auth, hub/web): lockout after this many failed attempts in a row, for

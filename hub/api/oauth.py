@@ -164,10 +164,10 @@ async def openid_configuration(request: Request) -> JSONResponse:
 
 # SMART App Launch 2 capabilities, each true of this server (tests/integration/test_signin_protocol.py
 # exercises every one): standalone launch of apps for people, public and confidential apps,
-# OpenID Connect sign-in, v2 scopes, user-level and system-level access.
+# OpenID Connect sign-in, v2 scopes, user-level access, refresh tokens (offline_access).
 CAPABILITIES = ["launch-standalone", "client-public", "client-confidential-symmetric",
                 "client-confidential-asymmetric", "sso-openid-connect", "permission-v2", "permission-user",
-                "permission-offline", "permission-online"]
+                "permission-offline"]
 
 
 def scopes_supported() -> list[str]:

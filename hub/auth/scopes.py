@@ -19,7 +19,7 @@ _ORDER = "cruds"
 NAMED_ONLY = frozenset({"AuditEvent"})
 # OpenID Connect and SMART scopes that carry no resource access: who the user is, and whether a
 # refresh token is wanted. Granted to apps acting for a person when their registration allows.
-IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "online_access")
+IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "offline_access")
 
 
 def grant_scopes(requested: str | None, allowed: Iterable[str], *, context: str = "system") -> list[str]:

@@ -30,7 +30,10 @@ from hub.store.grants import CodeRecord, RefreshRecord
 from hub.store.users import UserRecord
 
 CODE_LIFETIME_S = 120
-REFRESH_SCOPES = ("offline_access", "online_access")
+# SMART's online_access (a refresh token that ends with the sign-in session) is not offered: a
+# refresh token here lives HUB_AUTH_REFRESH_LIFETIME_S, rotated, until used, revoked or its
+# person disabled.
+REFRESH_SCOPES = ("offline_access",)
 USER_AUTH_METHODS = ("client_secret_basic", "private_key_jwt", "none")
 
 
@@ -212,7 +215,7 @@ class RotatingRefreshGrant(RefreshTokenGrant):
 
 def user_token(server, client, user: UserRecord, scope: str, grant_type: str) -> dict[str, Any]:
     """The token response for a person's app: an access token naming the person and their
-    organisation, a refresh token when offline_access or online_access was granted, and an
+    organisation, a refresh token when offline_access was granted, and an
     id_token when openid was (the code grant only)."""
     runtime = server.runtime
     granted = scope.split()

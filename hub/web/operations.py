@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from hub.bus.inspect import Overview, overview
+from hub.bus.overview import Overview, overview
 from hub.bus.kafka import BusSettings
 from hub.bus.replay import replay_dead_letters
 from hub.bus.topics import Topics

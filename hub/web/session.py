@@ -44,7 +44,7 @@ FLOW_LIFETIME_S = 600
 # The workspace, as an app of this hub: public (PKCE), for people, with what any role may need
 # (each person's role then cuts this down, hub.auth.roles).
 WORKSPACE_CLIENT = "ipc-hub-workspace"
-WORKSPACE_SCOPES = ("openid", "fhirUser", "profile", "online_access", "user/*.cruds", "user/AuditEvent.rs")
+WORKSPACE_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "user/*.cruds", "user/AuditEvent.rs")
 
 
 class Sealer:
