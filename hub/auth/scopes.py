@@ -29,14 +29,7 @@ def grant_scopes(requested: str | None, allowed: Iterable[str], *, context: str 
     allowed_grants = _table(allowed, context)
     if requested is None or not requested.strip():
         return _as_scopes(allowed_grants, context)
-    wanted: dict[str, set[str]] = {}
-    for scope in requested.split():
-        try:
-            scope_context, res_type, letters = parse_scope_in_context(scope)
-        except ScopeError:
-            continue
-        if scope_context == context:
-            wanted.setdefault(res_type, set()).update(letters)
+    wanted = _table(requested.split(), context)
     granted: dict[str, set[str]] = {}
     everywhere = allowed_grants.get("*", frozenset())
     for res_type, letters in wanted.items():
@@ -60,6 +53,7 @@ def identity_scopes(requested: str | None, allowed: Iterable[str]) -> list[str]:
 
 
 def _table(scopes: Iterable[str], context: str) -> dict[str, frozenset[str]]:
+    """Resource type → interaction letters over the scopes of `context`, the others left out."""
     merged: dict[str, set[str]] = {}
     for scope in scopes:
         try:
