@@ -18,6 +18,7 @@ from hub.auth.organisations import default_system, organisation_system
 from hub.auth.passwords import check_policy, hash_password, verify_password, verify_totp
 from hub.auth.principal import PARTNER_CLASSES
 from hub.auth.roles import ROLE_NAMES, ROLES
+from hub.auth.sealing import Sealer
 from hub.fhir.identifiers import CANONICAL_BASE, ODS_ORGANIZATION_CODE
 from hub.store import users as store
 from hub.store.users import UserRecord
@@ -25,6 +26,7 @@ from hub.store.users import UserRecord
 STAFF_ROLE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-staff-role"
 PARTNER_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-consent-partner"
 USERNAME_SYSTEM = f"{CANONICAL_BASE}/Id/hub-user"
+TOTP_PURPOSE = "totp"
 
 
 class AccountError(ValueError):
@@ -41,8 +43,9 @@ class NewAccount:
 def new_account(*, username: str, display_name: str, role: str, partner_class: str, organisation: str,
                 organisation_system_name: str | None = None, password: str | None = None,
                 totp_secret: str | None = None, external_subject: str | None = None,
-                practitioner_id: str | None = None) -> NewAccount:
-    """The account row and the FHIR resources that say who the person is and for whom they work."""
+                practitioner_id: str | None = None, sealer: Sealer | None = None) -> NewAccount:
+    """The account row and the FHIR resources that say who the person is and for whom they work.
+    A TOTP secret is kept sealed (`sealer` is then required)."""
     username = username.strip()
     if not username or any(c.isspace() for c in username):
         raise AccountError("a user name is one word, e.g. k.hughes")
@@ -64,7 +67,8 @@ def new_account(*, username: str, display_name: str, role: str, partner_class: s
         user_id=user_id, username=username, display_name=display_name.strip() or username, role=role,
         organisation=organisation.strip(), organisation_system=system, partner_class=partner_class,
         practitioner_id=practitioner_id or f"staff-{user_id[:16]}", practitioner_role_id=f"staff-role-{user_id[:16]}",
-        password_hash=hash_password(password) if password is not None else None, totp_secret=totp_secret,
+        password_hash=hash_password(password) if password is not None else None,
+        totp_secret=seal_totp(sealer, totp_secret) if totp_secret else None,
         external_subject=external_subject)
     return NewAccount(user, None if practitioner_id else practitioner(user), practitioner_role(user))
 
@@ -94,6 +98,12 @@ def practitioner_role(user: UserRecord) -> dict[str, Any]:
     }
 
 
+def seal_totp(sealer: Sealer | None, secret: str) -> str:
+    if sealer is None:
+        raise AccountError("a TOTP secret needs the signing key to seal it")
+    return sealer.seal(secret, TOTP_PURPOSE)
+
+
 @dataclass(frozen=True)
 class SignInPolicy:
     max_failures: int
@@ -101,7 +111,7 @@ class SignInPolicy:
 
 
 async def check_local_sign_in(conn: AsyncConnection, username: str, password: str, code: str,
-                              policy: SignInPolicy) -> UserRecord | None:
+                              policy: SignInPolicy, sealer: Sealer) -> UserRecord | None:
     """The account, if this is a right sign-in to an active, unlocked local account; else None
     (the caller says only that it failed). Wrong attempts are counted towards lockout."""
     user = await store.user_by_username(conn, username or "")
@@ -116,8 +126,16 @@ async def check_local_sign_in(conn: AsyncConnection, username: str, password: st
         return None
     if locked:
         return None
-    if right and user.active and verify_totp(user.totp_secret, code):
+    if right and user.active and _second_factor(user, code, sealer):
         await store.record_success(conn, user.user_id)
         return user
     await store.record_failure(conn, user.user_id, max_failures=policy.max_failures, lockout_s=policy.lockout_s)
     return None
+
+
+def _second_factor(user: UserRecord, code: str, sealer: Sealer) -> bool:
+    if not user.totp_secret:
+        return True
+    secret = sealer.unseal(user.totp_secret, TOTP_PURPOSE)
+    # A secret that no longer opens (the signing key was rotated) fails: reset-password --totp.
+    return secret is not None and verify_totp(secret, code)

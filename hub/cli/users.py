@@ -17,7 +17,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.auth.accounts import AccountError, NewAccount, new_account
+from hub.auth.accounts import AccountError, NewAccount, new_account, seal_totp
+from hub.auth.keys import load_signing_keys
 from hub.auth.passwords import (
     PasswordPolicyError,
     check_policy,
@@ -28,6 +29,7 @@ from hub.auth.passwords import (
 )
 from hub.auth.principal import PARTNER_CLASSES
 from hub.auth.roles import ROLES
+from hub.auth.sealing import Sealer
 from hub.config import Settings
 from hub.fhir.ids import source_id
 from hub.store import repository
@@ -48,6 +50,11 @@ def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
 def _fail(message: str) -> None:
     print(f"ipc-hub users: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _sealer(settings: Settings) -> Sealer:
+    """The sealer the API uses: from the same signing key (HUB_AUTH_SIGNING_KEY_FILE)."""
+    return Sealer(load_signing_keys(settings.auth_signing_key_file, settings.data_dir).signing)
 
 
 async def save_account(conn: AsyncConnection, account: NewAccount) -> bool:
@@ -74,7 +81,7 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
                               partner_class=args.partner_class, organisation=args.organisation,
                               organisation_system_name=args.organisation_system, password=password,
                               totp_secret=totp, external_subject=args.external_subject,
-                              practitioner_id=args.practitioner_id)
+                              practitioner_id=args.practitioner_id, sealer=_sealer(settings) if totp else None)
     except (AccountError, PasswordPolicyError) as exc:
         _fail(str(exc))
     if not _run(settings, lambda conn: save_account(conn, account)):
@@ -124,7 +131,8 @@ def cmd_reset_password(args: argparse.Namespace, settings: Settings) -> None:
         _fail(str(exc))
     totp = new_totp_secret() if args.totp else None
     keep = not args.totp and not args.no_totp
-    user = _run(settings, lambda conn: store.set_password(conn, args.username, hash_password(password), totp,
+    sealed = seal_totp(_sealer(settings), totp) if totp else None
+    user = _run(settings, lambda conn: store.set_password(conn, args.username, hash_password(password), sealed,
                                                           keep_totp=keep))
     if user is None:
         _fail(f"no user {args.username}")

@@ -10,27 +10,21 @@ values, and who is signed in.
 - CSRF: every form carries the session's CSRF token; a POST without the right one is refused
   (403) before anything is done. The sign-in form, before any session, carries a token bound
   to a short-lived cookie (double submit).
-- Sealed values: the state of a sign-in in progress (PKCE verifier, nonce, state, where to go
-  next) travels in a cookie sealed with AES-GCM, and the workspace's tokens are stored sealed,
-  so neither a browser nor a copy of the sessions table can read or alter them. The key is
-  derived from the token signing key, which every API process already shares."""
+- Sealed values (hub.auth.sealing): the state of a sign-in in progress (PKCE verifier, nonce,
+  state, where to go next) travels in a cookie sealed with AES-GCM, and the workspace's tokens
+  are stored sealed, so neither a browser nor a copy of the sessions table can read or alter
+  them."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.auth.runtime import AuthRuntime
+from hub.auth.sealing import Sealer
 from hub.config import Settings
 from hub.fhir.errors import FhirError
 from hub.store import sessions, users
@@ -47,34 +41,10 @@ WORKSPACE_CLIENT = "ipc-hub-workspace"
 WORKSPACE_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "user/*.cruds", "user/AuditEvent.rs")
 
 
-class Sealer:
-    """Authenticated encryption of small values (AES-256-GCM), each sealed for one purpose."""
-
-    def __init__(self, runtime: AuthRuntime) -> None:
-        private = runtime.keys.signing.as_dict(private=True)
-        material = json.dumps({k: private[k] for k in sorted(private) if k in ("d", "p", "q")}).encode()
-        self._aead = AESGCM(hashlib.sha256(b"ipc-hub web seal v1" + material).digest())
-
-    def seal(self, value: Any, purpose: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, json.dumps(value).encode(), purpose.encode())
-        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
-
-    def unseal(self, text: str | None, purpose: str) -> Any:
-        """The value, or None if the text was not sealed here for this purpose."""
-        if not text:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            return json.loads(self._aead.decrypt(raw[:12], raw[12:], purpose.encode()))
-        except Exception:  # noqa: BLE001 - any tampering or foreign value reads as "none"
-            return None
-
-
 def sealer(request: Request) -> Sealer:
     found = getattr(request.app.state, "web_sealer", None)
     if found is None:
-        found = request.app.state.web_sealer = Sealer(request.app.state.auth)
+        found = request.app.state.web_sealer = Sealer(request.app.state.auth.keys.signing)
     return found
 
 

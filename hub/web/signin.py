@@ -105,7 +105,7 @@ async def sign_in(request: Request) -> Response:
     policy = SignInPolicy(settings.signin_max_failures, settings.signin_lockout_s)
     async with request.app.state.pool.connection() as conn:
         user = await check_local_sign_in(conn, str(fields.get("username") or ""), str(fields.get("password") or ""),
-                                         str(fields.get("code") or ""), policy)
+                                         str(fields.get("code") or ""), policy, web.sealer(request))
     if user is None:
         return _sign_in_page(request, client, check, status=401, username=str(fields.get("username") or ""),
                              error=_FAILED.format(n=policy.max_failures, m=max(1, policy.lockout_s // 60)))

@@ -33,11 +33,11 @@ def run(coro):
 
 def add_user(pg_url: str, *, role: str = "coordinator", partner_class: str = "nhs", organisation: str = "QT1",
              password: str | None = PASSWORD, totp_secret: str | None = None, external_subject: str | None = None,
-             practitioner_id: str | None = None, name: str = "Test Person") -> UserRecord:
+             practitioner_id: str | None = None, name: str = "Test Person", sealer=None) -> UserRecord:
     account = new_account(username=f"user-{uuid.uuid4().hex[:10]}", display_name=name, role=role,
                           partner_class=partner_class, organisation=organisation, password=password,
                           totp_secret=totp_secret, external_subject=external_subject,
-                          practitioner_id=practitioner_id)
+                          practitioner_id=practitioner_id, sealer=sealer)
 
     async def save() -> None:
         async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:

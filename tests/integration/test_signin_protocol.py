@@ -318,9 +318,13 @@ def test_unknown_user_and_wrong_password_read_the_same(base, audience, pg_url, a
     assert wrong.status == unknown.status == 401 and pick(wrong.text) == pick(unknown.text)
 
 
-def test_totp_second_factor(base, audience, pg_url, agent):
+def test_totp_second_factor(base, audience, pg_url, agent, signing_keys):
+    from hub.auth.sealing import Sealer
+
     secret = pyotp.random_base32()
-    user, app = add_user(pg_url, totp_secret=secret), add_app(pg_url, REDIRECT)
+    user = add_user(pg_url, totp_secret=secret, sealer=Sealer(signing_keys.signing))
+    app = add_app(pg_url, REDIRECT)
+    assert secret not in (user.totp_secret or "")  # kept sealed
     _, challenge = pkce()
     url = authorize_url(base, app, REDIRECT, audience=audience, challenge=challenge)
     assert sign_in(agent, url, user.username).status == 401  # password alone

@@ -25,9 +25,11 @@ IPC_HUB = str(Path(sys.executable).with_name("ipc-hub"))
 REDIRECT = "http://127.0.0.1:9/callback"
 
 
-def users(pg_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+def users(pg_url: str, *args: str, ok: bool = True, key_file: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env["HUB_DATABASE_URL"] = pg_url
+    if key_file is not None:  # the API's signing key, which also seals TOTP secrets
+        env["HUB_AUTH_SIGNING_KEY_FILE"] = str(key_file)
     done = subprocess.run([IPC_HUB, "users", *args], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode == 0) == ok, done.stdout + done.stderr
     return done
@@ -49,10 +51,10 @@ def app_token(hub_url: str, audience: str, pg_url: str, username: str, password:
     return {"app": app.record.client_id, **tokens}
 
 
-def test_add_list_disable_enable_reset(hub_url, hub_api, pg_url, fhir):
+def test_add_list_disable_enable_reset(hub_url, hub_api, pg_url, fhir, signing_key_file):
     name = f"k.hughes-{uuid.uuid4().hex[:6]}"
     added = users(pg_url, "add", name, "--name", "Karen Hughes", "--role", "coordinator", "--partner-class", "nhs",
-                  "--organisation", "QT1", "--totp").stdout
+                  "--organisation", "QT1", "--totp", key_file=signing_key_file).stdout
     password = re.search(r"password:\s+(\S+)", added).group(1)
     secret = re.search(r"secret=([A-Z2-7]+)", added).group(1)
     practitioner = re.search(r"practitioner:\s+(Practitioner/\S+)", added).group(1)
