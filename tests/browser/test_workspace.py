@@ -83,8 +83,16 @@ def test_record_goal_progress_and_see_the_new_version_and_the_audit_naming_the_u
     text = card.inner_text()
     assert "Improving" in text and note in text
     assert f"version {before + 1}" in text
-    trail = card.locator("table", has_text="Who has looked at or changed this goal")
-    assert trail.locator("tr", has_text="Karen Hughes").filter(has_text="changed").count() >= 1
+
+    def trail_names_the_change():
+        # The audit trail is written off the request path (a background writer), so the change
+        # can reach it a moment after the page that made it: look again until it is there.
+        page.reload()
+        trail = page.locator(f"#goal-{goal_id} table", has_text="Who has looked at or changed this goal")
+        return trail.locator("tr", has_text="Karen Hughes").filter(has_text="changed").count() >= 1
+
+    wait_for(trail_names_the_change, 20, "the change in the goal's audit trail", interval=0.2)
+    trail = page.locator(f"#goal-{goal_id} table", has_text="Who has looked at or changed this goal")
     assert "ipc-hub-workspace" in trail.inner_text()
 
 
