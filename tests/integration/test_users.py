@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.access_cases import lead_charity_consent, make_person
 from tests.integration.signin import Agent, add_app, add_user, authorize_url, pkce, query_of, sign_in
+from tests.pipeline.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -98,9 +99,14 @@ def test_the_user_is_named_in_audit_and_provenance(hub_url, hub_api, pg_url, fhi
     assert author["who"]["reference"] == user.practitioner and author["onBehalfOf"]["identifier"]["value"] == "QT1"
     assert enterer["who"]["identifier"]["value"] == tokens["app"]
     auditor = {"Authorization": f"Bearer {tokens['access_token']}"}
-    events = httpx.get(f"{hub_url}/fhir/AuditEvent", headers=auditor,
-                       params={"entity": f"Patient/{patient_id}", "agent": user.practitioner}).json()
-    assert events["total"] >= 1
+
+    def trail() -> dict:
+        return httpx.get(f"{hub_url}/fhir/AuditEvent", headers=auditor,
+                         params={"entity": f"Patient/{patient_id}", "agent": user.practitioner}).json()
+
+    # The audit trail is written by a background writer, off the request path: wait for it.
+    wait_for(lambda: trail()["total"], 20, "the create in the audit trail")
+    events = trail()
     event = events["entry"][0]["resource"]
     person = next(a for a in event["agent"] if a.get("who", {}).get("reference") == user.practitioner)
     app = next(a for a in event["agent"] if a.get("who", {}).get("identifier", {}).get("value") == tokens["app"])
