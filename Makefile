@@ -6,15 +6,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install lock clean
+.PHONY: run test bench install lock clean browser oidc
 
 run: $(STAMP)
 	$(BIN)/ipc-hub up
 
 # --hazard-log: the run fails unless every test docs/safety/hazard-log.yaml names exists and passes
 # in it (tests/safety/plugin.py); a subset run without the option is not checked.
-test: $(STAMP)
+test: $(STAMP) browser oidc
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --hazard-log docs/safety/hazard-log.yaml
+
+# The browser tests drive Debian's Chromium (Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || true
+
+# A real OpenID Connect provider for the sign-in tests (npm oidc-provider, pinned by tests/oidc/package-lock.json).
+oidc: tests/oidc/node_modules/.installed
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q nodejs npm >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null)); } || true
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || true
@@ -40,4 +51,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .bench
+	rm -rf $(VENV) .pytest_cache .bench tests/oidc/node_modules tests/browser/screenshots

@@ -91,6 +91,27 @@ class Settings(BaseSettings):
     auth_audience: str | None = None
     # Longest lifetime a private_key_jwt client assertion may claim (SMART Backend Services: 5 min).
     auth_assertion_max_lifetime_s: int = 300
+    # Refresh tokens (apps acting for a signed-in person, with offline_access):
+    # how long one lives unused; each use rotates it.
+    auth_refresh_lifetime_s: int = 8 * 3600
+    # Staff sign-in (hub/auth, hub/web): lockout after this many failed attempts in a row, for
+    # this long; browser sessions end after idle_timeout without a request, and at most after
+    # session_lifetime. Cookies are Secure unless this is false (only for plain-http testing).
+    signin_max_failures: int = 5
+    signin_lockout_s: int = 900
+    session_idle_timeout_s: int = 900
+    session_lifetime_s: int = 12 * 3600
+    session_cookie_secure: bool = True
+    # An external OpenID Connect provider for staff (e.g. NHS CIS2): its issuer URL (discovery
+    # at /.well-known/openid-configuration), this hub's client id and secret there, the claim
+    # whose value names the hub account (`ipc-hub users add --external-subject`), the scopes to
+    # ask for and the name on the sign-in button. Unset issuer: local accounts only.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_user_claim: str = "sub"
+    oidc_scopes: str = "openid profile email"
+    oidc_display_name: str = "your organisation's sign-in"
     # Per-client token bucket: sustained requests per second and burst size (0 rps: no limit).
     rate_limit_rps: float = 200.0
     rate_limit_burst: int = 400
@@ -130,6 +151,8 @@ class Settings(BaseSettings):
             if name == "database_url" and "@" in text:
                 scheme, _, rest = text.partition("://")
                 text = f"{scheme}://***@{rest.rpartition('@')[2]}"
+            if name == "oidc_client_secret" and text:
+                text = "***"
             shown[f"HUB_{name.upper()}"] = text
         return shown
 

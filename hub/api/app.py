@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hub.api import access, audit, capability, health, oauth, openapi, operations, rest
 from hub.api.formats import JSON, fhir_response, render, response_format
+from hub import web
 from hub.api.security import SecurityMiddleware
 from hub.auth.runtime import auth_runtime, revocations_followed
 from hub.config import Settings
@@ -67,6 +68,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for module in (audit, operations, rest, capability, health, oauth):
         _add_routes(app, module.router)
     _install_error_handlers(app)
+    web.install(app)  # the sign-in pages and the workspace (after the FHIR routes: they match first)
     openapi.describe(app)
     # Middlewares, innermost first: each wraps those listed before it (an audit layer goes after
     # security, so it sees every request and the Principal security put in scope["state"]).

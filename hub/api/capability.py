@@ -56,7 +56,7 @@ def _operations(level: str, res_type: str | None = None) -> list[dict]:
 
 @lru_cache(maxsize=1)
 def capability_statement(base_url: str, token_endpoint: str | None = None,
-                         revocation_endpoint: str | None = None) -> dict:
+                         revocation_endpoint: str | None = None, authorization_endpoint: str | None = None) -> dict:
     resources = [_resource_entry(t) for t in sorted(SUPPORTED_TYPES)]
     return {
         "resourceType": "CapabilityStatement",
@@ -75,7 +75,7 @@ def capability_statement(base_url: str, token_endpoint: str | None = None,
         "implementationGuide": [IMPLEMENTATION_GUIDE],
         "rest": [{
             "mode": "server",
-            **_security(token_endpoint, revocation_endpoint),
+            **_security(token_endpoint, revocation_endpoint, authorization_endpoint),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             **({"operation": system_operations} if (system_operations := _operations("system")) else {}),
@@ -83,11 +83,15 @@ def capability_statement(base_url: str, token_endpoint: str | None = None,
     }
 
 
-def _security(token_endpoint: str | None, revocation_endpoint: str | None) -> dict:
-    """SMART on FHIR's `oauth-uris` extension: where a client gets and revokes tokens."""
+def _security(token_endpoint: str | None, revocation_endpoint: str | None,
+              authorization_endpoint: str | None = None) -> dict:
+    """SMART on FHIR's `oauth-uris` extension: where a client sends a person to sign in, and
+    gets and revokes tokens (the full story is in .well-known/smart-configuration)."""
     if token_endpoint is None:
         return {}
     uris = [{"url": "token", "valueUri": token_endpoint}]
+    if authorization_endpoint:
+        uris.insert(0, {"url": "authorize", "valueUri": authorization_endpoint})
     if revocation_endpoint:
         uris.append({"url": "revoke", "valueUri": revocation_endpoint})
     return {"security": {
@@ -95,7 +99,9 @@ def _security(token_endpoint: str | None, revocation_endpoint: str | None) -> di
                        "extension": uris}],
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                  "code": "SMART-on-FHIR"}], "text": "OAuth2 using SMART-on-FHIR profile"}],
-        "description": "SMART Backend Services: client credentials with client_secret_basic or private_key_jwt",
+        "description": "SMART App Launch 2 (standalone launch, authorization code with PKCE S256, OpenID "
+                       "Connect, user/ scopes, rotated refresh tokens) for apps used by staff, and SMART "
+                       "Backend Services (client credentials with client_secret_basic or private_key_jwt)",
     }}
 
 
@@ -150,5 +156,5 @@ async def metadata(request: Request) -> Response:
     fmt = response_format(request)
     auth = request.app.state.auth
     statement = capability_statement(request.app.state.base_url, *(
-        (auth.token_endpoint, auth.revocation_endpoint) if auth.enabled else ()))
+        (auth.token_endpoint, auth.revocation_endpoint, auth.authorization_endpoint) if auth.enabled else ()))
     return fhir_response(render(statement, fmt, pretty=wants_pretty(request)), fmt)

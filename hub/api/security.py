@@ -21,9 +21,20 @@ from hub.fhir.errors import FhirError, operation_outcome
 
 # Reachable without a token: the CapabilityStatement, discovery documents, the OAuth endpoints
 # (their clients authenticate themselves there) and what orchestrators poll.
-OPEN_PATHS = frozenset({"/fhir/metadata", "/auth/token", "/auth/revoke", "/healthz", "/readyz",
-                        "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/auth/token",
+                        "/auth/revoke", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
+                        "/docs/oauth2-redirect"})
 OPEN_PREFIX = "/.well-known/"
+# Pages (hub.web): the sign-in pages, the workspace and their stylesheet. No bearer token here:
+# a person's browser holds a session cookie instead, which the pages check themselves (and each
+# page reaches the record through the FHIR API with that person's access token, so it is
+# authorised and audited there).
+PAGE_PATHS = frozenset({"/auth/authorize", "/auth/oidc/start", "/auth/oidc/callback"})
+PAGE_PREFIXES = ("/app", "/static/")
+
+
+def is_page(path: str) -> bool:
+    return path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)
 # Token and revocation requests are a few hundred bytes; anything near this is not one.
 _OAUTH_MAX_BODY = 64 * 1024
 _OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke"})
@@ -68,13 +79,14 @@ class SecurityMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
-            if path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
-                if path in _OAUTH_PATHS:
+            if path in OPEN_PATHS or path.startswith(OPEN_PREFIX) or is_page(path):
+                if path in _OAUTH_PATHS or path in PAGE_PATHS:
                     self._throttle(f"addr:{_client_address(scope)}")
             elif self.auth.enabled:
                 principal = self.auth.authenticate(_header(scope, b"authorization"))
                 state["principal"] = principal
-                self._throttle(principal.client_id)
+                # An app used by many people (the workspace) gets a bucket per person.
+                self._throttle(principal.user or principal.client_id)
         except FhirError as exc:
             await _refuse(send, exc)
             return
@@ -123,8 +135,12 @@ def _client_address(scope: Scope) -> str:
 def _with_headers(send: Send, path: str, https: bool, state: dict) -> Send:
     """`send` with the security headers added to the response start, noting its status (and
     Location, on a 201) in the request's `state` (see the module's docstring)."""
-    extra = list(_API_HEADERS) if path != "/docs" else _COMMON + [(b"content-security-policy", _DOCS_CSP)]
-    no_store = path.startswith("/fhir") or path.startswith("/auth/")
+    page = is_page(path)
+    if page:
+        extra = list(_COMMON)  # each page sets its own Content-Security-Policy (hub.web.pages)
+    else:
+        extra = list(_API_HEADERS) if path != "/docs" else _COMMON + [(b"content-security-policy", _DOCS_CSP)]
+    no_store = path.startswith("/fhir") or path.startswith("/auth/") or path.startswith("/app")
     if no_store:
         extra += _NO_STORE
     if https:

@@ -26,6 +26,7 @@ _SOURCE_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/security-source
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _ENTITY_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+_SECURITY_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
 _OUTCOME_DESC = {0: None, 4: "refused or invalid request", 8: "server failure", 12: "no response sent"}
 
 
@@ -74,6 +75,14 @@ def _agents(record: AuditRecord) -> list[dict[str, Any]]:
     if record.address:
         client["network"] = {"address": record.address, "type": "2"}  # 2: IP address
     agents = [client]
+    if record.user_ref:
+        # The person the app acted for: the requestor, as the app only carried their request.
+        client["requestor"] = False
+        agents.insert(0, {
+            "type": {"coding": [{"system": _SECURITY_ROLE, "code": "humanuser", "display": "human user"}]},
+            "who": {"reference": record.user_ref, "type": "Practitioner"},
+            "requestor": True,
+        })
     if record.organisation:
         organisation: dict[str, Any] = {
             "type": {"coding": [{"system": _DICOM, "code": "110150", "display": "Application"}]},

@@ -38,9 +38,18 @@ def agent(role: str, who: dict[str, Any], on_behalf_of: dict[str, Any] | None = 
 
 def client_write(targets: list[str], activity: str, principal: Principal) -> dict[str, Any]:
     """Provenance for what one API request wrote: the client as author, on behalf of its
-    organisation, with its partner class as the agent's role."""
-    author = agent("author", {"identifier": {"system": CLIENT_ID_SYSTEM, "value": principal.client_id},
-                              "display": principal.client_id},
-                   {"identifier": {"system": principal.organisation_system, "value": principal.organisation}})
-    author["role"] = [{"coding": [{"system": PARTNER_CLASS_SYSTEM, "code": principal.partner_class}]}]
+    organisation, with its partner class as the agent's role. When the client is an app acting
+    for a signed-in person, that person (their Practitioner) is the author and the app the
+    enterer: the fact is traced to who said it and to what they used."""
+    organisation = {"identifier": {"system": principal.organisation_system, "value": principal.organisation}}
+    role = [{"coding": [{"system": PARTNER_CLASS_SYSTEM, "code": principal.partner_class}]}]
+    app = {"identifier": {"system": CLIENT_ID_SYSTEM, "value": principal.client_id},
+           "display": principal.client_id}
+    if principal.user:
+        person = agent("author", {"reference": principal.user, "display": principal.user_name or principal.user},
+                       organisation)
+        person["role"] = role
+        return build(targets, activity, [person, agent("enterer", app)])
+    author = agent("author", app, organisation)
+    author["role"] = role
     return build(targets, activity, [author])

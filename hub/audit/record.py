@@ -45,6 +45,7 @@ class AuditRecord:
     address: str | None
     patients: list[str]
     entities: list[str]
+    user_ref: str | None = None  # the signed-in person the app acted for (Practitioner/<id>)
 
 
 def _id_source() -> tuple[str, itertools.count]:
@@ -204,4 +205,5 @@ def build_record(
         address=address,
         patients=sorted(patients),
         entities=entities,
+        user_ref=getattr(principal, "user", None),
     )

@@ -25,19 +25,29 @@ class ScopeError(ValueError):
     """A scope string this hub does not understand (refused at token issue, never guessed)."""
 
 
+# Contexts the hub grants: `system/` to backend clients, `user/` to apps acting for a signed-in
+# person. `patient/` would need a patient picked at launch, which the hub does not offer.
+CONTEXTS = ("system", "user")
+
+
 def parse_scope(scope: str) -> tuple[str, str]:
-    """(resource type or "*", interaction letters) for one `system/` scope."""
+    """(resource type or "*", interaction letters) for one `system/` or `user/` scope."""
+    return parse_scope_in_context(scope)[1:]
+
+
+def parse_scope_in_context(scope: str) -> tuple[str, str, str]:
+    """(context, resource type or "*", interaction letters) for one `system/` or `user/` scope."""
     match = _SCOPE.match(scope)
     if not match:
         raise ScopeError(f"not a SMART scope: {scope!r}")
     context, res_type, access = match.groups()
-    if context != "system":
-        raise ScopeError(f"only system/ scopes are offered to backend clients: {scope!r}")
+    if context not in CONTEXTS:
+        raise ScopeError(f"only system/ and user/ scopes are offered (no patient is chosen at launch): {scope!r}")
     letters = _V1.get(access, access)
     if not letters or any(ch not in _ORDER for ch in letters) or \
             "".join(sorted(set(letters), key=_ORDER.index)) != letters:
         raise ScopeError(f"interactions must be a subset of 'cruds' in that order: {scope!r}")
-    return res_type, letters
+    return context, res_type, letters
 
 
 def grants(scopes: frozenset[str] | set[str] | list[str]) -> dict[str, frozenset[str]]:
@@ -63,6 +73,11 @@ class Principal:
     expires_at: int  # epoch seconds
     # Why the client is asking (a v3 PurposeOfUse code such as TREAT or HOPERAT), for audit.
     purpose_of_use: str = "TREAT"
+    # The signed-in person an app acts for (`Practitioner/<id>`, the token's fhirUser) and their
+    # name and role; None for backend clients acting for their organisation alone.
+    user: str | None = None
+    user_name: str | None = None
+    user_role: str | None = None
     # Filled from `scopes` in __post_init__; decisions use this, never the strings.
     _grants: dict[str, frozenset[str]] | None = None
 

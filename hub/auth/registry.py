@@ -6,12 +6,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from hub.auth.organisations import default_system, organisation_system
 from hub.auth.principal import PARTNER_CLASSES, ScopeError, parse_scope
+from hub.auth.scopes import IDENTITY_SCOPES
 from hub.auth.secrets import hash_secret, new_secret
 from hub.store.clients import ClientRecord
 
@@ -28,8 +30,10 @@ class NewClient:
 
 def register(*, name: str, partner_class: str, organisation: str, scopes: str,
              organisation_system_name: str | None = None, jwks: dict[str, Any] | None = None,
-             client_id: str | None = None) -> NewClient:
-    """A client record ready to insert, and its secret (None when it authenticates by JWKS)."""
+             client_id: str | None = None, redirect_uris: tuple[str, ...] = (), public: bool = False) -> NewClient:
+    """A client record ready to insert, and its secret (None when it authenticates by JWKS or is
+    a public app). With redirect URIs it is an app used by people (SMART App Launch: the
+    authorization code grant, `user/` scopes); without, a backend service (client credentials)."""
     if partner_class not in PARTNER_CLASSES:
         raise RegistrationError(f"partner class must be one of {', '.join(PARTNER_CLASSES)}")
     if not organisation.strip():
@@ -40,8 +44,26 @@ def register(*, name: str, partner_class: str, organisation: str, scopes: str,
         organisation_system=organisation_system(organisation_system_name) if organisation_system_name
         else default_system(partner_class),
         partner_class=partner_class, scopes=check_scopes(scopes),
-        auth_method="private_key_jwt" if jwks is not None else "client_secret_basic")
+        auth_method="private_key_jwt" if jwks is not None else "client_secret_basic",
+        redirect_uris=check_redirect_uris(redirect_uris))
+    if public:
+        if not redirect_uris:
+            raise RegistrationError("a public client is an app used by people: give its --redirect-uri")
+        return NewClient(replace(record, auth_method="none"), None)
     return with_new_credentials(record, jwks)
+
+
+def check_redirect_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
+    """Absolute https URIs (http only on a loopback address, for native and test apps), without
+    fragments, compared later as exact strings (OAuth 2.0 Security BCP §4.1)."""
+    for uri in uris:
+        parts = urlsplit(uri)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme not in ("https", "http") or not parts.netloc or (parts.scheme == "http" and not loopback):
+            raise RegistrationError(f"a redirect URI must be https (http only on a loopback address): {uri}")
+        if parts.fragment:
+            raise RegistrationError(f"a redirect URI must not have a fragment: {uri}")
+    return tuple(dict.fromkeys(uris))
 
 
 def with_new_credentials(record: ClientRecord, jwks: dict[str, Any] | None = None) -> NewClient:
@@ -60,6 +82,8 @@ def check_scopes(scopes: str) -> tuple[str, ...]:
     if not found:
         raise RegistrationError("give the client at least one scope, e.g. 'system/CarePlan.rs'")
     for scope in found:
+        if scope in IDENTITY_SCOPES:
+            continue
         try:
             parse_scope(scope)
         except ScopeError as exc:

@@ -37,6 +37,7 @@ class AuthRuntime:
     assertion_max_lifetime_s: int
     limiter: RateLimiter
     enabled: bool = True
+    refresh_lifetime_s: int = 8 * 3600
     deny: DenySet = field(default_factory=DenySet)
     verifier: TokenVerifier = field(init=False)
 
@@ -47,6 +48,10 @@ class AuthRuntime:
     @property
     def token_endpoint(self) -> str:
         return f"{self.issuer}/auth/token"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return f"{self.issuer}/auth/authorize"
 
     @property
     def revocation_endpoint(self) -> str:
@@ -79,7 +84,7 @@ def auth_runtime(settings: Settings) -> AuthRuntime:
         token_lifetime_s=settings.auth_token_lifetime_s,
         assertion_max_lifetime_s=settings.auth_assertion_max_lifetime_s,
         limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
-        enabled=settings.auth_enabled)
+        enabled=settings.auth_enabled, refresh_lifetime_s=settings.auth_refresh_lifetime_s)
 
 
 @asynccontextmanager

@@ -6,7 +6,10 @@ call back to the hub. The claims carry everything a Principal needs — client, 
 partner class, scopes — so an access decision never needs a lookup per request; revocation is a
 deny list of token ids checked by the caller (`is_revoked`).
 
-Claims beyond RFC 9068: `ipc_org`, `ipc_org_system`, `ipc_partner_class`, `ipc_purpose`."""
+Claims beyond RFC 9068: `ipc_org`, `ipc_org_system`, `ipc_partner_class`, `ipc_purpose`; for a
+token an app holds for a signed-in person, `sub` is the person, `fhirUser` (SMART) their
+Practitioner's URL, and `ipc_user`, `ipc_user_name`, `ipc_user_role` what audit and Provenance
+name."""
 from __future__ import annotations
 
 import time
@@ -48,6 +51,12 @@ class TokenRequest:
     partner_class: str
     scopes: tuple[str, ...]
     purpose_of_use: str = "TREAT"
+    # Set when an app acts for a signed-in person (the authorization code grant).
+    user: str | None = None  # Practitioner/<id>
+    user_id: str | None = None
+    user_name: str | None = None
+    user_role: str | None = None
+    fhir_user: str | None = None
 
 
 def issue_access_token(key: RSAKey, request: TokenRequest, *, issuer: str, audience: str,
@@ -61,6 +70,9 @@ def issue_access_token(key: RSAKey, request: TokenRequest, *, issuer: str, audie
         "ipc_org": request.organisation, "ipc_org_system": request.organisation_system,
         "ipc_partner_class": request.partner_class, "ipc_purpose": request.purpose_of_use,
     }
+    if request.user:
+        claims.update({"sub": request.user_id, "fhirUser": request.fhir_user, "ipc_user": request.user,
+                       "ipc_user_name": request.user_name, "ipc_user_role": request.user_role})
     header = {"alg": ALGORITHM, "kid": key.kid, "typ": "at+jwt"}
     return jwt.encode(header, claims, key), claims
 
@@ -126,12 +138,16 @@ class TokenVerifier:
         if missing:
             raise unauthorised("the access token does not name its organisation and partner class")
         try:
+            user = claims.get("ipc_user")
             return Principal(
-                client_id=str(claims["sub"]), organisation=str(claims["ipc_org"]),
+                client_id=str(claims.get("client_id") or claims["sub"]), organisation=str(claims["ipc_org"]),
                 organisation_system=str(claims["ipc_org_system"]),
                 partner_class=str(claims["ipc_partner_class"]),
                 scopes=frozenset(str(claims.get("scope", "")).split()), token_id=str(claims["jti"]),
-                expires_at=int(claims["exp"]), purpose_of_use=str(claims.get("ipc_purpose") or "TREAT"))
+                expires_at=int(claims["exp"]), purpose_of_use=str(claims.get("ipc_purpose") or "TREAT"),
+                user=str(user) if user else None,
+                user_name=str(claims.get("ipc_user_name") or "") or None if user else None,
+                user_role=str(claims.get("ipc_user_role") or "") or None if user else None)
         except (ScopeError, ValueError, TypeError):
             # Signed by us but not by this hub's rules (a key shared with another issuer, an
             # older release): refused as invalid, never a 500.

@@ -55,7 +55,9 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
 
 def _print_credentials(new: NewClient) -> None:
     print(f"client_id:     {new.record.client_id}")
-    if new.secret is not None:
+    if new.record.auth_method == "none":
+        print("a public app: no secret (the authorization code is bound to it by PKCE)")
+    elif new.secret is not None:
         print(f"client_secret: {new.secret}")
         print("Keep the secret now: it is stored only as a hash and cannot be shown again.")
     else:
@@ -67,7 +69,7 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
         new = register(name=args.name or args.organisation, partner_class=args.partner_class,
                        organisation=args.organisation, scopes=args.scopes,
                        organisation_system_name=args.organisation_system, jwks=_read_jwks(args.jwks),
-                       client_id=args.client_id)
+                       client_id=args.client_id, redirect_uris=tuple(args.redirect_uri or ()), public=args.public)
     except RegistrationError as exc:
         _fail(str(exc))
 
@@ -112,8 +114,8 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> None:
 
     async def rotate(conn: AsyncConnection) -> NewClient | None:
         record = await store.get_client(conn, args.client_id)
-        if record is None or not record.active:
-            return None
+        if record is None or not record.active or record.auth_method == "none":
+            return None  # a public app has no secret or keys to rotate
         new = with_new_credentials(record, jwks)
         if not await store.rotate_credentials(conn, record.client_id, secret_hash=new.record.secret_hash,
                                               jwks=new.record.jwks):
@@ -125,7 +127,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> None:
     except RegistrationError as exc:
         _fail(str(exc))
     if new is None:
-        _fail(f"no active client {args.client_id}")
+        _fail(f"no active confidential client {args.client_id}")
     _print_credentials(new)
 
 
@@ -152,6 +154,12 @@ def _add_clients(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--client-id", help="the client id (default: generated)")
     add.add_argument("--jwks", metavar="FILE", help="public JWKS: the client authenticates with "
                      "private_key_jwt instead of a secret")
+    add.add_argument("--redirect-uri", action="append", metavar="URI",
+                     help="an app used by people (SMART App Launch): where it receives codes, matched "
+                     "exactly (repeat for several); its scopes are then user/ scopes, e.g. "
+                     "'openid fhirUser profile offline_access user/*.cruds'")
+    add.add_argument("--public", action="store_true", help="an app with no secret (PKCE only), e.g. a "
+                     "browser or native app; needs --redirect-uri")
     add.set_defaults(handler=cmd_add)
 
     lst = actions.add_parser("list", help="list clients (never their secrets)")

@@ -87,6 +87,7 @@ def _print_banner(settings: Settings, clients: str = "") -> None:
         "\nIPC Hub is ready.\n"
         f"  FHIR API            {base}/fhir\n"
         f"  CapabilityStatement {base}/fhir/metadata\n"
+        f"  Workspace           {base}/app\n"
         f"  OpenAPI docs        {base}/docs\n"
         f"  Health              {base}/healthz  {base}/readyz\n"
         f"  HL7 v2 over MLLP    {settings.mllp_host}:{settings.mllp_port}\n"
@@ -135,9 +136,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
         start_la_watch(settings, bootstrap, stack)
         extras = ""
         if not settings.database_url:
+            from hub.cli.users import demo_users_banner
+
             extras = demo_clients_banner(database_url, settings.public_base_url())
+            extras += demo_users_banner(database_url, settings.public_base_url(), settings.mod_source)
             if settings.demo_cohort:
                 extras += load_cohort(database_url, settings.mod_drop_dir, settings.la_drop_dir)
+        # The workspace's operations pages read the bus the pipeline runs on.
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
         _serve_api(settings, database_url, banner=lambda: _print_banner(settings, extras))
 
 
@@ -213,9 +219,15 @@ def _client_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     return PARSERS
 
 
+def _user_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from hub.cli.users import PARSERS
+
+    return PARSERS
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_up, _add_api, _add_migrate,
                                                                 *_pipeline_parsers(), *_connector_parsers(),
-                                                                *_client_parsers()]
+                                                                *_client_parsers(), *_user_parsers()]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -167,5 +167,8 @@ def _param_for_base(raw: dict[str, Any], base: str, bases: list[str]) -> SearchP
 
 
 def _load_definitions() -> list[dict[str, Any]]:
+    """R4's definitions, then the IPC guide's own (profiles/SearchParameter), which add codes."""
+    from hub.fhir.validation.guide import load_guide  # the guide is data read once, like R4's
+
     text = (resources.files("hub.search") / "search-parameters-r4.json").read_text(encoding="utf-8")
-    return json.loads(text)["parameters"]
+    return [*json.loads(text)["parameters"], *load_guide().search_parameters.values()]

@@ -21,7 +21,7 @@ from hub.search.values import date_range
 # The table's columns, in the order of hub.audit.record.AuditRecord's fields.
 COLUMNS = ("id", "recorded", "interaction", "action", "outcome", "status", "method", "path", "query",
            "client_id", "organisation", "organisation_system", "partner_class", "purpose_of_use",
-           "token_id", "address", "patients", "entities")
+           "token_id", "address", "patients", "entities", "user_ref")
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SELECT = f"SELECT id::text, {', '.join(COLUMNS[1:])} FROM audit_event"
 
@@ -167,10 +167,12 @@ def _criterion(query: AuditQuery, name: str, value: str) -> None:
         patients = [r.split("/", 1)[1] for r in refs if r.startswith("Patient/")]
         query.conditions.append("(entities && %s OR patients && %s)")
         query.params += [refs, patients]
-    elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>
+    elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>;
+        # or a signed-in user as Practitioner/<id>
         codes = [v.rpartition("|")[2].rpartition("/")[2] for v in values]
-        query.conditions.append("(client_id = ANY(%s) OR organisation = ANY(%s))")
-        query.params += [codes, codes]
+        users = [v for v in values if v.startswith("Practitioner/")]
+        query.conditions.append("(client_id = ANY(%s) OR organisation = ANY(%s) OR user_ref = ANY(%s))")
+        query.params += [codes, codes, users]
     else:
         query.conditions.append(f"{_TOKEN_COLUMNS[name]} = ANY(%s)")
         query.params.append([v.rpartition("|")[2] for v in values])

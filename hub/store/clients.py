@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 REVOCATION_CHANNEL = "hub_auth_revocation"
 
 _COLUMNS = ("client_id, name, organisation, organisation_system, partner_class, scopes, auth_method, "
-            "secret_hash, jwks, status, created_at, rotated_at, revoked_at")
+            "secret_hash, jwks, status, created_at, rotated_at, revoked_at, redirect_uris")
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,15 @@ class ClientRecord:
     organisation_system: str
     partner_class: str
     scopes: tuple[str, ...]
-    auth_method: str  # client_secret_basic or private_key_jwt
+    auth_method: str  # client_secret_basic, private_key_jwt, or none (a public app: PKCE only)
     secret_hash: str | None = None
     jwks: dict[str, Any] | None = None
     status: str = "active"
     created_at: datetime | None = None
     rotated_at: datetime | None = None
     revoked_at: datetime | None = None
+    # Where an app acting for a signed-in person may receive codes (compared exactly).
+    redirect_uris: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -40,16 +42,30 @@ class ClientRecord:
 def _record(row: tuple) -> ClientRecord:
     values = list(row)
     values[5] = tuple(values[5])
+    values[13] = tuple(values[13] or ())
     return ClientRecord(*values)
 
 
 async def insert_client(conn: AsyncConnection, client: ClientRecord) -> None:
     await conn.execute(
         "INSERT INTO oauth_client (client_id, name, organisation, organisation_system, partner_class,"
-        " scopes, auth_method, secret_hash, jwks) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " scopes, auth_method, secret_hash, jwks, redirect_uris)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (client.client_id, client.name, client.organisation, client.organisation_system,
          client.partner_class, list(client.scopes), client.auth_method, client.secret_hash,
-         Jsonb(client.jwks) if client.jwks is not None else None))
+         Jsonb(client.jwks) if client.jwks is not None else None, list(client.redirect_uris)))
+
+
+async def save_app_client(conn: AsyncConnection, client: ClientRecord) -> None:
+    """Register (or bring up to date) an app the hub itself provides, such as the workspace; a
+    revoked one stays revoked."""
+    await conn.execute(
+        "INSERT INTO oauth_client (client_id, name, organisation, organisation_system, partner_class,"
+        " scopes, auth_method, redirect_uris) VALUES (%s, %s, %s, %s, %s, %s, 'none', %s)"
+        " ON CONFLICT (client_id) DO UPDATE SET name = EXCLUDED.name, scopes = EXCLUDED.scopes,"
+        " redirect_uris = EXCLUDED.redirect_uris",
+        (client.client_id, client.name, client.organisation, client.organisation_system, client.partner_class,
+         list(client.scopes), list(client.redirect_uris)))
 
 
 async def get_client(conn: AsyncConnection, client_id: str) -> ClientRecord | None:
@@ -89,11 +105,16 @@ async def revoke_client(conn: AsyncConnection, client_id: str) -> bool:
 async def revoke_token(conn: AsyncConnection, jti: str, client_id: str, expires_at: int) -> None:
     """Record a revoked access token and tell every API process (idempotent)."""
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO oauth_revoked_token (jti, client_id, expires_at)"
-            " VALUES (%s, %s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING",
-            (jti, client_id, expires_at))
-        await conn.execute("SELECT pg_notify(%s, %s)", (REVOCATION_CHANNEL, f"token {jti} {expires_at}"))
+        await note_revoked_token(conn, jti, client_id, expires_at)
+
+
+async def note_revoked_token(conn: AsyncConnection, jti: str, client_id: str, expires_at: int) -> None:
+    """`revoke_token` inside the caller's transaction (the notice goes out at its commit)."""
+    await conn.execute(
+        "INSERT INTO oauth_revoked_token (jti, client_id, expires_at)"
+        " VALUES (%s, %s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING",
+        (jti, client_id, expires_at))
+    await conn.execute("SELECT pg_notify(%s, %s)", (REVOCATION_CHANNEL, f"token {jti} {expires_at}"))
 
 
 async def record_assertion(conn: AsyncConnection, client_id: str, jti: str, expires_at: int) -> bool:

@@ -288,8 +288,8 @@ def test_smart_configuration_and_jwks(hub_url):
     assert doc["token_endpoint"] == f"{hub_url}/auth/token"
     assert doc["revocation_endpoint"] == f"{hub_url}/auth/revoke"
     assert doc["jwks_uri"] == f"{hub_url}/.well-known/jwks.json"
-    assert doc["grant_types_supported"] == ["client_credentials"]
-    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt"}
+    assert doc["grant_types_supported"] == ["client_credentials", "authorization_code", "refresh_token"]
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt", "none"}
     assert {"RS384", "ES384"} <= set(doc["token_endpoint_auth_signing_alg_values_supported"])
     assert {"permission-v2", "client-confidential-symmetric",
             "client-confidential-asymmetric"} <= set(doc["capabilities"])
@@ -327,3 +327,18 @@ def test_revocations_still_arrive_after_the_listener_loses_its_connection(hub_ur
     # The reconnect reloads what is revoked, so the notice lost meanwhile does not matter.
     assert wait_until(lambda: httpx.get(f"{api.url}/fhir/CarePlan", headers=headers).status_code == 401, 20)
     assert wait_until(lambda: httpx.get(f"{hub_url}/fhir/CarePlan", headers=headers).status_code == 401, 20)
+
+
+def test_private_key_jwt_without_kid_is_refused_naming_the_kid(hub_url, jwt_client):
+    """SMART Backend Services requires the assertion header to name its key: the refusal says
+    that, rather than blaming a key that was never looked up."""
+    client, keys, aud = jwt_client
+    key, alg = keys["EC"]
+    now = int(time.time())
+    claims = {"iss": client.record.client_id, "sub": client.record.client_id, "aud": aud, "exp": now + 60,
+              "iat": now, "jti": uuid.uuid4().hex}
+    unnamed = jwt.encode({"alg": alg, "typ": "JWT"}, claims, key, algorithms=[alg])
+    answer = jwt_token(hub_url, unnamed)
+    assert answer.status_code in (400, 401) and answer.json()["error"] == "invalid_client"
+    assert "kid" in answer.json()["error_description"]
+    assert "not signed by a key" not in answer.json()["error_description"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.auth.principal import ScopeError
+from hub.auth.principal import ScopeError, parse_scope
 from hub.auth.scopes import grant_scopes
 
 
@@ -28,7 +28,19 @@ def test_nothing_requested_grants_all_allowed_in_v2_syntax():
 
 
 @pytest.mark.parametrize("requested", ["patient/Goal.rs", "user/*.read", "system/Goal.sr", "system/Goal.x",
-                                       "system/goal.rs", "openid", "system/Goal"])
-def test_malformed_or_non_system_scopes_are_refused(requested):
+                                       "system/goal.rs", "openid", "system/Goal", "launch/patient"])
+def test_malformed_or_non_system_scopes_are_left_out(requested):
+    assert grant_scopes(requested, ["system/*.cruds"]) == []
+    assert grant_scopes(f"{requested} system/Goal.rs", ["system/*.cruds"]) == ["system/Goal.rs"]
+
+
+def test_user_scopes_are_granted_in_their_own_context():
+    allowed = ["user/*.cruds", "system/*.rs", "openid"]
+    assert grant_scopes("launch/patient user/*.* patient/*.read openid profile", allowed,
+                        context="user") == ["user/*.cruds"]
+    assert grant_scopes("user/*.* system/Goal.rs", allowed) == ["system/Goal.rs"]
+
+
+def test_patient_context_scopes_are_not_offered():
     with pytest.raises(ScopeError):
-        grant_scopes(requested, ["system/*.cruds"])
+        parse_scope("patient/Goal.rs")

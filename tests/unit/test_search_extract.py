@@ -73,6 +73,8 @@ PATIENT: dict[str, Any] = {
 
 CAREPLAN: dict[str, Any] = {
     "resourceType": "CarePlan", "id": "cp-1",
+    "extension": [{"url": "https://ipc-hub.example.org/fhir/StructureDefinition/care-coordinator",
+                   "valueReference": {"reference": "Practitioner/vwm-1"}}],
     "identifier": [{"system": "https://example.org/ipc/careplan", "value": "PSP-001"}],
     "instantiatesCanonical": ["https://example.org/PlanDefinition/ipc|1.0"],
     "instantiatesUri": ["https://example.org/guidance/ipc"],

@@ -11,7 +11,7 @@ from typing import Any
 
 from hub.fhir.identifiers import CANONICAL_BASE
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet")
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter")
 
 
 def profiles_dir() -> Path:
@@ -25,11 +25,14 @@ class Guide:
     structure_definitions: dict[str, dict[str, Any]]   # by canonical url
     code_systems: dict[str, dict[str, Any]]
     value_sets: dict[str, dict[str, Any]]
+    # The guide's own search parameters (e.g. CarePlan `coordinator`), searched like R4's.
+    search_parameters: dict[str, dict[str, Any]]
 
     def conformance_resources(self) -> list[dict[str, Any]]:
-        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem and /ValueSet."""
+        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet and
+        /SearchParameter."""
         return [*self.structure_definitions.values(), *self.code_systems.values(),
-                *self.value_sets.values()]
+                *self.value_sets.values(), *self.search_parameters.values()]
 
     def profiles(self) -> list[dict[str, Any]]:
         """The resource profiles (not the extensions)."""
@@ -51,7 +54,7 @@ def read_guide(folder: Path) -> Guide:
             if not resource["url"].startswith(CANONICAL_BASE + "/"):
                 raise ValueError(f"{path}: url {resource['url']} is not under {CANONICAL_BASE}")
             found[res_type][resource["url"]] = resource
-    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"])
+    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"])
 
 
 def example_paths(folder: Path | None = None) -> list[Path]:

@@ -1,0 +1,141 @@
+"""The people who sign in (`hub_user`): local accounts and accounts linked to the external
+OpenID Connect provider, with what lockout needs (failed attempts, locked until)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+
+from hub.store.grants import revoke_families_of_user
+
+_COLUMNS = ("user_id, username, display_name, role, organisation, organisation_system, partner_class, "
+            "practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject, status, "
+            "failed_attempts, locked_until, created_at, last_sign_in_at")
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    user_id: str
+    username: str
+    display_name: str
+    role: str  # coordinator, commissioner, clinician, operator
+    organisation: str
+    organisation_system: str
+    partner_class: str
+    practitioner_id: str
+    practitioner_role_id: str
+    password_hash: str | None = None
+    totp_secret: str | None = None
+    external_subject: str | None = None
+    status: str = "active"
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+    created_at: datetime | None = None
+    last_sign_in_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def practitioner(self) -> str:
+        return f"Practitioner/{self.practitioner_id}"
+
+
+async def insert_user(conn: AsyncConnection, user: UserRecord) -> None:
+    await conn.execute(
+        "INSERT INTO hub_user (user_id, username, display_name, role, organisation, organisation_system,"
+        " partner_class, practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (user.user_id, user.username, user.display_name, user.role, user.organisation,
+         user.organisation_system, user.partner_class, user.practitioner_id, user.practitioner_role_id,
+         user.password_hash, user.totp_secret, user.external_subject))
+
+
+async def _one(conn: AsyncConnection, where: str, value: str) -> UserRecord | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM hub_user WHERE {where} = %s", (value,))
+    row = await cur.fetchone()
+    return UserRecord(*row) if row else None
+
+
+async def get_user(conn: AsyncConnection, user_id: str) -> UserRecord | None:
+    return await _one(conn, "user_id", user_id)
+
+
+async def user_by_username(conn: AsyncConnection, username: str) -> UserRecord | None:
+    return await _one(conn, "lower(username)", username.strip().lower())
+
+
+async def user_by_external_subject(conn: AsyncConnection, subject: str) -> UserRecord | None:
+    return await _one(conn, "external_subject", subject)
+
+
+async def list_users(conn: AsyncConnection) -> list[UserRecord]:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM hub_user ORDER BY username")
+    return [UserRecord(*row) for row in await cur.fetchall()]
+
+
+async def set_status(conn: AsyncConnection, username: str, status: str) -> UserRecord | None:
+    """Enable or disable an account; a disabled user's sessions and refresh tokens end now."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            f"UPDATE hub_user SET status = %s WHERE lower(username) = %s RETURNING {_COLUMNS}",
+            (status, username.strip().lower()))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        user = UserRecord(*row)
+        if status != "active":
+            await end_everything_of(conn, user.user_id)
+    return user
+
+
+async def set_password(conn: AsyncConnection, username: str, password_hash: str,
+                       totp_secret: str | None, *, keep_totp: bool) -> UserRecord | None:
+    """A new password (and TOTP secret unless kept): lockout cleared, sessions ended."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE hub_user SET password_hash = %s, failed_attempts = 0, locked_until = NULL,"
+            " totp_secret = CASE WHEN %s THEN totp_secret ELSE %s END"
+            f" WHERE lower(username) = %s RETURNING {_COLUMNS}",
+            (password_hash, keep_totp, totp_secret, username.strip().lower()))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        user = UserRecord(*row)
+        await end_everything_of(conn, user.user_id)
+    return user
+
+
+async def end_everything_of(conn: AsyncConnection, user_id: str) -> None:
+    """End a person's browser sessions and refresh tokens (their access tokens run out by
+    themselves within the token lifetime; those issued with refresh tokens are revoked now)."""
+    await conn.execute("DELETE FROM browser_session WHERE user_id = %s", (user_id,))
+    await revoke_families_of_user(conn, user_id)
+
+
+async def record_failure(conn: AsyncConnection, user_id: str, *, max_failures: int,
+                         lockout_s: int) -> tuple[int, datetime | None]:
+    """Count a failed sign-in; at `max_failures` in a row the account locks for `lockout_s`.
+    Returns (failures so far, locked until)."""
+    cur = await conn.execute(
+        "UPDATE hub_user SET failed_attempts = failed_attempts + 1,"
+        " locked_until = CASE WHEN failed_attempts + 1 >= %s THEN now() + make_interval(secs => %s)"
+        "                     ELSE locked_until END"
+        " WHERE user_id = %s RETURNING failed_attempts, locked_until",
+        (max_failures, lockout_s, user_id))
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else (0, None)
+
+
+async def record_success(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(
+        "UPDATE hub_user SET failed_attempts = 0, locked_until = NULL, last_sign_in_at = now()"
+        " WHERE user_id = %s", (user_id,))
+
+
+async def unlock(conn: AsyncConnection, user_id: str) -> None:
+    """A lock whose time has passed: the count starts again."""
+    await conn.execute("UPDATE hub_user SET failed_attempts = 0, locked_until = NULL WHERE user_id = %s",
+                       (user_id,))

@@ -1,0 +1,76 @@
+"""Who is using the workspace, and with what access: every workspace page starts with
+`signed_in(request)`, which finds the workspace session (or sends the browser to sign in),
+refreshes the session's access token when it is about to run out (the refresh token rotates),
+and gives the page the record as that person's app sees it. A POST also checks the form's CSRF
+token. Pages for one role (operations) say so with `require_role`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from hub.store.users import UserRecord
+from hub.web import session as web
+from hub.web.errors import PageError, SignInRequired
+from hub.web.record import Record, oauth_post
+
+_REFRESH_MARGIN_S = 30
+
+
+@dataclass
+class Workspace:
+    session: web.Session
+    record: Record
+
+    @property
+    def user(self) -> UserRecord:
+        return self.session.user
+
+    @property
+    def csrf(self) -> str:
+        return self.session.csrf
+
+
+def _here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+async def signed_in(request: Request) -> Workspace:
+    current = await web.current_session(request, "workspace")
+    if current is None:
+        raise SignInRequired(_here(request) if request.method == "GET" else "/app")
+    access, refresh = web.tokens(request, current)
+    expires = current.record.access_expires_at or 0
+    if not access or expires - _REFRESH_MARGIN_S < web.now():
+        access = await _refreshed(request, current, refresh)
+    return Workspace(current, Record(request, access))
+
+
+async def _refreshed(request: Request, current: web.Session, refresh: str | None) -> str:
+    if not refresh:
+        await web.end_session(request, web.WORKSPACE_COOKIE)
+        raise SignInRequired(_here(request))
+    status, body = await oauth_post(request, "/auth/token", {
+        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": web.WORKSPACE_CLIENT})
+    if status != 200:
+        await web.end_session(request, web.WORKSPACE_COOKIE)
+        raise SignInRequired(_here(request))
+    await web.store_tokens(request, current, body["access_token"], body.get("refresh_token"),
+                           web.now() + int(body.get("expires_in", 0)))
+    return body["access_token"]
+
+
+async def posted(request: Request, workspace: Workspace) -> dict[str, str]:
+    """The form of a POST, after checking its CSRF token against the session's."""
+    form = await request.form()
+    fields = {k: str(v) for k, v in form.multi_items() if isinstance(v, str)}
+    if not web.same(fields.get("csrf_token"), workspace.csrf):
+        raise PageError(403, "This form has expired", "The form did not come from this page or has expired. "
+                        "Go back, reload the page and try again.")
+    return fields
+
+
+def require_role(workspace: Workspace, *roles: str) -> None:
+    if workspace.user.role not in roles:
+        raise PageError(403, "Not available to your role",
+                        f"This page is for {' and '.join(roles)}s. Ask an operator if you need it.")

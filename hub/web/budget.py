@@ -1,0 +1,35 @@
+"""The budget statement (`/app/budgets/{id}`): the indicative amount, each funder's allocation
+and how it is managed, what it is for, and spend so far, with a bar chart (SVG drawn on the
+server, with the same figures in a table for screen readers and without images)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from hub.web import facts
+from hub.web.access import signed_in
+from hub.web.context import page_context
+from hub.web.errors import PageError
+from hub.web.pages import render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/app/budgets/{budget_id}")
+async def budget(budget_id: str, request: Request) -> Response:
+    workspace = await signed_in(request)
+    record = workspace.record
+    statement = await record.read("CarePlan", budget_id)
+    if statement is None or not facts.has_category(statement, "budget-statement"):
+        raise PageError(404, "Budget statement not found", "There is no such budget statement, or it is not "
+                        "shared with your organisation.")
+    patient_ref = (statement.get("subject") or {}).get("reference", "")
+    patient = await record.read("Patient", patient_ref.split("/", 1)[1]) if patient_ref.startswith("Patient/") else None
+    rows = facts.allocations(statement)
+    indicative = (facts.ext_value(statement, "indicative-amount") or {}).get("value")
+    total = sum(r["amount"] for r in rows)
+    spent = sum(r["spent"] for r in rows)
+    return render("budget", **page_context(
+        workspace, "caseload", statement.get("title") or "Budget statement", statement=statement, patient=patient,
+        rows=rows, indicative=indicative, total=total, spent=spent, chart=facts.chart(rows, indicative),
+        budget_type=facts.ext_value(statement, "budget-type")))
