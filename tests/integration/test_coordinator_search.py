@@ -16,6 +16,8 @@ def test_coordinator_finds_the_plans_naming_a_practitioner(fhir, guide_served):
     mine, other = f"vwm-{uuid.uuid4().hex[:8]}", f"vwm-{uuid.uuid4().hex[:8]}"
     ids = []
     for who in (mine, other):
+        assert fhir.put(f"/Practitioner/{who}", json={"resourceType": "Practitioner", "id": who,
+                                                     "name": [{"family": "Welfare"}]}).status_code == 201
         patient = fhir.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Caseload"}]}).json()["id"]
         plan = fhir.post("/CarePlan", json={
             "resourceType": "CarePlan", "status": "active", "intent": "plan",

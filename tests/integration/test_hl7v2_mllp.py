@@ -47,7 +47,7 @@ class Sent:
         self.items.append((message, meta))
 
 
-async def exchange(port: int, payload: bytes, replies: int = 1, timeout: float = 5.0) -> list[str]:
+async def exchange(port: int, payload: bytes, replies: int = 1, timeout: float = 30.0) -> list[str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload)
     await writer.drain()
