@@ -82,7 +82,7 @@ MUTATIONS = {
     "subject-not-a-patient": ("CarePlan-veteran-plan", _set(lambda r: r["subject"].update(reference="Group/g1")),
                               "CarePlan.subject", "CarePlan.subject.reference"),
     "allocations-do-not-add-up": ("CarePlan-veteran-budget",
-                                  _set(lambda r: _ext(r, "indicative-amount")[0]["valueMoney"].update(value=40000)),
+                                  _set(lambda r: _ext(r, "agreed-amount")[0]["valueMoney"].update(value=40000)),
                                   "ipc-bud-1", "CarePlan"),
     "wrong-management-option": ("CarePlan-adult-budget",
                                 _set(lambda r: _ext(r, "budget-allocation")[0]["extension"][1]["valueCodeableConcept"]
@@ -92,6 +92,23 @@ MUTATIONS = {
                                   _set(lambda r: _ext(r, "budget-allocation")[0].update(extension=[
                                       e for e in _ext(r, "budget-allocation")[0]["extension"] if e["url"] != "amount"])),
                                   "Extension.extension:amount", "CarePlan.extension[2].extension"),
+    "budget-type-does-not-follow-mix": ("CarePlan-veteran-budget",
+                                        _set(lambda r: _ext(r, "budget-type")[0]["valueCodeableConcept"]["coding"][0]
+                                             .update(code="personal-health-budget")),
+                                        "ipc-bud-3", "CarePlan"),
+    "spend-typed-into-statement": ("CarePlan-adult-budget",
+                                   _set(lambda r: _ext(r, "budget-allocation")[0]["extension"].append(
+                                       {"url": "spent", "valueMoney": {"value": 10, "currency": "GBP"}})),
+                                   "Extension.extension:spent", "CarePlan.extension[2].extension"),
+    "spend-line-without-amount": ("ChargeItem-veteran-pa-wages", _set(lambda r: r.pop("priceOverride")),
+                                  "ChargeItem.priceOverride", "ChargeItem.priceOverride"),
+    "spend-line-unknown-kind": ("ChargeItem-veteran-pa-wages",
+                                _set(lambda r: _ext(r, "spend-kind")[0]["valueCodeableConcept"]["coding"][0]
+                                     .update(code="gift")),
+                                "ipc-spend-kind", "ChargeItem.extension[0].value"),
+    "account-without-statement": ("Account-veteran-nhs-direct-payment",
+                                  _set(lambda r: _drop_ext(r, "budget-statement")),
+                                  "Account.extension:budgetStatement", "Account.extension"),
     "budget-not-part-of-a-plan": ("CarePlan-child-budget", _set(lambda r: r.pop("partOf")),
                                   "CarePlan.partOf", "CarePlan.partOf"),
     "goal-wrong-life-area": ("Goal-veteran-goal-home",

@@ -63,13 +63,19 @@ def test_uk_core_and_core_profile_claims_are_accepted():
     assert validate(patient) == []
 
 
-def test_overspend_is_a_warning_not_an_error():
-    budget = example("CarePlan-adult-budget")
-    spent = budget["extension"][2]["extension"][-1]
-    spent["valueMoney"]["value"] = 60000
-    issues = validate(budget)
-    assert [(i.severity, "ipc-bud-2" in i.diagnostics) for i in issues] == [("warning", True)]
-    check_structure(budget)                  # stored: a warning does not block
+def test_the_indicative_amount_may_differ_from_the_agreed_amount():
+    """An estimate before planning is not the agreed budget: only the agreed amount must equal
+    the allocations (ipc-bud-1); a statement without an indicative amount is valid too."""
+    budget = example("CarePlan-veteran-budget")
+    _ext_of(budget, "indicative-amount")["valueMoney"]["value"] = 41234.56
+    assert [i for i in validate(budget) if i.severity == "error"] == []
+    budget["extension"] = [e for e in budget["extension"] if not e["url"].endswith("/indicative-amount")]
+    assert [i for i in validate(budget) if i.severity == "error"] == []
+    check_structure(budget)
+
+
+def _ext_of(resource: dict, name: str) -> dict:
+    return next(e for e in resource["extension"] if e["url"].endswith("/" + name))
 
 
 def _constraints():

@@ -11,7 +11,9 @@ from typing import Any
 
 from hub.fhir.identifiers import CANONICAL_BASE
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter")
+# ChargeItemDefinition: the activity tariffs shipped as data (profiles/ChargeItemDefinition/, see
+# profiles/README.md), served and loaded with the guide.
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ChargeItemDefinition")
 
 
 def profiles_dir() -> Path:
@@ -27,12 +29,15 @@ class Guide:
     value_sets: dict[str, dict[str, Any]]
     # The guide's own search parameters (e.g. CarePlan `coordinator`), searched like R4's.
     search_parameters: dict[str, dict[str, Any]]
+    # Definitions loaded as data: the illustrative NHS activity tariffs (ipc-tariff).
+    charge_item_definitions: dict[str, dict[str, Any]]
 
     def conformance_resources(self) -> list[dict[str, Any]]:
         """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet and
         /SearchParameter."""
         return [*self.structure_definitions.values(), *self.code_systems.values(),
-                *self.value_sets.values(), *self.search_parameters.values()]
+                *self.value_sets.values(), *self.search_parameters.values(),
+                *self.charge_item_definitions.values()]
 
     def profiles(self) -> list[dict[str, Any]]:
         """The resource profiles (not the extensions)."""
@@ -53,8 +58,10 @@ def read_guide(folder: Path) -> Guide:
                 raise ValueError(f"{path} holds a {resource.get('resourceType')}, not a {res_type}")
             if not resource["url"].startswith(CANONICAL_BASE + "/"):
                 raise ValueError(f"{path}: url {resource['url']} is not under {CANONICAL_BASE}")
-            found[res_type][resource["url"]] = resource
-    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"])
+            found[res_type][f"{resource['url']}|{resource.get('version', '')}"
+                            if res_type == "ChargeItemDefinition" else resource["url"]] = resource
+    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"],
+                 found["ChargeItemDefinition"])
 
 
 def example_paths(folder: Path | None = None) -> list[Path]:

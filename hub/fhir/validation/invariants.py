@@ -46,24 +46,49 @@ def active_plan_has_coordinator(plan: dict[str, Any]) -> bool:
 
 
 def allocations_add_up(budget: dict[str, Any]) -> bool | None:
-    """ipc-bud-1. None (no verdict, as FHIRPath gives empty) when there is no indicative amount:
-    its absence is reported by cardinality."""
-    indicative = [_money(e) for e in _extensions(budget, _SD + "indicative-amount")]
-    if not indicative or indicative[0] is None:
+    """ipc-bud-1: the agreed amount is the sum of the allocations. None (no verdict, as FHIRPath
+    gives empty) when there is no agreed amount yet. The indicative amount is an estimate made
+    before planning and may differ."""
+    agreed = [_money(e) for e in _extensions(budget, _SD + "agreed-amount")]
+    if not agreed or agreed[0] is None:
         return None
     amounts = [_money(a) for alloc in _extensions(budget, _SD + "budget-allocation")
                for a in _extensions(alloc, "amount")]
     total = sum((Decimal(str(a)) for a in amounts if a is not None), Decimal(0))
-    return total == Decimal(str(indicative[0]))
+    return total == Decimal(str(agreed[0]))
 
 
-def spend_within_allocations(budget: dict[str, Any]) -> bool:
-    for alloc in _extensions(budget, _SD + "budget-allocation"):
-        spent = [_money(e) for e in _extensions(alloc, "spent")]
-        amount = [_money(e) for e in _extensions(alloc, "amount")]
-        if spent and amount and spent[0] is not None and amount[0] is not None and spent[0] > amount[0]:
-            return False
-    return True
+_FUNDING_SOURCE = f"{CANONICAL_BASE}/CodeSystem/ipc-funding-source"
+_BUDGET_TYPE = f"{CANONICAL_BASE}/CodeSystem/ipc-budget-type"
+STATUTORY_FUNDERS = ("nhs", "local-authority", "education")
+
+
+def budget_types_for(funders: set[str]) -> tuple[str, ...]:
+    """The budget types a funding mix allows (Nottinghamshire's types, reference 004): money
+    from two or more of the NHS, the council and education is an integrated personal budget; NHS
+    money alone a personal health budget (a carer's, for a carer); anything else a personal
+    budget. The first is the one the hub gives a statement whose mix it joined."""
+    statutory = set(funders) & set(STATUTORY_FUNDERS)
+    if len(statutory) > 1:
+        return ("integrated-personal-budget",)
+    if statutory == {"nhs"}:
+        return ("personal-health-budget", "carer-personal-health-budget")
+    return ("personal-budget",)
+
+
+def funders_of(budget: dict[str, Any]) -> set[str]:
+    return {c.get("code") for alloc in _extensions(budget, _SD + "budget-allocation")
+            for source in _extensions(alloc, "fundingSource")
+            for c in (source.get("valueCodeableConcept") or {}).get("coding", ())
+            if isinstance(c, dict) and c.get("system") == _FUNDING_SOURCE}
+
+
+def budget_type_follows_mix(budget: dict[str, Any]) -> bool:
+    """ipc-bud-3."""
+    types = [c.get("code") for e in _extensions(budget, _SD + "budget-type")
+             for c in (e.get("valueCodeableConcept") or {}).get("coding", ())
+             if isinstance(c, dict) and c.get("system") == _BUDGET_TYPE]
+    return not types or all(t in budget_types_for(funders_of(budget)) for t in types)
 
 
 def carer_has_contingency(carer: dict[str, Any]) -> bool:
@@ -85,7 +110,7 @@ NATIVE: dict[str, Callable[[Any], bool | None]] = {
     "ipc-cp-1": active_plan_agreed,
     "ipc-cp-2": active_plan_has_coordinator,
     "ipc-bud-1": allocations_add_up,
-    "ipc-bud-2": spend_within_allocations,
+    "ipc-bud-3": budget_type_follows_mix,
     "ipc-car-1": carer_has_contingency,
     "ipc-ct-1": one_coordinator,
 }
