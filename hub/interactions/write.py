@@ -15,6 +15,7 @@ from hub.identity.duplicates import check_new_identity, raise_reviews
 from hub.interactions import conditional
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.read import version_headers
+from hub.money import accounts as money_rules
 from hub.store import integrity, resources
 from hub.store.resources import version_from_etag
 
@@ -55,6 +56,13 @@ async def _reviews(conn: AsyncConnection, ctx: Context, resource: dict[str, Any]
         await raise_reviews(conn, resource, res_id, f"API client {client}")
 
 
+async def _money(conn: AsyncConnection, version: resources.Version) -> None:
+    """A budget statement keeps one account per allocation; a spend line may put its account's
+    spend ahead of plan (hub.money.accounts): written by the hub in the same transaction."""
+    if version.res_type in ("CarePlan", "ChargeItem"):
+        await money_rules.apply(conn, [version])
+
+
 async def create(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
     resource = _body(request, res_type)
     condition = create_condition(request)
@@ -69,6 +77,7 @@ async def create(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
         version = await resources.create(conn, resource, res_id=res_id, access=ctx.access)
         ctx.wrote(version)
         await _reviews(conn, ctx, resource, version.res_id)
+        await _money(conn, version)
     return Outcome(201, version, headers=version_headers(version), created=True, wrote=True)
 
 
@@ -115,6 +124,7 @@ async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str
         ctx.access.require(res_type, "c")
         await _reviews(conn, ctx, resource, res_id)
     ctx.wrote(version)
+    await _money(conn, version)
     return Outcome(201 if created else 200, version, headers=version_headers(version), created=created,
                    wrote=True)
 

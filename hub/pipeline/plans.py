@@ -10,7 +10,6 @@ changes nothing; parts for one person are serialised by the same advisory lock a
 one-plan-per-period rule, so two sources sending at once cannot make two plans."""
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -19,12 +18,12 @@ from hub.fhir import jsontext
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.references import repoint
 from hub.fhir.references import parse_reference
+from hub.money.statement import is_statement, settled
 from hub.store import plans as plan_store
 
 PLAN_KINDS = ("care-support-plan", "budget-statement")
 _EXTENSION = f"{CANONICAL_BASE}/StructureDefinition"
 ALLOCATION = f"{_EXTENSION}/budget-allocation"
-INDICATIVE_AMOUNT = f"{_EXTENSION}/indicative-amount"
 # The plan profiles' extensions that may appear once (max 1 in ipc-care-plan and
 # ipc-budget-statement; a unit test keeps this in step): the owner's wins. Any other extension
 # (agreements, linked plans) is a list, and every source's entries are kept.
@@ -32,7 +31,8 @@ STAGE = f"{_EXTENSION}/ipc-stage"
 # The IPC stages in order (CodeSystem ipc-stage): joined parts keep the furthest one reached.
 STAGES = ("context", "preparation", "conversation", "record-and-agree", "make-it-happen", "review")
 SINGLE_VALUED = frozenset(f"{_EXTENSION}/{name}" for name in (
-    "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "budget-type", "indicative-amount"))
+    "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "budget-type", "indicative-amount",
+    "indicative-basis", "agreed-amount"))
 _LISTS = ("goal", "careTeam", "addresses", "supportingInfo", "contributor", "basedOn", "replaces", "note")
 
 
@@ -101,9 +101,11 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
     source's part, so the source's single-valued fields are the plan's (it is updating its own
     words); otherwise fields already on the plan stay and the part only fills gaps. Activities are
     matched by element id, budget allocations are the part's for its funding sources, and list
-    references are unioned — so each source adds and replaces only what is its own."""
+    references are unioned — so each source adds and replaces only what is its own. A budget
+    statement's agreed amount and budget type are then restated from the joined allocations
+    (hub.money.statement.settled); its indicative amount, an estimate, is the owner's."""
     if existing is None:
-        return part
+        return settled(part) if is_statement(part) else part
     first, second = (part, existing) if own else (existing, part)
     merged = {**second, **first, "id": existing["id"]}
     merged.pop("meta", None)
@@ -116,8 +118,8 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
         merged["activity"] = activities
     extensions = _extensions(existing.get("extension"), part.get("extension"), own=own)
     if extensions:
-        merged["extension"] = _with_total(extensions)
-    return merged
+        merged["extension"] = extensions
+    return settled(merged) if is_statement(merged) else merged
 
 
 def _by_element_id(existing: list | None, part: list | None) -> list:
@@ -175,20 +177,3 @@ def _stage_rank(extension: dict[str, Any]) -> int:
     MOD's draft was at). A coordinator moves a plan back through the API, not through a feed."""
     codes = [c.get("code") for c in (extension.get("valueCodeableConcept") or {}).get("coding") or []]
     return max((STAGES.index(code) for code in codes if code in STAGES), default=-1)
-
-
-def _with_total(extensions: list) -> list:
-    """A budget statement's indicative amount is the sum of its allocations (the profile's
-    ipc-bud-1), so when sources' shares are joined the total is restated from them."""
-    amounts = [sub["valueMoney"] for e in extensions if e.get("url") == ALLOCATION
-               for sub in e.get("extension") or [] if sub.get("url") == "amount" and sub.get("valueMoney")]
-    if not amounts or any(not isinstance(m.get("value"), (int, Decimal)) for m in amounts):
-        return extensions
-    total = sum((Decimal(m["value"]) if isinstance(m["value"], int) else m["value"] for m in amounts), Decimal(0))
-    out = []
-    for extension in extensions:
-        if extension.get("url") == INDICATIVE_AMOUNT and extension.get("valueMoney"):
-            money = extension["valueMoney"]
-            extension = {**extension, "valueMoney": {**money, "value": jsontext.FhirDecimal(str(total))}}
-        out.append(extension)
-    return out

@@ -29,6 +29,7 @@ from hub.fhir.errors import FhirError
 from hub.fhir.references import references, repoint
 from hub.fhir.resources import check_structure
 from hub.identity import matching
+from hub.money import accounts as money_rules
 from hub.pipeline import handover
 from hub.pipeline.plans import PlanTargets, join, plan_kind
 from hub.pipeline.provenance import hub_provenance, provenance
@@ -121,18 +122,20 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
         if decoded and all(doc.get("resourceType") == "Bundle" for _, _, doc in decoded):
             try:
                 async with conn.transaction():
-                    await record_together(conn, decoded)
+                    written = await record_together(conn, decoded)
                     await handover.settle(conn, decoded)
+                    await money_rules.apply(conn, written)
                 return outcome
             except _TRANSIENT:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded again one message at a time below
                 log.info("recording %d messages together failed (%s): one at a time instead",
                          len(decoded), type(exc).__name__)
+        written = []
         for message, _, _ in decoded:
             try:
                 async with conn.transaction():
-                    await record_message(conn, message)  # decoded afresh: the batch may have stamped it
+                    written += await record_message(conn, message)  # decoded afresh: the batch may have stamped it
             except FhirError as error:
                 issue = error.issues[0]
                 outcome.rejected.append(Rejected(message, issue.code, issue.diagnostics, "record"))
@@ -141,6 +144,7 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
             except psycopg.Error as exc:
                 outcome.rejected.append(Rejected(message, "exception", type(exc).__name__, "record"))
         await handover.settle(conn, decoded)
+        await money_rules.apply(conn, written)
     return outcome
 
 
@@ -232,7 +236,8 @@ def _stale(newest: datetime | None, envelope: Envelope) -> bool:
     return newest is not None and newest > envelope.received_at
 
 
-async def record_together(conn: AsyncConnection, items: list[tuple[Message, Envelope, dict[str, Any]]]) -> None:
+async def record_together(conn: AsyncConnection,
+                          items: list[tuple[Message, Envelope, dict[str, Any]]]) -> list[Version]:
     """Record Bundles as record_bundle and record_message do one at a time, with the same
     result, in a handful of statements: links looked up at once, every resource locked at once,
     the versions (and each message's Provenance) worked out in memory in message order, then
@@ -313,6 +318,7 @@ async def record_together(conn: AsyncConnection, items: list[tuple[Message, Enve
         write(proof)
     await store_batch.write_staged(conn, staged, existing)
     await freshness.remember(conn, said)
+    return [s.version for s in staged if s.version.res_type != "Provenance"]
 
 
 async def review_pass(conn: AsyncConnection) -> None:

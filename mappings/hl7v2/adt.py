@@ -372,6 +372,12 @@ def _relationships(nk1: Segment) -> list[dict[str, Any]]:
 
 # --- Encounter (PV1) -----------------------------------------------------------------------
 
+# HL7 table 0007 admission type → v3 ActPriority (accident and emergency admissions are emergencies,
+# a labour admission urgent, an elective one elective, routine and newborn routine).
+ADMISSION_PRIORITY = {"A": ("EM", "emergency"), "E": ("EM", "emergency"), "U": ("UR", "urgent"),
+                      "L": ("UR", "urgent"), "C": ("EL", "elective"), "R": ("R", "routine"), "N": ("R", "routine")}
+
+
 def map_encounter(pv1: Segment, event: str, patient_ref: str, src: str, msg: Message) -> dict[str, Any] | None:
     """PV1 → Encounter, keyed by the visit number (PV1-19), else by the message control id.
     Person-level events (A28, A31, A40, A47) and class N carry no encounter."""
@@ -392,6 +398,10 @@ def map_encounter(pv1: Segment, event: str, patient_ref: str, src: str, msg: Mes
                                     or LOCAL_ID_BASE + "visit-number", "type": _id_type("VN")}]
     if p := period(pv1.value(44), pv1.value(45)):
         encounter["period"] = p
+    if priority := ADMISSION_PRIORITY.get(pv1.value(4).upper()):
+        # PV1-4 admission type: whether a spell was planned decides its price (hub/money/tariff.py).
+        encounter["priority"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActPriority",
+                                             "code": priority[0], "display": priority[1]}]}
     location = " ".join(v for v in (pv1.value(3, 1, 1), pv1.value(3, 1, 2), pv1.value(3, 1, 3)) if v)
     if location:
         encounter["location"] = [{"location": {"display": location}}]

@@ -201,32 +201,40 @@ def _money(value: Decimal) -> dict[str, Any]:
 
 def _budget(source: str, la_code: str, la_person: str, subject: dict[str, str], plan: dict[str, Any],
             services: list[dict[str, str]]) -> dict[str, Any]:
-    """The council's allocation of the person's budget statement: what their services cost in
-    the statement year, by delivery mechanism."""
+    """The council's allocations of the person's budget statement: what their services cost in
+    the statement year, one allocation per management option their delivery mechanisms make
+    (part direct payment, part commissioned: both kept, each its own account), and the agreed
+    amount their sum. A council extract carries no indicative amount (that comes from the
+    resource allocation system, `$indicative-budget`)."""
     year = statement_year(min(_day(s["Event_Start_Date"]) for s in services))
     by_mechanism: dict[str, Decimal] = {}
     for service in services:
         amount = _cost(service, year).in_year
         by_mechanism[service["Delivery_Mechanism"]] = by_mechanism.get(service["Delivery_Mechanism"], Decimal(0)) + amount
+    by_option: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for mechanism in sorted(by_mechanism, key=lambda m: -by_mechanism[m]):
+        option = codes.translate("cld-delivery-mechanism-to-management-option", codes.DELIVERY_MECHANISM, mechanism,
+                                 "Delivery_Mechanism")
+        by_option.setdefault(option["code"], (option, []))[1].append(mechanism)
+    allocations = []
+    for option, mechanisms in by_option.values():
+        amount = sum((by_mechanism[m] for m in mechanisms), Decimal(0))
+        allocations.append({"url": f"{SD}/budget-allocation", "extension": [
+            {"url": "fundingSource", "valueCodeableConcept": codes.concept(
+                codes.FUNDING_SOURCE, "local-authority", "Local authority social care")},
+            {"url": "managementOption", "valueCodeableConcept": {"coding": [option]}},
+            {"url": "amount", "valueMoney": _money(amount)},
+            {"url": "purpose", "valueString": "Adult social care services: " + "; ".join(
+                f"{MECHANISM_WORDS[m]} £{by_mechanism[m]:.2f}" for m in mechanisms)},
+        ]})
     total = sum(by_mechanism.values(), Decimal("0.00"))
-    main = max(sorted(by_mechanism), key=lambda m: by_mechanism[m])
-    option = codes.translate("cld-delivery-mechanism-to-management-option", codes.DELIVERY_MECHANISM, main,
-                             "Delivery_Mechanism")
-    purpose = "Adult social care services: " + "; ".join(
-        f"{MECHANISM_WORDS[m]} £{by_mechanism[m]:.2f}" for m in sorted(by_mechanism, key=lambda m: -by_mechanism[m]))
     return {
         "resourceType": "CarePlan", "id": source_id(source, "CarePlan", f"budget:{la_person}"),
         "meta": {"profile": [BUDGET_PROFILE]},
         "extension": [
             {"url": f"{SD}/budget-type", "valueCodeableConcept": codes.concept(codes.BUDGET_TYPE, "personal-budget", "Personal budget")},
-            {"url": f"{SD}/indicative-amount", "valueMoney": _money(total)},
-            {"url": f"{SD}/budget-allocation", "extension": [
-                {"url": "fundingSource", "valueCodeableConcept": codes.concept(
-                    codes.FUNDING_SOURCE, "local-authority", "Local authority social care")},
-                {"url": "managementOption", "valueCodeableConcept": {"coding": [option]}},
-                {"url": "amount", "valueMoney": _money(total)},
-                {"url": "purpose", "valueString": purpose},
-            ]},
+            *allocations,
+            {"url": f"{SD}/agreed-amount", "valueMoney": _money(total)},
         ],
         "status": "active" if any(not s["Event_End_Date"] for s in services) else "completed",
         "intent": "plan",

@@ -56,7 +56,8 @@ def _budget(pid: str, budget_id: str, plan_id: str, source: str, amount: float) 
             "subject": {"reference": f"Patient/{pid}"}, "period": {"start": "2026-04-01", "end": "2027-03-31"},
             "partOf": [{"reference": f"CarePlan/{plan_id}"}], "extension": [
                 {"url": f"{CANONICAL_BASE}/StructureDefinition/budget-type", "valueCodeableConcept": {"coding": [
-                    {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-budget-type", "code": "personal-health-budget"}]}},
+                    {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-budget-type",
+                     "code": "personal-health-budget" if source == "nhs" else "personal-budget"}]}},
                 {"url": f"{CANONICAL_BASE}/StructureDefinition/indicative-amount",
                  "valueMoney": {"value": amount, "currency": "GBP"}},
                 _allocation(source, amount)]}

@@ -148,16 +148,20 @@ def test_a_persons_events_become_plan_activities_a_budget_statement_and_records(
     agreement = ext(plan, "plan-agreement")[0]
     assert sub(agreement, "date")[0]["valueDateTime"] == "2026-03-01"
     assert plan["subject"] == subject and plan["period"] == {"start": "2026-01-10"}
-    # Costs → the council's allocation of the budget statement.
+    # Costs → the council's allocations of the budget statement: its mix of management options kept.
     assert budget["meta"]["profile"] == [f"{SD}/ipc-budget-statement"]
     assert budget["partOf"] == [{"reference": f"CarePlan/{plan['id']}"}]
-    [allocation] = ext(budget, "budget-allocation")
-    assert sub(allocation, "fundingSource")[0]["valueCodeableConcept"]["coding"][0]["code"] == "local-authority"
-    assert sub(allocation, "managementOption")[0]["valueCodeableConcept"]["coding"][0]["code"] == "direct-payment"
-    assert str(sub(allocation, "amount")[0]["valueMoney"]["value"]) == "16730.00"  # 11700 + 4680 + 350
-    assert str(ext(budget, "indicative-amount")[0]["valueMoney"]["value"]) == "16730.00"
-    purpose = sub(allocation, "purpose")[0]["valueString"]
-    assert "direct payment £11700.00" in purpose and "council-managed personal budget £4680.00" in purpose
+    direct, notional = ext(budget, "budget-allocation")
+    assert {sub(a, "fundingSource")[0]["valueCodeableConcept"]["coding"][0]["code"] for a in (direct, notional)} == {
+        "local-authority"}
+    assert sub(direct, "managementOption")[0]["valueCodeableConcept"]["coding"][0]["code"] == "direct-payment"
+    assert sub(notional, "managementOption")[0]["valueCodeableConcept"]["coding"][0]["code"] == "notional"
+    assert str(sub(direct, "amount")[0]["valueMoney"]["value"]) == "11700.00"
+    assert str(sub(notional, "amount")[0]["valueMoney"]["value"]) == "5030.00"  # 4680 managed + 350 commissioned
+    assert str(ext(budget, "agreed-amount")[0]["valueMoney"]["value"]) == "16730.00"
+    assert ext(budget, "indicative-amount") == []      # an estimate comes from the resource allocation system
+    assert "direct payment £11700.00" in sub(direct, "purpose")[0]["valueString"]
+    assert "council-managed personal budget £4680.00" in sub(notional, "purpose")[0]["valueString"]
     assert budget["period"] == {"start": "2026-03-01", "end": "2027-02-28"}
     # Requests, assessments, reviews → ServiceRequest and Procedures, linked from the plan.
     [request] = by_type(resources, "ServiceRequest")
@@ -221,4 +225,4 @@ def test_an_event_sent_twice_in_a_file_is_one_event_the_later_row_winning():
     [plan, budget] = by_type(mapped(EVENTS, [event("EV-3", "Service"), corrected]), "CarePlan")
     assert [a["id"] for a in plan["activity"]] == ["la-event-EV-3"]
     assert "£30.00 hourly" in plan["activity"][0]["detail"]["description"]
-    assert str(ext(budget, "indicative-amount")[0]["valueMoney"]["value"]) == "15600.00"  # 30 × 10 × 52
+    assert str(ext(budget, "agreed-amount")[0]["valueMoney"]["value"]) == "15600.00"  # 30 × 10 × 52

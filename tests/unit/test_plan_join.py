@@ -5,6 +5,10 @@ from hub.fhir.identifiers import CANONICAL_BASE
 from hub.pipeline.plans import ALLOCATION, join, plan_kind
 
 STAGE = f"{CANONICAL_BASE}/StructureDefinition/ipc-stage"
+BUDGET_TYPE = f"{CANONICAL_BASE}/StructureDefinition/budget-type"
+INDICATIVE = f"{CANONICAL_BASE}/StructureDefinition/indicative-amount"
+AGREED = f"{CANONICAL_BASE}/StructureDefinition/agreed-amount"
+TYPES = f"{CANONICAL_BASE}/CodeSystem/ipc-budget-type"
 FUNDING = f"{CANONICAL_BASE}/CodeSystem/ipc-funding-source"
 CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
 
@@ -12,7 +16,8 @@ CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
 def _allocation(source: str, amount: float, option: str = "direct-payment") -> dict:
     return {"url": ALLOCATION, "extension": [
         {"url": "fundingSource", "valueCodeableConcept": {"coding": [{"system": FUNDING, "code": source}]}},
-        {"url": "managementOption", "valueCodeableConcept": {"coding": [{"code": option}]}},
+        {"url": "managementOption", "valueCodeableConcept": {"coding": [
+            {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-management-option", "code": option}]}},
         {"url": "amount", "valueMoney": {"value": amount, "currency": "GBP"}}]}
 
 
@@ -70,23 +75,60 @@ def test_first_part_is_the_plan_and_only_open_ipc_plans_are_parts():
     assert plan_kind({"resourceType": "Goal", "status": "draft"}) is None
 
 
-def test_joined_shares_restate_the_indicative_total_and_agreements_from_every_source_stay():
+def _statement(**fields) -> dict:
+    return {**_plan(**fields), "category": [{"coding": [{"system": CATEGORY, "code": "budget-statement"}]}]}
+
+
+def _budget_type(plan: dict) -> str:
+    return next(e["valueCodeableConcept"]["coding"][0]["code"] for e in plan["extension"] if e["url"] == BUDGET_TYPE)
+
+
+def test_joined_shares_restate_the_agreed_amount_and_type_and_keep_the_indicative_estimate():
+    """The agreed amount is the joined allocations' sum and the type follows the mix; the
+    indicative amount, an estimate made before planning, is kept as its owner wrote it."""
     from hub.fhir import jsontext
-    from hub.fhir.validation.invariants import allocations_add_up
-    from hub.pipeline.plans import INDICATIVE_AMOUNT
+    from hub.fhir.validation.invariants import allocations_add_up, budget_type_follows_mix
 
     agreement = f"{CANONICAL_BASE}/StructureDefinition/plan-agreement"
-    nhs = jsontext.loads(jsontext.dumps(_plan(extension=[
-        {"url": INDICATIVE_AMOUNT, "valueMoney": {"value": 24000.00, "currency": "GBP"}},
+    nhs = jsontext.loads(jsontext.dumps(_statement(extension=[
+        {"url": BUDGET_TYPE, "valueCodeableConcept": {"coding": [{"system": TYPES, "code": "personal-health-budget"}]}},
+        {"url": INDICATIVE, "valueMoney": {"value": 26000.00, "currency": "GBP"}},
         {"url": agreement, "valueString": "the person"}, _allocation("nhs", 24000.00)])))
-    council = jsontext.loads(jsontext.dumps(_plan(id="la", extension=[
-        {"url": INDICATIVE_AMOUNT, "valueMoney": {"value": 16730.50, "currency": "GBP"}},
+    council = jsontext.loads(jsontext.dumps(_statement(id="la", extension=[
+        {"url": BUDGET_TYPE, "valueCodeableConcept": {"coding": [{"system": TYPES, "code": "personal-budget"}]}},
+        {"url": AGREED, "valueMoney": {"value": 16730.50, "currency": "GBP"}},
         {"url": agreement, "valueString": "the council"}, _allocation("local-authority", 16730.50)])))
     merged = join(nhs, council, own=False)
-    [total] = [e["valueMoney"] for e in merged["extension"] if e["url"] == INDICATIVE_AMOUNT]
-    assert total == {"value": jsontext.FhirDecimal("40730.50"), "currency": "GBP"}
-    assert allocations_add_up(merged) is True
+    [agreed] = [e["valueMoney"] for e in merged["extension"] if e["url"] == AGREED]
+    assert agreed == {"value": jsontext.FhirDecimal("40730.50"), "currency": "GBP"}
+    [indicative] = [e["valueMoney"] for e in merged["extension"] if e["url"] == INDICATIVE]
+    assert indicative == {"value": jsontext.FhirDecimal("26000.00"), "currency": "GBP"}
+    assert _budget_type(merged) == "integrated-personal-budget"       # not whoever wrote first
+    assert allocations_add_up(merged) is True and budget_type_follows_mix(merged) is True
     assert [e["valueString"] for e in merged["extension"] if e["url"] == agreement] == ["the person", "the council"]
+    # A first part mislabelled by its sender: NHS money alone is a personal health budget.
+    alone = join(None, _statement(id="n", extension=[
+        {"url": BUDGET_TYPE, "valueCodeableConcept": {"coding": [{"system": TYPES, "code": "personal-budget"}]}},
+        _allocation("nhs", 25000.00)]), own=True)
+    assert _budget_type(alone) == "personal-health-budget"
+
+
+def test_one_funders_mix_of_management_options_is_kept_when_joined():
+    """An NHS direct payment and an NHS notional budget are two allocations (two accounts); the
+    council's notional budget joins beside them."""
+    from hub.money.statement import accounts_for, allocations
+
+    nhs = _statement(extension=[_allocation("nhs", 9000.00, "direct-payment"), _allocation("nhs", 3000.00, "notional")],
+                     subject={"reference": "Patient/x"}, period={"start": "2026-04-01", "end": "2027-03-31"})
+    council = _statement(id="la", extension=[_allocation("local-authority", 5200.00, "notional")])
+    merged = join(nhs, council, own=False)
+    assert [(a.funder, a.option) for a in allocations(merged)] == [
+        ("nhs", "direct-payment"), ("nhs", "notional"), ("local-authority", "notional")]
+    accounts = accounts_for("p", merged)
+    assert [(a["type"]["coding"][0]["code"], a["extension"][0]["valueCodeableConcept"]["coding"][0]["code"])
+            for a in accounts] == [("direct-payment", "nhs"), ("notional", "nhs"), ("notional", "local-authority")]
+    assert len({a["id"] for a in accounts}) == 3
+    assert accounts_for("p", merged)[0]["id"] == accounts[0]["id"]        # the same account each time
 
 
 def test_single_valued_extensions_are_the_profiles_max_one_slices():
