@@ -141,3 +141,13 @@ async def unspent_accounts(conn: AsyncConnection, patient_ids: list[str] | None,
     args += [*params, f"{SD}/funding-source", f"{SD}/management-option"]
     cur = await conn.execute(sql, args)
     return [tuple(row) for row in await cur.fetchall()]
+
+
+async def by_canonical(conn: AsyncConnection, res_type: str, url: str) -> list[dict[str, Any]]:
+    """Current definitions (Questionnaire, ChargeItemDefinition) with this canonical url, any
+    version: configuration, not anyone's record."""
+    cur = await conn.execute(
+        "SELECT r.content::text FROM resource r JOIN idx_uri u ON u.res_type = r.res_type AND u.res_id = r.res_id"
+        " AND u.param = 'url' AND u.uri = %s WHERE r.res_type = %s AND NOT r.deleted ORDER BY r.res_id",
+        (url, res_type))
+    return [jsontext.loads(row[0]) for row in await cur.fetchall()]

@@ -3,7 +3,14 @@ router finds an operation here by name; the HTTP layer makes its routes from thi
 CapabilityStatement advertises exactly what it holds."""
 from __future__ import annotations
 
-from hub.interactions.operations import everything, terminology, validate
+from hub.interactions.operations import (
+    budget_position,
+    cost_of_care,
+    everything,
+    indicative_budget,
+    terminology,
+    validate,
+)
 from hub.interactions.operations.operation import Operation
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
@@ -12,4 +19,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,
+    indicative_budget.OPERATION,
+    budget_position.OPERATION,
+    cost_of_care.OPERATION,
 )}
