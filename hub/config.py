@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     dlq_max_consecutive: int = 100
     retry_max_delay_s: float = 5.0
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
-    mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la"
+    mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la,mappings.statements"
     # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     la_ledger_dir: Path | None = None
     la_max_in_flight: int = 10_000
     la_poll_interval_s: float = 1.0
+    # The statements connector (`ipc-hub connector statements import|watch`): its drop folder
+    # (unset: data_dir/statements-drop) and its record of imported file contents (unset:
+    # data_dir/statement-imports). Envelopes in flight and the poll interval are the LA ones.
+    statements_drop_dir: Path | None = None
+    statements_ledger_dir: Path | None = None
     # `ipc-hub up` on the embedded default drops the sample MOD handover and local authority
     # extract into the watched folders on a first start (an empty record), as a demonstration.
     demo_cohort: bool = True

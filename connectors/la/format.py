@@ -252,15 +252,18 @@ class HeaderError(ValueError):
     """A header that does not name one kind of extract file exactly: the file is refused whole."""
 
 
-def kind_of_header(header: list[str]) -> FileKind:
-    """The kind of file a header names; every column present, none unknown, none twice."""
+def kind_of_header(header: list[str], kinds: tuple[FileKind, ...] = KINDS) -> FileKind:
+    """The kind of file a header names; every column present, none unknown, none twice. `kinds`:
+    the kinds a file may be (a council extract's by default; other CSV connectors give theirs)."""
     names = [h.strip() for h in header]
     present = set(names)
     if not any(names):
         raise HeaderError("the first line is not a header (it is empty)")
-    best = max(KINDS, key=lambda k: len(present & set(k.names)))
+    best = max(kinds, key=lambda k: len(present & set(k.names)))
     if not present & set(best.names) - {"LA_Code"}:
-        raise HeaderError("the header names none of the columns of a people, carers or events file")
+        words = [k.name for k in kinds]
+        named = ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
+        raise HeaderError(f"the header names none of the columns of a {named} file")
     twice = sorted({n for n in names if names.count(n) > 1})
     missing = [n for n in best.names if n not in present]
     unknown = [n for n in names if n not in best.names]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from connectors.la.format import FileKind, HeaderError, check_row, kind_of_header
+from connectors.la.format import KINDS, FileKind, HeaderError, check_row, kind_of_header
 
 BOM = b"\xef\xbb\xbf"
 
@@ -72,9 +72,11 @@ class FileReader:
     file of bad rows needs no memory for them either). Afterwards `kind` and the
     counts are complete. Whole-file problems raise FileRefused from `rows()` before any row."""
 
-    def __init__(self, path: Path, on_error: Callable[[RowError], None]) -> None:
+    def __init__(self, path: Path, on_error: Callable[[RowError], None],
+                 kinds: tuple[FileKind, ...] = KINDS) -> None:
         self.path = path
         self.on_error = on_error
+        self.kinds = kinds  # the kinds of file this may be (connectors/statements reads its own)
         self.kind: FileKind | None = None
         self.rows_read = 0
         self.rows_good = 0
@@ -100,7 +102,7 @@ class FileReader:
             if 1 in lines.undecodable:
                 raise self._refuse(f"header {lines.undecodable[1]}")
             try:
-                self.kind = kind_of_header(header)
+                self.kind = kind_of_header(header, self.kinds)
             except HeaderError as exc:
                 raise self._refuse(str(exc)) from None
             stripped = [h.strip() for h in header]

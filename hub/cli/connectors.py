@@ -27,7 +27,7 @@ from hub.runtime.embedded import EmbeddedError, ensure_port_free
 log = logging.getLogger("hub")
 
 # Connectors in a CLI module of their own: name → module whose run(args, settings) serves it.
-CONNECTORS = {"mod": "hub.cli.mod_handover", "la": "hub.cli.la_extracts"}
+CONNECTORS = {"mod": "hub.cli.mod_handover", "la": "hub.cli.la_extracts", "statements": "hub.cli.statements"}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -98,7 +98,7 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
     from hub.cli.main import _database_url, _kafka_bootstrap
     from hub.cli.workers import bus_settings
 
-    if args.options and args.name != "la":  # only `la` takes arguments of its own (import, watch)
+    if args.options and args.name not in ("la", "statements"):  # only these take arguments (import, watch)
         if args.options[0] not in ("-h", "--help"):
             args.connector_parser.error("unrecognized arguments: " + " ".join(args.options))
         return args.connector_parser.print_help()
@@ -128,10 +128,11 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "connection. `ipc-hub up` runs this listener too. mod: POST /handover on "
         "HUB_MOD_HOST:HUB_MOD_PORT for defence clients' MOD transition handover documents, and the "
         "drop folder HUB_MOD_DROP_DIR (connectors/mod/README.md). la: `import FILE...` or `watch` "
-        "for local authority CSV extracts (connectors/la/README.md). Both publish to Kafka before "
-        "they answer.")
+        "for local authority CSV extracts (connectors/la/README.md). statements: `import FILE...` or "
+        "`watch` for direct payment and support service statements and providers' invoices "
+        "(connectors/statements/README.md). All publish to Kafka before they answer.")
     p.add_argument("name", choices=["hl7v2", *CONNECTORS], help="which connector")
-    p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la: import FILE... | watch)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la, statements: import FILE... | watch)")
     p.set_defaults(handler=cmd_connector, connector_parser=p)
 
 

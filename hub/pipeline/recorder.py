@@ -26,6 +26,7 @@ from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
+from hub.fhir.identifiers import NHS_NUMBER
 from hub.fhir.references import references, repoint
 from hub.fhir.resources import check_structure
 from hub.identity import matching
@@ -188,7 +189,7 @@ async def _record_decoded(conn: AsyncConnection, message: Message, envelope: Env
 
 async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[str, Any]) -> list[Version]:
     source = envelope.source
-    resources = _resources(bundle)
+    resources = await _people_named_by_nhs_number(conn, _resources(bundle))
     moved: dict[str, str] = {}
     for patient in (r for r in resources if r["resourceType"] == "Patient"):
         resolution = await matching.resolve(conn, source, patient)
@@ -242,7 +243,8 @@ async def record_together(conn: AsyncConnection,
     result, in a handful of statements: links looked up at once, every resource locked at once,
     the versions (and each message's Provenance) worked out in memory in message order, then
     written with one statement or COPY per table."""
-    bundles = [(message, envelope, _resources(document)) for message, envelope, document in items]
+    bundles = [(message, envelope, await _people_named_by_nhs_number(conn, _resources(document)))
+               for message, envelope, document in items]
     links = await people.linked_patients(conn, {(envelope.source, r["id"]) for _, envelope, resources in bundles
                                                 for r in resources if r["resourceType"] == "Patient"})
     pending: dict[tuple[str, str], set[str]] = {}  # identifiers the batch's Patients will carry
@@ -377,6 +379,55 @@ async def _patient_for(conn: AsyncConnection, source: str, reference: str) -> st
     if linked is None:
         raise FhirError("not-found", "a merge names a person this source has not sent")
     return linked
+
+
+_PERSON_FIELDS = ("subject", "patient", "for", "beneficiary")
+
+
+async def _people_named_by_nhs_number(conn: AsyncConnection, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A feed that never sent the person (a direct payment support service's statement) names
+    them by NHS number: a reference with only an identifier. It is pointed at the person the
+    record holds, so the resource lands in their record (and under their consent); a person the
+    record does not hold yet sends the message to the dead-letter topic, to replay once they
+    arrive, rather than leave a resource in nobody's record."""
+    wanted: set[str] = set()
+    for resource in resources:
+        for name in _PERSON_FIELDS:
+            for ref in _as_list(resource.get(name)):
+                if _nhs_only(ref):
+                    wanted.add(ref["identifier"]["value"])
+    if not wanted:
+        return resources
+    found = await people.people_by_identifier(conn, NHS_NUMBER, wanted)
+    if wanted - found.keys():
+        raise FhirError("not-found", f"the message names {len(wanted - found.keys())} person(s) by NHS number "
+                                     "whom the record does not hold yet")
+    out = []
+    for resource in resources:
+        changed = dict(resource)
+        for name in _PERSON_FIELDS:
+            value = resource.get(name)
+            if isinstance(value, list):
+                changed[name] = [_pointed(ref, found) for ref in value]
+            elif isinstance(value, dict):
+                changed[name] = _pointed(value, found)
+        out.append(changed)
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+
+
+def _nhs_only(ref: Any) -> bool:
+    return (isinstance(ref, dict) and "reference" not in ref and isinstance(ref.get("identifier"), dict)
+            and ref["identifier"].get("system") == NHS_NUMBER and isinstance(ref["identifier"].get("value"), str))
+
+
+def _pointed(ref: Any, found: dict[str, str]) -> Any:
+    if not _nhs_only(ref):
+        return ref
+    return {**ref, "reference": f"Patient/{found[ref['identifier']['value']]}"}
 
 
 async def _people_referenced(conn: AsyncConnection, bundles: list[tuple[str, list[dict[str, Any]]]],

@@ -105,3 +105,17 @@ async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]
 async def mark_reviewed(conn: AsyncConnection, patient_id: str) -> None:
     await conn.execute("UPDATE person_link SET method = 'new' WHERE patient_id = %s AND method = 'new-unreviewed'",
                        (patient_id,))
+
+
+async def people_by_identifier(conn: AsyncConnection, system: str, values: set[str]) -> dict[str, str]:
+    """value → the current Patient carrying system|value (a retired one, `replaced-by` another
+    after a merge, is passed over for its survivor)."""
+    if not values:
+        return {}
+    cur = await conn.execute(
+        "SELECT t.code, min(t.res_id) FROM idx_token t JOIN resource r "
+        "ON r.res_type = t.res_type AND r.res_id = t.res_id AND NOT r.deleted "
+        "WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.system = %s AND t.code = ANY(%s) "
+        "AND NOT (r.content::jsonb @? '$.link[*] ? (@.type == \"replaced-by\")') GROUP BY t.code",
+        (system, sorted(values)))
+    return {row[0]: row[1] for row in await cur.fetchall()}

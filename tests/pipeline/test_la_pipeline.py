@@ -107,11 +107,16 @@ def test_the_samples_become_one_profile_valid_record_and_a_reimport_changes_noth
     assert own_refs["plan"] == f"CarePlan/{susans_plan['id']}"
     assert [a["id"] for a in susans_plan["activity"]] == ["la-event-EV-0013", "la-event-EV-0014"]
     [budget] = plans[(f"Patient/{patient_of['P100001']}", "budget-statement")]
-    allocation = next(e for e in budget["extension"] if e["url"] == f"{SD}/budget-allocation")
-    parts = {e["url"]: e for e in allocation["extension"]}
-    assert parts["fundingSource"]["valueCodeableConcept"]["coding"][0]["code"] == "local-authority"
-    assert parts["managementOption"]["valueCodeableConcept"]["coding"][0]["code"] == "direct-payment"
-    assert str(parts["amount"]["valueMoney"]["value"]) == "16730.00"
+    # The council's mix is kept: its direct payment and its notional budget, each with its account.
+    shares = {}
+    for allocation in (e for e in budget["extension"] if e["url"] == f"{SD}/budget-allocation"):
+        parts = {e["url"]: e for e in allocation["extension"]}
+        assert parts["fundingSource"]["valueCodeableConcept"]["coding"][0]["code"] == "local-authority"
+        shares[parts["managementOption"]["valueCodeableConcept"]["coding"][0]["code"]] = str(
+            parts["amount"]["valueMoney"]["value"])
+    assert shares == {"direct-payment": "11700.00", "notional": "5030.00"}
+    assert sorted(a["type"]["coding"][0]["code"] for a in by_type["Account"]
+                  if a["subject"][0]["reference"] == f"Patient/{patient_of['P100001']}") == ["direct-payment", "notional"]
     graham_plan = plans[(f"Patient/{patient_of['P100001']}", "care-support-plan")][0]
     assert budget["partOf"] == [{"reference": f"CarePlan/{graham_plan['id']}"}]
     assert len(by_type["ServiceRequest"]) == 2 and len(by_type["Procedure"]) == 5
