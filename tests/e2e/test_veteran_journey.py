@@ -7,10 +7,13 @@ used by an NHS commissioner and the lead charity with their own tokens.
 The journey (issue 6, "How it is checked"): the MOD hands over a service leaver; the GP practice
 registers him over HL7 v2, which completes the handover; the council imports its extract (his
 carer assessed, services with delivery mechanisms and unit costs); the commissioner adds the NHS
-share of his personal budget; the lead charity records the support it offers, its action on the
-plan and progress on a goal, and sees only what he consented to share. Then the one record is
-checked: one person, one plan, one budget statement whose NHS and council shares add up, every
-resource valid against the IPC profiles, and where every fact came from."""
+share of his personal budget, as a direct payment; the lead charity records the support it offers,
+its action on the plan and progress on a goal, and sees only what he consented to share; his
+direct payment support service sends a month's statement (a real `ipc-hub connector statements
+import`). Then the one record is checked: one person, one plan, one budget statement whose NHS and
+council shares add up to the agreed amount, one account per allocation and management option, the
+month's spend computed from its lines, every resource valid against the IPC profiles, and where
+every fact came from."""
 from __future__ import annotations
 
 import csv
@@ -57,6 +60,16 @@ CHARITY = {"identifier": {"system": CHARITY_NUMBER, "value": LEAD_CHARITY},
 COMMISSIONER = "QT1"  # NHS Nottingham and Nottinghamshire ICB
 COMMISSIONER_CLIENT, CHARITY_CLIENT = "journey-icb-commissioner", "journey-lead-charity"
 NHS_SHARE = Decimal("12000.00")
+# His direct payment support service's statement for September 2026: four weeks of personal
+# assistant wages, a shower chair, and a refund of a delivery charged twice.
+DP_PROVIDER = "DPSS-MIDSHIRE"
+SEPTEMBER = [("2026-09-04", "Spend", "Personal assistant (payroll PA-3)", "180.00", "personal-assistant"),
+             ("2026-09-11", "Spend", "Personal assistant (payroll PA-3)", "180.00", "personal-assistant"),
+             ("2026-09-18", "Spend", "Personal assistant (payroll PA-3)", "180.00", "personal-assistant"),
+             ("2026-09-25", "Spend", "Personal assistant (payroll PA-3)", "180.00", "personal-assistant"),
+             ("2026-09-14", "Spend", "Able Living Ltd", "350.00", "equipment"),
+             ("2026-09-21", "Refund", "Able Living Ltd", "20.00", "equipment")]
+SEPTEMBER_SPEND = Decimal("1050.00")  # 4 × 180 + 350 − 20
 # Home support by direct payment, £20/hour for 6 hours a week, and day care the council
 # commissions, £40 a session once a week, both from 17 Aug 2026 for the statement's whole year.
 COUNCIL_SHARE = Decimal("20.00") * 6 * 52 + Decimal("40.00") * 1 * 52
@@ -171,28 +184,43 @@ def plan_of(client: httpx.Client, patient_id: str, kind: str) -> dict[str, Any] 
 
 
 def allocations(budget: dict[str, Any]) -> dict[str, Decimal]:
-    """Each funding source's amount in a budget statement."""
-    out = {}
+    """Each funding source's amount in a budget statement (all its management options)."""
+    out: dict[str, Decimal] = {}
     for allocation in (e for e in budget.get("extension", []) if e["url"] == f"{SD}/budget-allocation"):
         parts = {e["url"]: e for e in allocation["extension"]}
         source = parts["fundingSource"]["valueCodeableConcept"]["coding"][0]["code"]
-        out[source] = Decimal(str(parts["amount"]["valueMoney"]["value"]))
+        out[source] = out.get(source, Decimal(0)) + Decimal(str(parts["amount"]["valueMoney"]["value"]))
     return out
 
 
-def management(budget: dict[str, Any]) -> dict[str, str]:
-    """How each funding source's share is managed."""
-    out = {}
+def management(budget: dict[str, Any]) -> set[tuple[str, str]]:
+    """(funding source, management option) of each allocation: one funder may have several."""
+    out = set()
     for allocation in (e for e in budget.get("extension", []) if e["url"] == f"{SD}/budget-allocation"):
         parts = {e["url"]: e["valueCodeableConcept"]["coding"][0]["code"] for e in allocation["extension"]
                  if e["url"] in ("fundingSource", "managementOption")}
-        out[parts["fundingSource"]] = parts["managementOption"]
+        out.add((parts["fundingSource"], parts["managementOption"]))
     return out
 
 
-def indicative(budget: dict[str, Any]) -> Decimal:
-    return Decimal(str(next(e for e in budget["extension"] if e["url"] == f"{SD}/indicative-amount")
+def agreed(budget: dict[str, Any]) -> Decimal:
+    return Decimal(str(next(e for e in budget["extension"] if e["url"] == f"{SD}/agreed-amount")
                        ["valueMoney"]["value"]))
+
+
+def statement_file(folder: Path) -> Path:
+    """His direct payment support service's statement for September, as it sends it."""
+    header = ("Provider_Code", "Statement_Reference", "Line_Reference", "NHS_Number", "Funding_Source",
+              "Management_Option", "Line_Date", "Line_Type", "Payee", "Amount", "Category", "Description", "Goal",
+              "Outcome", "Setting")
+    rows = [header] + [(DP_PROVIDER, "2026-09", f"{DP_PROVIDER}-2026-09-{n:04d}", VETERAN_NHS, "nhs", "direct-payment",
+                        day, kind, payee, amount, category, "", "", "", "")
+                       for n, (day, kind, payee, amount, category) in enumerate(SEPTEMBER, 1)]
+    folder.mkdir()
+    path = folder / "september.csv"
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        csv.writer(out, lineterminator="\n").writerows(rows)
+    return path
 
 
 def put(client: httpx.Client, resource: dict[str, Any], version: str) -> httpx.Response:
@@ -279,7 +307,8 @@ class Journey:
 
         budget = wait_for(with_services, 30, "the council's services and budget in his plan")
         assert allocations(budget) == {"local-authority": COUNCIL_SHARE}
-        assert management(budget) == {"local-authority": "direct-payment"}  # the mechanism with most money
+        # The council's mix is kept: home support by direct payment, day care it commissions.
+        assert management(budget) == {("local-authority", "direct-payment"), ("local-authority", "notional")}
         self.ids["budget"] = budget["id"]
         mother = wait_for(lambda: one(self.fhir, "/Patient", identifier=f"{NHS_NUMBER}|{MOTHER_NHS}"), 30,
                           "his mother's own record")
@@ -287,22 +316,28 @@ class Journey:
         self.ids["mother"] = mother["id"]
 
     def nhs_allocation(self) -> None:
-        """4. The commissioner adds the NHS share of his personal budget: read, change, PUT If-Match."""
+        """4. The commissioner adds the NHS share of his personal budget, as a direct payment: read,
+        change, PUT If-Match. NHS and council money together make it an integrated personal budget."""
         icb = self.fhir_as(partner_class="nhs", organisation=COMMISSIONER, client_id=COMMISSIONER_CLIENT,
                            scopes=["system/CarePlan.rus", "system/Patient.rs"])
         read = icb.get(f"/CarePlan/{self.ids['budget']}")
         assert read.status_code == 200, read.text
         # Read as FHIR decimals, so the council's pence go back exactly as written (8320.00).
         statement, version = jsontext.loads(read.content), etag_version(read)
-        statement["extension"] = [e for e in statement["extension"] if e["url"] != f"{SD}/indicative-amount"] + [
-            {"url": f"{SD}/indicative-amount", "valueMoney": money(COUNCIL_SHARE + NHS_SHARE)},
+        kept = [e for e in statement["extension"] if e["url"] not in (f"{SD}/agreed-amount", f"{SD}/budget-type")]
+        statement["extension"] = [
+            {"url": f"{SD}/budget-type", "valueCodeableConcept": {"coding": [
+                {"system": f"{CS}/ipc-budget-type", "code": "integrated-personal-budget"}]}},
+            *kept,
             {"url": f"{SD}/budget-allocation", "extension": [
                 {"url": "fundingSource", "valueCodeableConcept": {"coding": [
                     {"system": f"{CS}/ipc-funding-source", "code": "nhs", "display": "NHS"}]}},
                 {"url": "managementOption", "valueCodeableConcept": {"coding": [
-                    {"system": f"{CS}/ipc-management-option", "code": "notional", "display": "Notional budget"}]}},
+                    {"system": f"{CS}/ipc-management-option", "code": "direct-payment", "display": "Direct payment"}]}},
                 {"url": "amount", "valueMoney": money(NHS_SHARE)},
-                {"url": "purpose", "valueString": "Personal health budget: physiotherapy and adapted equipment"}]}]
+                {"url": "contingency", "valueMoney": money(Decimal("500.00"))},
+                {"url": "purpose", "valueString": "Personal health budget: personal assistants and adapted equipment"}]},
+            {"url": f"{SD}/agreed-amount", "valueMoney": money(COUNCIL_SHARE + NHS_SHARE)}]
         written = put(icb, statement, version)
         assert written.status_code == 200, written.text
         assert put(icb, statement, version).status_code == 412  # a stale version is refused, not lost
@@ -337,6 +372,33 @@ class Journey:
         housing["note"] = [*housing.get("note", []), {"text": "Viewed two adapted flats; one fits."}]
         progressed = put(charity, housing, etag_version(current))
         assert progressed.status_code == 200, progressed.text
+
+    def direct_payment_statement(self, bus, database_url: str, tmp_path: Path) -> None:
+        """6. His direct payment support service's statement for September (a real `ipc-hub
+        connector statements import`): the month's lines land in his record, booked to the NHS
+        direct payment account, and its spend to date is computed from them."""
+        result = subprocess.run([IPC_HUB, "connector", "statements", "import", str(statement_file(tmp_path / "dp"))],
+                                env=worker_env(bus, database_url, HUB_STATEMENTS_LEDGER_DIR=str(tmp_path / "stmt-ledger")),
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        def recorded() -> list[dict[str, Any]] | None:
+            lines = found(self.fhir, "/ChargeItem", subject=f"Patient/{self.patient_id}", _count=50)
+            return lines if len(lines) == len(SEPTEMBER) else None
+
+        lines = wait_for(recorded, 30, "the month's spend lines in his record")
+        assert {line["occurrenceDateTime"] for line in lines} == {day for day, *_ in SEPTEMBER}
+
+        def spent() -> Decimal | None:
+            answer = self.fhir.get(f"/CarePlan/{self.ids['budget']}/$budget-position", params={"date": "2026-09-30"})
+            assert answer.status_code == 200, answer.text
+            for account in (p["part"] for p in answer.json()["parameter"] if p["name"] == "account"):
+                values = {p["name"]: p for p in account}
+                if (values["fundingSource"]["valueCode"], values["managementOption"]["valueCode"]) == (
+                        "nhs", "direct-payment") and values["lines"]["valueInteger"] == len(SEPTEMBER):
+                    return Decimal(str(values["spent"]["valueMoney"]["value"]))
+            return None
+
+        assert wait_for(spent, 30, "the month's spend on his NHS direct payment account") == SEPTEMBER_SPEND
 
     def _sees_only_what_he_shared(self, charity: httpx.Client, plan: dict[str, Any]) -> None:
         """His plan, yes; his budget and his Service-attributable conditions, no: absent from
@@ -413,15 +475,21 @@ def check_one_plan(fhir: httpx.Client, journey: Journey) -> tuple[dict[str, Any]
 
 
 def check_budget(fhir: httpx.Client, journey: Journey, plan: dict[str, Any]) -> dict[str, Any]:
-    """One budget statement, part of his plan, whose NHS and council shares add up (ipc-bud-1)."""
+    """One budget statement, part of his plan, whose NHS and council shares add up to the agreed
+    amount (ipc-bud-1), with one account per allocation and management option."""
     [budget] = found(fhir, "/CarePlan", subject=f"Patient/{journey.patient_id}",
                      category=f"{CS}/ipc-plan-category|budget-statement")
     assert budget["partOf"] == [{"reference": f"CarePlan/{plan['id']}"}]
     assert allocations(budget) == {"local-authority": COUNCIL_SHARE, "nhs": NHS_SHARE}
-    assert management(budget) == {"local-authority": "direct-payment", "nhs": "notional"}
-    assert indicative(budget) == COUNCIL_SHARE + NHS_SHARE
+    held = {("local-authority", "direct-payment"), ("local-authority", "notional"), ("nhs", "direct-payment")}
+    assert management(budget) == held
+    assert agreed(budget) == COUNCIL_SHARE + NHS_SHARE
+    accounts = found(fhir, "/Account", subject=f"Patient/{journey.patient_id}")
+    assert {(next(e for e in a["extension"] if e["url"] == f"{SD}/funding-source")["valueCodeableConcept"]["coding"][0]
+             ["code"], a["type"]["coding"][0]["code"]) for a in accounts} == held
     as_sent = fhir.get(f"/CarePlan/{budget['id']}").text  # the pence as each source wrote them
-    assert all(f"{amount:.2f}" in as_sent for amount in (COUNCIL_SHARE, NHS_SHARE, COUNCIL_SHARE + NHS_SHARE))
+    council_parts = (Decimal("20.00") * 6 * 52, Decimal("40.00") * 52)  # home support, day care
+    assert all(f"{amount:.2f}" in as_sent for amount in (*council_parts, NHS_SHARE, COUNCIL_SHARE + NHS_SHARE))
     return budget
 
 
@@ -440,7 +508,7 @@ def check_valid(fhir: httpx.Client, journey: Journey, plans: list[dict[str, Any]
     everything = every_page(fhir, f"/Patient/{journey.patient_id}/$everything", _count=100)
     held = {f"{r['resourceType']}/{r['id']}" for r in everything}
     assert {"Patient", "CarePlan", "Goal", "CareTeam", "RelatedPerson", "Task", "Consent", "Condition",
-            "ServiceRequest", "Procedure", "Provenance"} <= {r["resourceType"] for r in everything}
+            "ServiceRequest", "Procedure", "Provenance", "Account", "ChargeItem"} <= {r["resourceType"] for r in everything}
     assert {f"Task/{journey.ids['task']}", f"ServiceRequest/{journey.ids['offer']}"} <= held
     assert [e for r in everything for e in profile_errors(r)] == []
     for plan in plans:
@@ -458,6 +526,8 @@ def check_provenance(fhir: httpx.Client, journey: Journey, plan, budget, carer, 
     assert {"mod-handover", GP_SENDER, f"la-{COUNCIL}"} <= sources_of(by_version, f"Patient/{journey.patient_id}")
     assert {"mod-handover", f"la-{COUNCIL}"} <= sources_of(by_version, f"CarePlan/{plan['id']}")
     assert f"la-{COUNCIL}" in sources_of(by_version, f"CarePlan/{budget['id']}")
+    lines = found(fhir, "/ChargeItem", subject=f"Patient/{journey.patient_id}", _count=50)
+    assert lines and all(sources_of(by_version, f"ChargeItem/{line['id']}") == {f"stmt-{DP_PROVIDER}"} for line in lines)
     assert f"la-{COUNCIL}" in sources_of(by_version, f"RelatedPerson/{carer['id']}")
     assert all("mod-handover" in sources_of(by_version, f"Goal/{g['id']}") for g in goals)
     # Raised by the MOD feed; completed by the hub on the strength of the Patient version that
@@ -508,6 +578,7 @@ def test_a_veterans_journey_makes_one_shared_record(stack, fhir, fhir_as, token_
     journey.council_extract(bus, clean_db, tmp_path)
     journey.nhs_allocation()
     journey.lead_charity()
+    journey.direct_payment_statement(bus, clean_db, tmp_path)
 
     check_one_person(fhir, journey)
     plan, goals = check_one_plan(fhir, journey)
