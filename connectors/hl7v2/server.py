@@ -176,8 +176,10 @@ class MllpServer:
             if self.strict:
                 await asyncio.to_thread(check_strictly, text)
             key = dedupe_key(header, msg.text)
-            if await self.dedupe.seen(key):
-                return _answer(header, "AA", "duplicate: already accepted")
+            # A resend is published again all the same: the first copy may not be in the record
+            # yet (or ever, if it was dead-lettered), and the recorder's idempotence absorbs it
+            # if it is. The dedupe only tells the sender it was a resend.
+            duplicate = await self.dedupe.seen(key)
             try:
                 meta = envelope_meta(msg)
                 await self.publish(data, meta)
@@ -185,6 +187,8 @@ class MllpServer:
                     await self.publish(data, {**meta, "kind": MERGE_KIND})
             except Exception as exc:  # the bus refused: never AA
                 raise PublishFailed(f"the message could not be stored ({type(exc).__name__}); resend it") from None
+            if duplicate:
+                return _answer(header, "AA", "duplicate: accepted again")
             await self.dedupe.remember(key)
             return _answer(header, "AA", "")
         except (Er7Error, MappingError) as exc:

@@ -22,17 +22,18 @@ from hub.fhir.errors import FhirError, operation_outcome
 # Reachable without a token: the CapabilityStatement, discovery documents, the OAuth endpoints
 # (their clients authenticate themselves there) and what orchestrators poll.
 OPEN_PATHS = frozenset({"/fhir/metadata", "/auth/token", "/auth/revoke", "/healthz", "/readyz",
-                        "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+                        "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                        "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css",
+                        "/docs/assets/favicon.png"})
 OPEN_PREFIX = "/.well-known/"
 # Token and revocation requests are a few hundred bytes; anything near this is not one.
 _OAUTH_MAX_BODY = 64 * 1024
 _OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke"})
 
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# Swagger UI at /docs is a page with inline script and assets from the CDN FastAPI names.
-_DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
-             b"https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+# Swagger UI at /docs is a page with inline script; its assets are the hub's own (hub/api/docs.py).
+_DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+             b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 _COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
            (b"x-frame-options", b"DENY")]
 _API_HEADERS = _COMMON + [(b"content-security-policy", _API_CSP)]

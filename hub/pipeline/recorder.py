@@ -8,7 +8,9 @@ newer about (a late replay, hub.store.freshness), write every resource with
 update(skip_unchanged) under its deterministic id (a replay writes nothing), settle GP
 registration handovers (hub.pipeline.handover), and write one Provenance naming the source
 system and the envelope for the versions written. Change events come from the outbox rows each
-write adds. The worker loop commits Kafka offsets only after this transaction has committed."""
+write adds. The worker loop commits Kafka offsets only after this transaction has committed,
+and the same transaction deletes the messages' rows from the bus journal (hub/bus/journal.py):
+recorded exactly once."""
 from __future__ import annotations
 
 import asyncio
@@ -20,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from hub.bus import journal
 from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
@@ -116,6 +119,7 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
                 async with conn.transaction():
                     await record_together(conn, decoded)
                     await handover.settle(conn, decoded)
+                    await journal.settle(conn, [envelope.id for _, envelope, _ in decoded])
                 return outcome
             except _TRANSIENT:
                 raise
@@ -134,6 +138,9 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
             except psycopg.Error as exc:
                 outcome.rejected.append(Rejected(message, "exception", type(exc).__name__, "record"))
         await handover.settle(conn, decoded)
+        failed = {r.message.coordinates for r in outcome.rejected}
+        await journal.settle(conn, [envelope.id for message, envelope, _ in decoded
+                                    if message.coordinates not in failed])
     return outcome
 
 

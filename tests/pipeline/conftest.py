@@ -141,3 +141,19 @@ def send(bus: BusSettings, envelopes: list[Envelope]) -> None:
 def count(database_url: str, sql: str, *args) -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, args or None).fetchone()[0]
+
+
+def committed_everything(bus, group: str, topic: str) -> bool:
+    """The group's committed offsets add up to every record in the topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from hub.bus.replay import read_topic
+
+    total = len(list(read_topic(bus, topic, timeout=5)))
+    probe = Consumer({"bootstrap.servers": bus.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = probe.committed([TopicPartition(topic, p) for p in range(bus.partitions)], timeout=10)
+        committed = [max(tp.offset, 0) for tp in found]
+    finally:
+        probe.close()
+    return sum(committed) == total

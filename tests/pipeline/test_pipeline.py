@@ -14,7 +14,7 @@ from hub.bus.replay import read_topic
 from hub.bus.topics import Topics
 from tests.factories import nhs_check_digit
 from tests.integration.conftest import free_port
-from tests.pipeline.conftest import count, person_bundle, send, wait_for, worker_env
+from tests.pipeline.conftest import committed_everything, count, person_bundle, send, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -162,19 +162,6 @@ def record_digest(url: str) -> list[tuple[str, str, str]]:
         rows = conn.execute("SELECT res_type, res_id, (content::jsonb - 'meta')::text FROM resource "
                             "WHERE res_type <> 'Provenance' ORDER BY 1, 2").fetchall()
     return [tuple(r) for r in rows]
-
-
-def committed_everything(bus, group: str, topic: str) -> bool:
-    """The group's committed offsets add up to every record in the topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    total = len(list(read_topic(bus, topic, timeout=5)))
-    probe = KafkaConsumer(bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        committed = [probe.committed(TopicPartition(topic, p)) or 0 for p in range(bus.partitions)]
-    finally:
-        probe.close(autocommit=False)
-    return sum(committed) == total
 
 
 def test_two_recorders_split_partitions_and_make_the_same_record_as_one(clean_db, bus, workers, kafka):
