@@ -1,6 +1,8 @@
 """Liveness and readiness for orchestrators: open endpoints that reveal nothing about the record."""
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
@@ -38,7 +40,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus text format: the pipeline's counters when `ipc-hub up` runs the workers here."""
-    body, content_type = exposition()
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: this process's requests by route template, and under `ipc-hub
+    up` the supervised workers' counters merged in."""
+    children = getattr(request.app.state, "pipeline_metrics", None)
+    others = await asyncio.to_thread(children) if children is not None else None
+    body, content_type = exposition(others)
     return Response(body, media_type=content_type)

@@ -126,7 +126,8 @@ def journal_enabled(settings: Settings) -> bool:
 
 
 def serve_api(settings: Settings, database_url: str, banner: Callable[[], None] | None = None,
-              extra_ready: Callable[[], dict] | None = None) -> None:
+              extra_ready: Callable[[], dict] | None = None,
+              extra_metrics: Callable[[], list[bytes]] | None = None) -> None:
     import uvicorn
 
     from hub.api.app import create_app
@@ -144,6 +145,8 @@ def serve_api(settings: Settings, database_url: str, banner: Callable[[], None] 
     app = create_app(settings, database_url)
     if extra_ready is not None:
         app.state.pipeline_status = extra_ready
+    if extra_metrics is not None:
+        app.state.pipeline_metrics = extra_metrics
     settle_heap()
     server = uvicorn.Server(uvicorn.Config(app, **common))
     if banner is not None:

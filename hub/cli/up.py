@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -99,8 +100,9 @@ def _children(settings: Settings, env: dict[str, str]) -> tuple[list[Child], lis
         workers.append(Child(name, [*command, "worker", name], {**env, "HUB_WORKER_HTTP_PORT": str(port),
                                                                  "HUB_HTTP_HOST": "127.0.0.1"},
                              logs / f"{name}.log", health_port=port))
+    ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0}
     connectors = [Child(f"connector-{name}", [*command, "connector", name, *(["watch"] if name == "la" else [])],
-                        env, logs / f"connector-{name}.log") for name in CONNECTORS]
+                        env, logs / f"connector-{name}.log", listen_port=ports[name]) for name in CONNECTORS]
     return workers, connectors
 
 
@@ -161,14 +163,22 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
         if not settings.database_url:
             extras = demo_clients_banner(db_url, settings.public_base_url())
 
-        def started() -> None:
-            supervisor.start()
+        def announce() -> None:
+            # The banner says "ready" only once every worker and connector is (the MOD
+            # connector first fetches the token keys from the API, so this waits off the loop).
+            if not supervisor.wait_ready(120):
+                log.warning("not every worker and connector is ready yet: see /readyz")
             cohort = ""
             if not settings.database_url and settings.demo_cohort:
                 cohort = load_cohort(db_url, settings.mod_drop_dir, settings.la_drop_dir)
             print_banner(settings, extras + cohort)
 
-        serve_api(settings, db_url, banner=started, extra_ready=supervisor.status)
+        def started() -> None:
+            supervisor.start()
+            threading.Thread(target=announce, name="banner", daemon=True).start()
+
+        serve_api(settings, db_url, banner=started, extra_ready=supervisor.status,
+                  extra_metrics=supervisor.metrics)
 
 
 def _add_up(sub: argparse._SubParsersAction) -> None:

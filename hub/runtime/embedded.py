@@ -157,6 +157,10 @@ def running_postgres_url(data_dir: Path) -> str | None:
         lines = pid_file.read_text().splitlines()
         pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].strip()
         os.kill(pid, 0)
+        # A server killed with kill -9 may linger as a zombie nobody reaps (a container's init):
+        # that is not a running server.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return None
     except (OSError, ValueError, IndexError):
         return None
     if not socket_dir:

