@@ -75,7 +75,7 @@ def locate_data_dir(settings: Settings, *, must_exist: bool) -> Settings:
     return settings
 
 
-def database_url(settings: Settings, stack: ExitStack) -> str:
+def database_url(settings: Settings, stack: ExitStack, started: list | None = None) -> str:
     """HUB_DATABASE_URL; else the embedded PostgreSQL a running `ipc-hub up` has in the data
     folder (left running); else one of our own that stops with us."""
     if settings.database_url:
@@ -86,6 +86,8 @@ def database_url(settings: Settings, stack: ExitStack) -> str:
     server = EmbeddedPostgres(settings.data_dir)
     url = server.start()
     stack.callback(server.stop)
+    if started is not None:
+        started.append(server)
     log.info("embedded PostgreSQL running in %s", server.pgdata)
     return url
 

@@ -126,7 +126,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     tls_context(settings)
     with ExitStack() as stack:
         stack.callback(register_running(settings))
-        db_url = database_url(settings, stack)
+        own_database: list = []
+        db_url = database_url(settings, stack, own_database)
         migrate(db_url)
         load_signing_keys(settings.auth_signing_key_file, settings.data_dir)  # made once, before the children
         broker = None
@@ -157,7 +158,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
         workers, connectors = _children(settings, env)
         supervisor = Supervisor(workers + connectors,
                                 broker_alive=broker.alive if broker is not None else None,
-                                restart_broker=restart_broker if broker is not None else None)
+                                restart_broker=restart_broker if broker is not None else None,
+                                database_alive=own_database[0].alive if own_database else None,
+                                restart_database=own_database[0].restart if own_database else None)
         stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"]])
         extras = ""
         if not settings.database_url:

@@ -46,6 +46,20 @@ class EmbeddedPostgres:
             raise EmbeddedError("embedded PostgreSQL is not running")
         return self._server.get_uri()
 
+    def alive(self) -> bool:
+        return running_postgres_url(self.pgdata.parent) is not None
+
+    def restart(self) -> str:
+        """Start again after the server died (kill -9): forget the dead one, start afresh."""
+        if self._server is not None:
+            import atexit
+
+            atexit.unregister(self._server._cleanup)
+            type(self._server)._instances.pop(self._server.pgdata, None)
+            self._server.global_process_id_list.get_and_remove(os.getpid())
+            self._server = None
+        return self.start()
+
     def stop(self) -> None:
         if self._server is not None:
             import atexit

@@ -113,10 +113,15 @@ class Supervisor:
     """Starts children, restarts them, reports their state, stops them in order."""
 
     def __init__(self, children: list[Child], *, broker_alive: Callable[[], bool] | None = None,
-                 restart_broker: Callable[[], None] | None = None) -> None:
+                 restart_broker: Callable[[], None] | None = None,
+                 database_alive: Callable[[], bool] | None = None,
+                 restart_database: Callable[[], None] | None = None) -> None:
         self.children = children
         self._broker_alive = broker_alive
         self._restart_broker = restart_broker
+        self._database_alive = database_alive
+        self._restart_database = restart_database
+        self._database_backoff = BACKOFF_FIRST_S
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -172,6 +177,8 @@ class Supervisor:
     def _watch(self) -> None:
         while not self._stopping.wait(0.25):
             with self._lock:
+                if self._database_alive is not None and not self._database_alive():
+                    self._recover_database()
                 if self._broker_alive is not None and not self._broker_alive():
                     self._recover_broker()
                     continue
@@ -198,6 +205,20 @@ class Supervisor:
             child.restarts += 1
             child.start()
             log.info("restarted %s (pid %d, restart %d)", child.name, child.process.pid, child.restarts)
+
+    def _recover_database(self) -> None:
+        """The embedded PostgreSQL stopped: start it again (its data is crash-safe; the workers
+        and connectors retry meanwhile, and refuse new messages rather than acknowledge them)."""
+        log.warning("the embedded PostgreSQL stopped; restarting it")
+        try:
+            self._restart_database()
+            self._database_backoff = BACKOFF_FIRST_S
+            log.info("embedded PostgreSQL restarted")
+        except Exception as exc:  # noqa: BLE001 - try again after a back-off
+            log.warning("PostgreSQL did not restart (%s); trying again in %.0f s", type(exc).__name__,
+                        self._database_backoff)
+            self._stopping.wait(self._database_backoff)
+            self._database_backoff = min(self._database_backoff * 2, BACKOFF_MAX_S)
 
     def _recover_broker(self) -> None:
         log.warning("the broker stopped; stopping the pipeline and connectors to restart it")

@@ -60,7 +60,7 @@ def worker_env(bus: BusSettings, database_url: str, **extra: str) -> dict[str, s
     env.update(HUB_KAFKA_BOOTSTRAP=bus.bootstrap, HUB_DATABASE_URL=database_url,
                HUB_TOPIC_PREFIX=bus.topic_prefix, HUB_TOPIC_PARTITIONS=str(bus.partitions),
                HUB_KAFKA_SESSION_TIMEOUT_MS="2000", HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500",
-               HUB_RETRY_MAX_DELAY_S="0.5", HUB_LOG_LEVEL="info",
+               HUB_RETRY_MAX_DELAY_S="0.5", HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console",
                PYTHONPATH=str(Path(__file__).resolve().parents[2]), **extra)
     return env
 
