@@ -129,12 +129,12 @@ def raw_kafka_rate(bus, envelopes) -> dict:
     ensure_topics(raw_bus.bootstrap, topics, raw_bus.partitions)
     consumer = make_consumer(raw_bus, topics.group("raw"), "bench-raw")
     consumer.subscribe([topics.inbound])
-    _wait(lambda: consumer.poll(timeout_ms=100) == {} and bool(consumer.assignment()), 30, "raw consumer")
+    _wait(lambda: consumer.consume(100, 0.1) == [] and bool(consumer.assignment()), 30, "raw consumer")
     started = time.perf_counter()
     _produce(raw_bus, topics.inbound, envelopes)
     got = 0
     while got < len(envelopes):
-        got += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
+        got += sum(1 for r in consumer.consume(500, 0.2) if r.error() is None)
     seconds = time.perf_counter() - started
     consumer.close()
     return {"envelopes": got, "seconds": round(seconds, 3), "envelopes_per_s": round(got / seconds, 1)}
@@ -159,7 +159,7 @@ def section_ingest(ctx, args: argparse.Namespace) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         env.update(HUB_KAFKA_BOOTSTRAP=bootstrap, HUB_DATABASE_URL=ctx.database_url,
                    HUB_TOPIC_PREFIX=bus.topic_prefix, HUB_KAFKA_SESSION_TIMEOUT_MS="2000",
-                   HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500", HUB_LOG_LEVEL="info")
+                   HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500", HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console")
         ipc_hub = str(Path(sys.executable).with_name("ipc-hub"))
         procs = [ctx.start_process(f"ingest-{name}", [ipc_hub, "worker", name], env=env)
                  for name in ("mapper", "recorder", "relay")]

@@ -105,7 +105,9 @@ def run(ctx, args: argparse.Namespace) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         env.update(HUB_KAFKA_BOOTSTRAP=bootstrap, HUB_DATABASE_URL=ctx.database_url, HUB_TOPIC_PREFIX=prefix,
                    HUB_KAFKA_SESSION_TIMEOUT_MS="2000", HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500",
-                   HUB_LOG_LEVEL="info", HUB_MLLP_PORT=str(port))
+                   HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console", HUB_MLLP_PORT=str(port),
+                   # As on the embedded default: every acknowledged message also in the bus journal.
+                   HUB_BUS_JOURNAL="on")
         ipc_hub = str(Path(sys.executable).with_name("ipc-hub"))
         connector = ctx.start_process("mllp-connector", [ipc_hub, "connector", "hl7v2"], env=env)
         _wait(lambda: _accepts(port) or not connector.alive(), 30, "the MLLP listener")
