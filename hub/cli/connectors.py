@@ -3,8 +3,9 @@ the embedded default) and its dedupe table; `ipc-hub up` runs it as a child proc
 
 Each accepted message becomes an Envelope on the inbound topic; the sender's AA goes out only
 after Kafka acknowledged it (acks=all). Accepted messages are remembered in PostgreSQL
-(`connectors.hl7v2.dedupe`), so a restarted connector, or another one, still answers a resend
-without publishing it twice."""
+(`connectors.hl7v2.dedupe`) with when each was first received, so a restarted connector, or
+another one, answers a resend as one and publishes it again under the first copy's received-at
+(the recorder takes it as the same statement: nothing new is written)."""
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,8 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "(default 127.0.0.1:2575) for HL7 v2 ADT messages (v2.3 to 2.8). Each accepted message is "
         "published to Kafka (HUB_KAFKA_BOOTSTRAP) and acknowledged AA only once Kafka holds it; "
         "malformed messages get AE, other message types and unknown events AR, each with an ERR "
-        "segment; a resent message is acknowledged without being published twice (remembered in "
-        "HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
+        "segment; a resent message is acknowledged as a resend and published again, which changes "
+        "nothing already recorded (accepted messages are remembered in HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
         "HUB_MLLP_MAX_MESSAGE_SIZE (bytes) and HUB_MLLP_IDLE_TIMEOUT (seconds) bound each "
         "connection. `ipc-hub up` runs this listener too. mod: POST /handover on "
         "HUB_MOD_HOST:HUB_MOD_PORT for defence clients' MOD transition handover documents, and the "
