@@ -1,11 +1,16 @@
-"""Request metrics for /metrics: requests by route *template* (`/fhir/{type}/{id}`, never a
-concrete path, which would name resources and grow without bound), method and status, and
-their duration. A pure ASGI middleware, outermost, so refusals (401, 413, 429) count too."""
+"""What every request gets on the way in, outermost, so refusals (401, 413, 429) count too: an
+id (a new UUID, answered as `X-Request-ID` and attached to every log line the request causes,
+hub.runtime.logs), and its place in /metrics: requests by route *template* (`/fhir/{type}/{id}`,
+never a concrete path, which would name resources and grow without bound), method and status,
+and their duration. A pure ASGI middleware."""
 from __future__ import annotations
 
 import time
+import uuid
 
 from prometheus_client import Counter, Histogram
+
+from hub.runtime import logs
 
 REQUESTS = Counter("ipc_http_requests", "HTTP requests answered", ["route", "method", "status"])
 DURATION = Histogram("ipc_http_request_seconds", "Time to answer an HTTP request", ["route", "method"],
@@ -23,14 +28,18 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = [500]
+        request_id = str(uuid.uuid4())
 
         async def sending(message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            with logs.bound(request_id=request_id):
+                await self.app(scope, receive, sending)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED

@@ -18,6 +18,7 @@ from hub.auth.ratelimit import retry_after
 from hub.auth.runtime import AuthRuntime
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError, operation_outcome
+from hub.runtime import logs
 
 # Reachable without a token: the CapabilityStatement, discovery documents, the OAuth endpoints
 # (their clients authenticate themselves there) and what orchestrators poll.
@@ -75,6 +76,7 @@ class SecurityMiddleware:
             elif self.auth.enabled:
                 principal = self.auth.authenticate(_header(scope, b"authorization"))
                 state["principal"] = principal
+                logs.bind(client_id=principal.client_id)  # on every log line of this request
                 self._throttle(principal.client_id)
         except FhirError as exc:
             await _refuse(send, exc)

@@ -55,6 +55,11 @@ def delivery_error(error: KafkaError) -> BusError:
     return BusError(f"the broker did not take the record ({error.name()})", too_large=too_large)
 
 
+def error_names() -> list[str]:
+    """librdkafka's error code names (`_TRANSPORT`, `MSG_SIZE_TOO_LARGE`…): words a log may show."""
+    return [name for name in dir(KafkaError) if name.lstrip("_").isupper()]
+
+
 def _common(settings: BusSettings, client_id: str) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap, "client.id": client_id,
             # Quiet: librdkafka reports broker disconnects through error callbacks we log ourselves.

@@ -20,6 +20,7 @@ from hub.runtime.embedded import (
     ensure_port_free,
     running_postgres_url,
 )
+from hub.runtime.logs import allow_terms
 
 log = logging.getLogger("hub")
 
@@ -63,6 +64,7 @@ def locate_data_dir(settings: Settings, *, must_exist: bool) -> Settings:
         return settings
     hubs = running_hubs()
     if len(hubs) == 1:
+        allow_terms([hubs[0]])
         log.info("using the running hub's data folder %s", hubs[0])
         return settings.model_copy(update={"data_dir": hubs[0]})
     if len(hubs) > 1:
@@ -98,6 +100,7 @@ def kafka_bootstrap(settings: Settings, stack: ExitStack) -> str:
     broker = EmbeddedKafka(settings.embedded_kafka_port, settings.data_dir / "log")
     bootstrap = broker.start()
     stack.callback(broker.stop)
+    allow_terms([bootstrap])
     log.info("embedded Kafka-protocol broker (Tansu) on %s", bootstrap)
     return bootstrap
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from hub.cli import api, clients, connectors, up, workers
 from hub.config import Settings, load_settings, settings_help
 from hub.runtime.embedded import EmbeddedError
-from hub.runtime.logs import configure_logging
+from hub.bus.kafka import error_names
+from hub.bus.topics import Topics
+from hub.runtime.logs import allow_terms, configure_logging
 
 COMMANDS = [*up.PARSERS, *api.PARSERS, *workers.PARSERS, *connectors.PARSERS, *clients.PARSERS]
 
@@ -37,10 +40,25 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def log_terms(settings: Settings) -> list[str]:
+    """What the operator configured (folders, addresses) and the topic names: the only
+    configuration values a log line may show (hub.runtime.logs keeps everything else out)."""
+    terms: list[str] = [*Topics(settings.topic_prefix).all(), *error_names()]
+    for name, value in settings:
+        if isinstance(value, Path):
+            terms += [str(value), str(value.resolve())]
+        elif name.endswith("_host"):
+            terms.append(str(value))
+    data = settings.data_dir.resolve()
+    terms += [str(data / part) for part in ("postgres", "tansu", "log", "mod-drop", "la-drop")]
+    return terms
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings: Settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    allow_terms(log_terms(settings))
     _terminate_on_sigterm()
     try:
         args.handler(args, settings)
