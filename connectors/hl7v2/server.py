@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from connectors.hl7v2.ack import Header, build_ack, read_header, wants_ack
 from connectors.hl7v2.errors import (
     Hl7v2Error,
@@ -58,6 +60,9 @@ KIND = "hl7v2-adt"
 MERGE_KIND = "hl7v2-merge"
 
 Publish = Callable[[bytes, dict[str, object]], Awaitable[None]]
+# For /metrics: what each message was answered (counted when MSH-15/16 ask for no ACK too).
+ANSWERS = Counter("ipc_mllp_messages", "HL7 v2 messages the MLLP listener answered, by acknowledgement code",
+                  ["ack"])
 
 
 class Dedupe(Protocol):
@@ -176,6 +181,7 @@ class MllpServer:
         text = decode(data)
         header = read_header(text)
         if header is None:
+            ANSWERS.labels("AR").inc()
             return build_ack(None, "AR", "not an HL7 v2 message: no readable MSH segment", 100, "MSH")
         try:
             msg = parse(text, only=READ_SEGMENTS)
@@ -257,6 +263,7 @@ class MllpServer:
 
 
 def _answer(header: Header, code: str, text: str, error: int | None = None, location: str = "") -> bytes | None:
+    ANSWERS.labels(code).inc()
     if not wants_ack(header, code == "AA"):
         return None
     return build_ack(header, code, text, error, location)

@@ -188,7 +188,9 @@ class Worker:
             metrics.MESSAGES_OUT.labels(self.name, out.topic).inc()
         for r in outcome.rejected:
             metrics.DEAD_LETTERS.labels(self.name, r.reason).inc()
-            log.warning("%s dead-lettered %s: %s at step %s", self.name, r.message.coordinates, r.reason, r.step)
+            m = r.message
+            log.warning("%s dead-lettered %s:%d:%d: %s at step %s", self.name, m.topic, m.partition, m.offset,
+                        r.reason, r.step, extra={"envelope_id": _envelope_id(m), "reason": r.reason})
         if outcome.rejected and self.on_dead_letters is not None:
             letters = [(_envelope_id(r.message), r.reason) for r in outcome.rejected]
             await self._journal_dead_letters([(i, reason) for i, reason in letters if i], stop)
@@ -251,7 +253,7 @@ class Worker:
             except Transient as exc:
                 self.backing_off = True
                 metrics.RETRIES.labels(self.name).inc()
-                log.warning("%s: transient failure (%s); retrying in %.2f s", self.name, exc, delay)
+                log.warning("%s: transient failure (%s); retrying in %.2f s", self.name, str(exc), delay)
                 if not await self._wait(consumer, delay, stop):
                     return None
                 delay = min(delay * 2, self.settings.retry_max_delay_s)
@@ -316,7 +318,7 @@ class Worker:
 
     def _on_assign(self, _consumer, partitions) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        log.info("%s holds partitions: %s", self.name, ",".join(str(p) for _, p in sorted(self.assigned)))
+        log.info("%s holds partitions: %s", self.name, tuple(p for _, p in sorted(self.assigned)))
 
     def _on_revoke(self, _consumer, partitions) -> None:
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}

@@ -110,6 +110,11 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
         bus = bus_settings(settings, bootstrap)
         ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
         journal = journal_enabled(settings)
+        if settings.worker_http_port:  # /metrics (messages by ACK code) beside the listener
+            from hub.bus.metrics import serve_health
+
+            server = serve_health(settings.http_host, settings.worker_http_port, lambda: True, lambda: True)
+            stack.callback(server.shutdown)
 
         serve_until_signalled(lambda stop: serve_mllp(settings, url, bus, stop, journal=journal))
 

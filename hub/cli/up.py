@@ -101,8 +101,14 @@ def _children(settings: Settings, env: dict[str, str]) -> tuple[list[Child], lis
                                                                  "HUB_HTTP_HOST": "127.0.0.1"},
                              logs / f"{name}.log", health_port=port))
     ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0}
-    connectors = [Child(f"connector-{name}", [*command, "connector", name, *(["watch"] if name == "la" else [])],
-                        env, logs / f"connector-{name}.log", listen_port=ports[name]) for name in CONNECTORS]
+    connectors = []
+    for name in CONNECTORS:
+        # The MLLP listener's /metrics (messages by ACK code) is merged into the API's.
+        metrics_port = _free_port() if name == "hl7v2" else 0
+        own = {"HUB_WORKER_HTTP_PORT": str(metrics_port), "HUB_HTTP_HOST": "127.0.0.1"} if metrics_port else {}
+        connectors.append(Child(f"connector-{name}", [*command, "connector", name, *(["watch"] if name == "la" else [])],
+                                {**env, **own}, logs / f"connector-{name}.log", listen_port=ports[name],
+                                health_port=metrics_port))
     return workers, connectors
 
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from hub.bus.topics import Topics, ensure_topics
+from hub.bus.worker import DlqLimitExceeded
 from hub.cli.common import bus_settings, database_url, journal_enabled, kafka_bootstrap, locate_data_dir
 from hub.config import Settings
+from hub.runtime.supervisor import EXIT_DLQ_LIMIT
 
 log = logging.getLogger("hub")
 
@@ -44,6 +46,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
                 runner.run(stop)
             else:
                 run_worker(runner, bus, stop)
+        except DlqLimitExceeded:
+            log.error("%s stopped by the dead-letter limit: more than %d messages rejected in a row, nothing "
+                      "committed after them; look at the dead-letter topic %s, fix the cause, then restart",
+                      args.name, bus.dlq_max_consecutive, Topics(bus.topic_prefix).deadletter)
+            raise SystemExit(EXIT_DLQ_LIMIT) from None
         finally:
             stop.set()
 

@@ -23,6 +23,10 @@ from pathlib import Path
 
 log = logging.getLogger("hub.supervisor")
 
+# A worker's exit code when the dead-letter limit stopped it (hub.bus.worker.DlqLimitExceeded):
+# a bad deploy or a run of bad input, which an operator must look at. It is still restarted
+# (with back-off), but the console and /readyz say why it stopped, every time.
+EXIT_DLQ_LIMIT = 3
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0
@@ -197,8 +201,14 @@ class Supervisor:
             child.process = None
             child.ready = False
             child.restart_at = now + child.backoff_s
-            child.detail = f"exited with code {code}; restarting"
-            log.warning("%s exited with code %s; restarting in %.0f s", child.name, code, child.backoff_s)
+            if code == EXIT_DLQ_LIMIT:
+                child.detail = ("stopped by the dead-letter limit (too many messages rejected in a row: "
+                                "see its log and the dead-letter topic); restarting")
+                log.error("%s stopped by the dead-letter limit: too many messages rejected in a row; nothing "
+                          "was committed; restarting in %.0f s", child.name, child.backoff_s)
+            else:
+                child.detail = f"exited with code {code}; restarting"
+                log.warning("%s exited with code %s; restarting in %.0f s", child.name, code, child.backoff_s)
             child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
             return
         if now >= child.restart_at and not self._stopping.is_set():
