@@ -186,11 +186,12 @@ def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, r
         os.replace(part, drop / name)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not stop.is_set():
-            if (drop / "processed" / name).exists():
+            # The watcher files a file away as `<stamp>-<name>` (connectors/la/dropfolder.py).
+            if any((drop / "processed").glob(f"*-{name}")):
                 ledger.add("la", chunk, len(chunk))
                 break
-            if (drop / "failed" / name).exists():  # not accepted: the sender would send it again
-                os.replace(drop / "failed" / name, drop / name)
+            for refused in (drop / "failed").glob(f"*-{name}"):  # not accepted: the sender sends it again
+                os.replace(refused, drop / name)
             time.sleep(0.2)
 
 
