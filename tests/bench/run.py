@@ -834,6 +834,10 @@ def _register_section_modules() -> None:
 
     SECTIONS["audit"] = Section("audit", "AuditEvent recording under load: no record lost, and what audit "
                                 "alone costs (reads, audit on against off)", audit.run, audit.print_result)
+    from tests.bench import up
+
+    SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
+                             "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
 
 
 _register_section_modules()
