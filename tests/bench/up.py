@@ -39,17 +39,6 @@ function request()
   return request_
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests":%%.0f,"duration_us":%%.0f,"bytes":%%.0f,' ..
-    '"errors":{"connect":%%.0f,"read":%%.0f,"write":%%.0f,"status":%%.0f,"timeout":%%.0f},' ..
-    '"latency_us":{"min":%%.1f,"mean":%%.1f,"p50":%%.1f,"p75":%%.1f,"p90":%%.1f,"p99":%%.1f,"p999":%%.1f,"max":%%.1f}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency:percentile(50), latency:percentile(75),
-    latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
-end
 """
 
 
@@ -70,23 +59,16 @@ def _post_script(path: Path, headers: dict[str, str]) -> Path:
     sent = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json", **headers}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_POST_LUA % {"body": _lua(json.dumps(patient)),
-                                 "headers": ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in sent.items())})
+                                 "headers": ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in sent.items())}
+                    + _bench().LUA_SUMMARY)
     return path
 
 
 def _tree(pid: int) -> list[int]:
-    """`pid` and every process under it (children found through /proc)."""
-    found, todo = [pid], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
+    """`pid` and every process under it."""
+    from tests.durability.hub_process import children_of
+
+    return [pid, *children_of(pid)]
 
 
 def _signal_tree(pids: list[int], signum: int) -> None:
