@@ -69,6 +69,8 @@ _TERMS: set[str] = {
 }
 _exception_names: set[str] = set()
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("hub_log_context", default={})
+# What every LogRecord has of its own (its `process` is the pid): never taken for a field a caller set.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 
 
 def allow_terms(terms: Iterable[object]) -> None:
@@ -151,8 +153,8 @@ def _template_and_args(_logger: Any, _name: str, event: dict[str, Any]) -> dict[
         if args:
             event["args"] = [safe_value(a) for a in args]
         event["logger"] = record.name
-        for key in FIELDS.difference(event):
-            if key in record.__dict__ and key not in ("args", "exception"):
+        for key in FIELDS.difference(event, _RECORD_ATTRIBUTES):
+            if key in record.__dict__:  # set by the caller through `extra`
                 event[key] = record.__dict__[key]
     for key, value in _context.get().items():
         event.setdefault(key, value)

@@ -85,8 +85,11 @@ class Hub:
             raise RuntimeError("ipc-hub up did not become ready:\n" + "".join(self.output[-40:]))
 
     def secret(self, partner: str) -> tuple[str, str]:
+        """The demonstration client's id and secret from the banner (new at each start); while the
+        whole hub is being started again there is none yet: ValueError, and the source retries."""
         found = re.search(rf"{partner}\s+(\S+)\s+(\S+)", "".join(self.output))
-        assert found, f"no {partner} client in the banner"
+        if not found:
+            raise ValueError(f"no {partner} client in the banner (yet)")
         return found.group(1), found.group(2)
 
     def token(self, partner: str) -> str:
