@@ -43,7 +43,8 @@ def _terminate_on_sigterm() -> None:
 def log_terms(settings: Settings) -> list[str]:
     """What the operator configured (folders, addresses) and the topic names: the only
     configuration values a log line may show (hub.runtime.logs keeps everything else out)."""
-    terms: list[str] = [*Topics(settings.topic_prefix).all(), *error_names()]
+    topics = Topics(settings.topic_prefix)
+    terms: list[str] = [*topics.all(), *(topics.group(w) for w in ("mapper", "recorder")), *error_names()]
     for name, value in settings:
         if isinstance(value, Path):
             terms += [str(value), str(value.resolve())]
