@@ -141,17 +141,46 @@ class Ledger:
             self.sent[source] += sent
 
 
+# A sender keeps what was not acknowledged and sends it again (as HL7 v2 senders, the MOD and
+# councils do), pausing while the hub is down, until it is acknowledged or its time is up.
+RESEND_PAUSE_S = 0.5
+GIVE_UP_S = 900.0
+
+
 def hl7_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
     for start in range(0, len(ids), 200):
-        if stop.is_set():
-            return
-        chunk = ids[start:start + 200]
-        codes = send_hl7(hub.mllp, [adt_a28(i, i, family="CHAOS") for i in chunk], connections=4)
-        ledger.add("hl7v2", [i for i, c in zip(chunk, codes) if c == "AA"], len(chunk))
+        todo = ids[start:start + 200]
+        sent, deadline = 0, time.monotonic() + GIVE_UP_S
+        while todo and not stop.is_set() and time.monotonic() < deadline:
+            codes = send_hl7(hub.mllp, [adt_a28(i, i, family="CHAOS") for i in todo], connections=4)
+            sent += len(todo)
+            ledger.add("hl7v2", [i for i, c in zip(todo, codes) if c == "AA"], 0)
+            todo = [i for i, c in zip(todo, codes) if c != "AA"]
+            if todo:
+                time.sleep(RESEND_PAUSE_S)
+        ledger.add("hl7v2", [], sent)
+
+
+def _post_until_accepted(hub: Hub, send, accepted: set[int], partner: str) -> tuple[bool, int]:
+    """send(token) until its status is in `accepted` (a new token after a 401 or a restart);
+    returns (accepted, attempts)."""
+    token, attempts, deadline = None, 0, time.monotonic() + GIVE_UP_S
+    while time.monotonic() < deadline:
+        attempts += 1
+        try:
+            token = token or hub.token(partner)
+            status = send(token)
+            if status in accepted:
+                return True, attempts
+            if status == 401:
+                token = None
+        except (httpx.HTTPError, KeyError, ValueError):
+            token = None
+        time.sleep(RESEND_PAUSE_S)
+    return False, attempts
 
 
 def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
-    token = None
     with httpx.Client(timeout=30) as client:
         for i in ids:
             if stop.is_set():
@@ -159,16 +188,13 @@ def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
             doc = json.loads(json.dumps(MOD_SAMPLE))
             doc["handoverId"] = f"HO-{i}"
             doc["person"]["serviceNumber"] = i
-            try:
-                token = token or hub.token("defence")
-                answer = client.post(f"http://127.0.0.1:{hub.mod}/handover", content=json.dumps(doc),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-                ok = answer.status_code == 202
-                if answer.status_code == 401:
-                    token = None
-            except (httpx.HTTPError, KeyError, ValueError):
-                ok, token = False, None
-            ledger.add("mod", [i] if ok else [], 1)
+
+            def send(token: str) -> int:
+                return client.post(f"http://127.0.0.1:{hub.mod}/handover", content=json.dumps(doc), headers={
+                    "Authorization": f"Bearer {token}", "Content-Type": "application/json"}).status_code
+
+            ok, attempts = _post_until_accepted(hub, send, {202}, "defence")
+            ledger.add("mod", [i] if ok else [], attempts)
 
 
 def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, rows: int = 500) -> None:
@@ -187,7 +213,7 @@ def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, r
             for i in chunk:
                 w.writerow(["E10000024", i, "", "Sam", "Chaos", "1970-01-01", "Female", "NG5 1AB", ""])
         os.replace(part, drop / name)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + GIVE_UP_S
         while time.monotonic() < deadline and not stop.is_set():
             # The watcher files a file away as `<stamp>-<name>` (connectors/la/dropfolder.py).
             if any((drop / "processed").glob(f"*-{name}")):
@@ -199,24 +225,20 @@ def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, r
 
 
 def api_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
-    token = None
     with httpx.Client(timeout=30) as client:
         for i in ids:
             if stop.is_set():
                 return
             body = {"resourceType": "Patient", "identifier": [{"system": CHAOS_SYSTEM, "value": i}],
                     "name": [{"family": "Chaos", "given": ["Api"]}], "birthDate": "1970-01-01"}
-            try:
-                token = token or hub.token("nhs")
-                answer = client.post(f"{hub.base}/fhir/Patient", json=body, headers={
+
+            def send(token: str) -> int:
+                return client.post(f"{hub.base}/fhir/Patient", json=body, headers={
                     "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json",
-                    "If-None-Exist": f"identifier={CHAOS_SYSTEM}|{i}"})
-                ok = answer.status_code in (200, 201)
-                if answer.status_code == 401:
-                    token = None
-            except (httpx.HTTPError, KeyError, ValueError):
-                ok, token = False, None
-            ledger.add("api", [i] if ok else [], 1)
+                    "If-None-Exist": f"identifier={CHAOS_SYSTEM}|{i}"}).status_code
+
+            ok, attempts = _post_until_accepted(hub, send, {200, 201}, "nhs")
+            ledger.add("api", [i] if ok else [], attempts)
 
 
 TARGETS = ["recorder", "mapper", "relay", "connector hl7v2", "connector mod", "connector la", "broker",
@@ -292,9 +314,12 @@ def run(envelopes: int, kills: int, seed: int, data_dir: Path, settle_s: float =
     for t in threads:
         t.start()
     killed: list[str] = []
-    # Kills spread over the sending: a pause, a kill, a pause…
+    # Kills spread over the sending: a pause, a kill, a pause… (the longer the run, the longer the
+    # pauses: about 4 s for the short run in `make test`, 40 s for 100,000 envelopes)
+    pause = max(4.0, envelopes / 2500)
     while any(t.is_alive() for t in threads) and len(killed) < kills:
-        time.sleep(rng.uniform(2, 6))
+        if stop.wait(rng.uniform(0.5, 1.5) * pause) or not any(t.is_alive() for t in threads):
+            break
         target = rng.choice(TARGETS)
         try:
             if kill(hub, target, hub_lock):
@@ -328,7 +353,7 @@ def run(envelopes: int, kills: int, seed: int, data_dir: Path, settle_s: float =
     failures = []
     print(f"\nchaos run: {envelopes} envelopes planned, seed {seed}, {len(killed)} kills in {sending_s:.0f} s "
           f"of sending ({', '.join(f'{k} {killed.count(k)}' for k in TARGETS if k in killed)})")
-    print(f"{'source':8} {'sent':>8} {'acked':>8} {'recorded':>9} {'lost':>6} {'patients':>9} {'2nd version':>12}")
+    print(f"{'source':8} {'sends':>8} {'acked':>8} {'recorded':>9} {'lost':>6} {'patients':>9} {'2nd version':>12}")
     for s in prefixes:
         found, patients, second = counts_now[s]
         acked = len(ledger.acked[s])

@@ -44,13 +44,18 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _text(path: Path) -> str:
+    """Everything the lines say but their timestamps (whose digits could be anything)."""
+    return "\n".join(json.dumps({k: v for k, v in line.items() if k != "timestamp"}) for line in _lines(path))
+
+
 @pytest.mark.parametrize("value", PERSONAL, ids=[str(v) for v in PERSONAL])
 def test_a_value_that_could_name_a_person_is_withheld_from_the_arguments(log_file, value):
     logging.getLogger("hub.test").warning("the mapper refused %s", value)
     (line,) = _lines(log_file)
     assert line["event"] == "the mapper refused %s"
     assert line["args"] == [logs.WITHHELD]
-    assert "smith" not in log_file.read_text().lower() and "999" not in log_file.read_text()
+    assert "smith" not in _text(log_file).lower() and "999" not in _text(log_file)
 
 
 def test_the_hubs_own_words_numbers_and_exception_names_are_kept(log_file):
@@ -59,7 +64,7 @@ def test_the_hubs_own_words_numbers_and_exception_names_are_kept(log_file):
                                           "not-found")
     (line,) = _lines(log_file)
     assert line["args"] == ["recorder", 12, "ipc.inbound", "OperationalError", "KeyError", 1.5, "not-found"]
-    assert "smith" not in log_file.read_text()
+    assert "smith" not in _text(log_file)
 
 
 def test_only_fields_that_cannot_carry_personal_data_are_kept(log_file):
@@ -82,7 +87,7 @@ def test_an_exception_is_its_type_and_places_never_its_text(log_file):
     (line,) = _lines(log_file)
     assert line["exception"]["type"] == "ValueError"
     assert line["exception"]["at"] and all("test_log_rule.py" in place for place in line["exception"]["at"])
-    assert "smith" not in log_file.read_text() and "999" not in log_file.read_text()
+    assert "smith" not in _text(log_file) and "999" not in _text(log_file)
 
 
 def test_request_and_client_ids_reach_every_line_logged_inside_a_request(log_file):
