@@ -81,7 +81,14 @@ def serve_health(host: str, port: int, alive: Callable[[], bool], ready: Callabl
         def log_message(self, *args) -> None:  # no access log
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            # A prober that gave up (the supervisor waits 1 s) leaves a broken pipe: nothing to
+            # report, and socketserver's default would print a traceback into the worker's log.
+            return
+
+    server = Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
     return server

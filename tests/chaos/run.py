@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -81,8 +82,11 @@ class Hub:
                     ready.set()
 
         threading.Thread(target=read, args=(self.process,), daemon=True).start()
-        if not ready.wait(180):
-            raise RuntimeError("ipc-hub up did not become ready:\n" + "".join(self.output[-40:]))
+        deadline = time.monotonic() + 180
+        while not ready.wait(0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ipc-hub up did not become ready (exit code "
+                                   f"{self.process.poll()}):\n" + "".join(self.output[-40:]))
 
     def secret(self, partner: str) -> tuple[str, str]:
         """The demonstration client's id and secret from the banner (new at each start); while the
@@ -141,6 +145,20 @@ class Ledger:
             self.sent[source] += sent
 
 
+def person(identifier: str) -> tuple[str, date]:
+    """A family name and birth date of this person's own: people who share both are compared
+    with each other for a possible-duplicate review, which for 100,000 look-alikes would be the
+    run's real work (people in real feeds do not all share a name and a birthday)."""
+    n = int(identifier[-7:]) * 4 + {"H": 0, "M": 1, "L": 2, "A": 3}[identifier.removeprefix("CH").lstrip("-")[0]]
+    letters = ""
+    while True:
+        n, r = divmod(n, 26)
+        letters += "abcdefghijklmnopqrstuvwxyz"[r]
+        if not n:
+            break
+    return "Chaos" + letters, date(1930, 1, 1) + timedelta(days=int(identifier[-7:]) % 25000)
+
+
 # A sender keeps what was not acknowledged and sends it again (as HL7 v2 senders, the MOD and
 # councils do), pausing while the hub is down, until it is acknowledged or its time is up.
 RESEND_PAUSE_S = 0.5
@@ -152,7 +170,8 @@ def hl7_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
         todo = ids[start:start + 200]
         sent, deadline = 0, time.monotonic() + GIVE_UP_S
         while todo and not stop.is_set() and time.monotonic() < deadline:
-            codes = send_hl7(hub.mllp, [adt_a28(i, i, family="CHAOS") for i in todo], connections=4)
+            codes = send_hl7(hub.mllp, [adt_a28(i, i, family=person(i)[0].upper(), birth=f"{person(i)[1]:%Y%m%d}")
+                                        for i in todo], connections=4)
             sent += len(todo)
             ledger.add("hl7v2", [i for i, c in zip(todo, codes) if c == "AA"], 0)
             todo = [i for i, c in zip(todo, codes) if c != "AA"]
@@ -188,6 +207,9 @@ def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
             doc = json.loads(json.dumps(MOD_SAMPLE))
             doc["handoverId"] = f"HO-{i}"
             doc["person"]["serviceNumber"] = i
+            family, born = person(i)
+            doc["person"]["name"]["family"] = family
+            doc["person"]["birthDate"] = born.isoformat()
 
             def send(token: str) -> int:
                 return client.post(f"http://127.0.0.1:{hub.mod}/handover", content=json.dumps(doc), headers={
@@ -211,7 +233,8 @@ def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, r
             w.writerow(["LA_Code", "LA_Person_Unique_Identifier", "NHS_Number", "Given_Name", "Family_Name",
                         "Date_of_Birth", "Gender", "Postcode", "Date_of_Death"])
             for i in chunk:
-                w.writerow(["E10000024", i, "", "Sam", "Chaos", "1970-01-01", "Female", "NG5 1AB", ""])
+                family, born = person(i)
+                w.writerow(["E10000024", i, "", "Sam", family, born.isoformat(), "Female", "NG5 1AB", ""])
         os.replace(part, drop / name)
         deadline = time.monotonic() + GIVE_UP_S
         while time.monotonic() < deadline and not stop.is_set():
@@ -229,8 +252,9 @@ def api_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
         for i in ids:
             if stop.is_set():
                 return
+            family, born = person(i)
             body = {"resourceType": "Patient", "identifier": [{"system": CHAOS_SYSTEM, "value": i}],
-                    "name": [{"family": "Chaos", "given": ["Api"]}], "birthDate": "1970-01-01"}
+                    "name": [{"family": family, "given": ["Api"]}], "birthDate": born.isoformat()}
 
             def send(token: str) -> int:
                 return client.post(f"{hub.base}/fhir/Patient", json=body, headers={
@@ -251,7 +275,15 @@ def kill(hub: Hub, target: str, hub_lock: threading.Lock) -> bool:
         with hub_lock:
             kill_tree(hub.process.pid, hub.data_dir)
             hub.process.wait(30)
-            hub.start()
+            for attempt in range(1, 4):  # as an operator would: start it again, and again
+                try:
+                    hub.start()
+                    break
+                except RuntimeError as exc:
+                    print(f"  (restart {attempt} of the whole hub failed: {str(exc)[-800:]})", flush=True)
+                    kill_tree(hub.process.pid, hub.data_dir)
+                    hub.process.wait(30)
+                    time.sleep(5)
         return True
     if target == "postgres":
         pid = postmaster_pid(hub.data_dir)

@@ -63,11 +63,11 @@ def database(data_dir: Path) -> str:
     return url
 
 
-def adt_a28(control: str, mrn: str, family: str = "DURABLE") -> str:
+def adt_a28(control: str, mrn: str, family: str = "DURABLE", birth: str = "19700214") -> str:
     return "\r".join([
         f"MSH|^~\\&|PAS|RXX01|IPC|HUB|20260301120000||ADT^A28^ADT_A05|{control}|P|2.4",
         "EVN|A28|20260301120000",
-        f"PID|1||{mrn}^^^RXX01^MR||{family}^Sam||19700214|F|||1 Station Road^^Leeds^^LS1 1AA^GBR^H",
+        f"PID|1||{mrn}^^^RXX01^MR||{family}^Sam||{birth}|F|||1 Station Road^^Leeds^^LS1 1AA^GBR^H",
     ]) + "\r"
 
 
