@@ -18,7 +18,6 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 
 from hub.bus.topics import Topics, ensure_topics
 from hub.cli.common import (
