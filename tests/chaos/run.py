@@ -205,6 +205,21 @@ class Sender:
         return False, attempts
 
 
+LANES = 4  # concurrent senders per HTTP source: a MOD team or a partner system sends in parallel
+
+
+def in_lanes(source):
+    """Run `source` on LANES threads, each with its share of the ids."""
+    def run(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
+        lanes = [threading.Thread(target=source, args=(hub, ledger, ids[n::LANES], stop), daemon=True)
+                 for n in range(LANES)]
+        for lane in lanes:
+            lane.start()
+        for lane in lanes:
+            lane.join()
+    return run
+
+
 def mod_source(hub: Hub, ledger: Ledger, ids: list[str], stop: threading.Event) -> None:
     sender = Sender(hub, "defence")
     with httpx.Client(timeout=30) as client:
@@ -348,7 +363,7 @@ def run(envelopes: int, kills: int, seed: int, data_dir: Path, settle_s: float =
     ledger = Ledger()
     stop = threading.Event()
     hub_lock = threading.Lock()
-    sources = {"hl7v2": hl7_source, "mod": mod_source, "la": la_source, "api": api_source}
+    sources = {"hl7v2": hl7_source, "mod": in_lanes(mod_source), "la": la_source, "api": in_lanes(api_source)}
     threads = [threading.Thread(target=fn, args=(hub, ledger, ids[name], stop), name=name, daemon=True)
                for name, fn in sources.items()]
     for t in threads:
