@@ -15,10 +15,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from connectors.la import DropFolder, Ledger
-from connectors.la.publish import KafkaSink
 from connectors.statements import StatementImporter
-from hub.bus.topics import Topics, ensure_topics
-from hub.cli.la_extracts import _check_reachable, bootstrap_of, exit_status
+from hub.cli.common import locate_data_dir
+from hub.cli.la_extracts import bootstrap_of, exit_status, inbound_sink
 from hub.config import Settings
 
 log = logging.getLogger("hub")
@@ -54,18 +53,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def importer(settings: Settings, bootstrap: str, stack: ExitStack) -> StatementImporter:
-    from hub.cli.workers import bus_settings
-
-    bus = bus_settings(settings, bootstrap)
-    _check_reachable(bootstrap)
-    ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
-    sink = KafkaSink(bus, max_in_flight=settings.la_max_in_flight, client_id="ipc-hub-statements")
-    stack.callback(sink.close)
-    return StatementImporter(sink, Ledger(ledger_dir(settings)))
+    """A StatementImporter on the same producer as the council extracts' (the bus journal on the
+    embedded default), closed with the stack."""
+    return StatementImporter(inbound_sink(settings, bootstrap, stack, "ipc-hub-statements"),
+                             Ledger(ledger_dir(settings)))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
     options = _parser().parse_args(args.options)
+    settings = locate_data_dir(settings, must_exist=options.action == "import")
     bootstrap = bootstrap_of(settings)
     with ExitStack() as stack:
         if options.action == "import":
