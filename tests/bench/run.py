@@ -838,6 +838,11 @@ def _register_section_modules() -> None:
 
     SECTIONS["audit"] = Section("audit", "AuditEvent recording under load: no record lost, and what audit "
                                 "alone costs (reads, audit on against off)", audit.run, audit.print_result)
+    from tests.bench import money
+
+    SECTIONS["money"] = Section("money", "Statement import (a million lines) against raw csv parsing and raw "
+                                "produce; a cohort cost of care for 100,000 people", money.run, money.print_result,
+                                needs_hub=False)
     from tests.bench import up
 
     SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
