@@ -71,6 +71,24 @@ def test_up_loads_the_demonstration_cohort_through_the_feeds_and_takes_mod_hando
         assert wait_for(lambda: total({"identifier": service_number}), 90, "the MOD sample's veteran") == 1
         assert wait_for(lambda: total({"identifier": "P100001"}), 90, "the LA sample's person") == 1
         assert (data_dir / "mod-drop" / "processed" / "handover-full.json").exists()
+        # The statements connector runs under `up` too, watching its own drop folder: the sample
+        # statement (six lines for the LA sample's P100002) lands as spend lines in her record.
+        import connectors.statements
+
+        assert wait_for(lambda: total({"identifier": "P100002"}), 90, "the LA sample's second person") == 1
+        statement = (Path(connectors.statements.__file__).parent / "samples" / "statement.csv").read_bytes()
+        partial = data_dir / "statements-drop" / "september.csv.part"
+        partial.write_bytes(statement)
+        partial.rename(partial.with_suffix(""))
+        [susan] = httpx.get(f"{hub.base}/fhir/Patient", params={"identifier": "P100002"}, headers=auth).json()["entry"]
+
+        def lines() -> int:
+            return httpx.get(f"{hub.base}/fhir/ChargeItem", params={"subject": f"Patient/{susan['resource']['id']}"},
+                             headers=auth).json().get("total", 0)
+
+        wait_for(lambda: lines() >= 6, 90, "the sample statement's six lines")
+        assert lines() == 6
+        assert [p.name for p in (data_dir / "statements-drop" / "processed").glob("*september.csv")]
 
         secret = re.search(r"defence\s+(demo-defence)\s+(\S+)", "".join(hub.output))
         assert secret, "the banner lists no defence client"
