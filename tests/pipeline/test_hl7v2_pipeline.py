@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -433,3 +434,69 @@ def test_a_190_kb_admission_with_2400_next_of_kin_is_acknowledged_and_recorded_w
                                       "WHERE r.res_type = 'Patient' AND i->>'value' = 'M4801'") == 1, 60,
              "the message after it in the record")
     assert list(read_topic(stack.bus, Topics(stack.bus.topic_prefix).deadletter, timeout=5)) == []
+
+
+def _visit(event: str, control: str, patient_class: str, admission_type: str, visit: str, admitted: str) -> bytes:
+    """An ADT message for one person (MRN M900 at RXX01) and one visit: PV1-2 patient class, PV1-4
+    admission type, PV1-19 visit number, PV1-44 admitted."""
+    pv1 = [""] * 45
+    pv1[1:5] = ["1", patient_class, "WARD9^BED1^^RXX01", admission_type]
+    pv1[19], pv1[44] = f"{visit}^^^RXX01^VN", admitted
+    return "\r".join([
+        f"MSH|^~\\&|PAS|RXX01|IPC|HUB|{admitted}||ADT^{event}^ADT_{event}|{control}|P|2.4",
+        f"EVN|{event}|{admitted}",
+        "PID|1||M900^^^RXX01^MR||PRICE^Pat||19600101|F",
+        "PV1|" + "|".join(pv1[1:]), ""]).encode()
+
+
+def test_nhs_activity_from_hl7v2_is_priced_by_the_tariff_loaded_as_data(stack: Stack) -> None:
+    """Issue 14: encounters from the HL7 v2 feed (an emergency admission, an A&E attendance, an
+    outpatient attendance, and an admission cancelled by A11) priced by the illustrative 2025/26
+    tariff loaded as data: PV1-4 says the admission was an emergency (non-elective), and the
+    cancelled spell costs nothing."""
+    from datetime import date
+
+    from psycopg import AsyncConnection
+
+    from hub.api.capability import implementation_guide
+    from hub.fhir.validation import load_guide
+    from hub.money.costing import cost_of_care
+    from hub.search.access import Access
+    from hub.store.conformance import load_conformance
+
+    messages = [_visit("A01", "PR1", "I", "E", "V901", "20250602090000"),   # emergency admission
+                _visit("A04", "PR2", "E", "", "V902", "20250714180000"),    # A&E attendance
+                _visit("A04", "PR3", "O", "", "V903", "20251103100000"),    # outpatient attendance
+                _visit("A01", "PR4", "I", "C", "V904", "20251201080000"),   # elective, then cancelled
+                _visit("A11", "PR5", "I", "C", "V904", "20251201080000")]
+    for raw in messages:
+        _accepted(stack.port, raw)
+    ids = {e["resource"]["id"] for raw in messages for e in map_message(raw)["entry"]
+           if e["resource"]["resourceType"] == "Encounter"}
+    assert len(ids) == 4
+
+    def recorded() -> dict[str, dict[str, Any]] | None:
+        with psycopg.connect(stack.url) as conn:
+            found = {i: json.loads(c) for i, c in conn.execute(
+                "SELECT res_id, content::text FROM resource WHERE res_type = 'Encounter' AND res_id = ANY(%s)",
+                (list(ids),))}
+        cancelled = [e for e in found.values() if e["status"] == "cancelled"]
+        return found if len(found) == 4 and cancelled else None
+
+    encounters = wait_for(recorded, 30, "the four visits, one cancelled")
+    [person] = {e["subject"]["reference"].split("/")[1] for e in encounters.values()}
+    admission = next(e for e in encounters.values() if e["class"]["code"] == "IMP" and e["status"] != "cancelled")
+    assert admission["priority"]["coding"][0]["code"] == "EM"
+
+    async def cost():
+        guide = load_guide()
+        async with await AsyncConnection.connect(stack.url, autocommit=True) as conn:
+            await load_conformance(conn, [*guide.conformance_resources(), implementation_guide(guide)])
+            return await cost_of_care(conn, [person], [("year", date(2025, 4, 1), date(2026, 3, 31))],
+                                      access=Access.system())
+
+    table = asyncio.run(cost())
+    assert table.by("year") == {("nhs", "emergency-department"): Decimal("252.00"),
+                                ("nhs", "hospital-inpatient"): Decimal("3686.00"),
+                                ("nhs", "hospital-outpatient"): Decimal("165.00")}
+    assert table.counts[("year", "non-elective-admission")] == 1 and table.unpriced == 0
