@@ -1,6 +1,8 @@
-"""The budget statement (`/app/budgets/{id}`): the indicative amount, each funder's allocation
-and how it is managed, what it is for, and spend so far, with a bar chart (SVG drawn on the
-server, with the same figures in a table for screen readers and without images)."""
+"""The budget statement (`/app/budgets/{id}`): the indicative and agreed amounts, each funder's
+allocation and how it is managed, what it is for, and spend so far and the balance as the hub
+computes them from the spend lines (`$budget-position`; a statement never holds spend), with a
+bar chart (SVG drawn on the server, with the same figures in a table for screen readers and
+without images)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -25,11 +27,13 @@ async def budget(budget_id: str, request: Request) -> Response:
                         "shared with your organisation.")
     patient_ref = (statement.get("subject") or {}).get("reference", "")
     patient = await record.read("Patient", patient_ref.split("/", 1)[1]) if patient_ref.startswith("Patient/") else None
-    rows = facts.allocations(statement)
+    rows = facts.allocations(statement, await record.budget_position(budget_id))
     indicative = (facts.ext_value(statement, "indicative-amount") or {}).get("value")
+    agreed = (facts.ext_value(statement, "agreed-amount") or {}).get("value")
     total = sum(r["amount"] for r in rows)
-    spent = sum(r["spent"] for r in rows)
+    shared = all(r["spent"] is not None for r in rows)
+    spent = sum(r["spent"] for r in rows) if shared else None
     return render("budget", **page_context(
         workspace, "caseload", statement.get("title") or "Budget statement", statement=statement, patient=patient,
-        rows=rows, indicative=indicative, total=total, spent=spent, chart=facts.chart(rows, indicative),
-        budget_type=facts.ext_value(statement, "budget-type")))
+        rows=rows, indicative=indicative, agreed=agreed, total=total, spent=spent, shared=shared,
+        chart=facts.chart(rows, indicative), budget_type=facts.ext_value(statement, "budget-type")))

@@ -116,15 +116,24 @@ def matches(patient: dict[str, Any], query: str) -> bool:
     return wanted in names.replace(" ", "") or any(wanted in value for value in ids)
 
 
-def allocations(budget: dict[str, Any]) -> list[dict[str, Any]]:
+def allocations(budget: dict[str, Any], position: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per allocation of a budget statement; with its `$budget-position`, each row's spend
+    and balance as computed from the spend lines of its account (a statement never holds spend).
+    Without one (the accounts are not shared with this person) spend and balance are None."""
+    accounts = {}
+    for part in (p["part"] for p in (position or {}).get("parameter") or [] if p.get("name") == "account"):
+        values = {p["name"]: p for p in part}
+        key = (values["fundingSource"].get("valueCode"), values["managementOption"].get("valueCode"))
+        accounts[key] = {name: float(values[name]["valueMoney"]["value"]) for name in ("spent", "balance")}
     rows = []
     for ext in extension(budget, "budget-allocation"):
         source = (sub_values(ext, "fundingSource") or [{}])[0]
         option = (sub_values(ext, "managementOption") or [{}])[0]
         amount = (sub_values(ext, "amount") or [{}])[0].get("value")
-        spent = (sub_values(ext, "spent") or [{}])[0].get("value")
+        held = accounts.get((code_of(source), code_of(option))) if position is not None else None
         rows.append({"source": source, "source_code": code_of(source) or "other", "option": option,
-                     "amount": float(amount or 0), "spent": float(spent or 0),
+                     "amount": float(amount or 0), "spent": held["spent"] if held else (0.0 if position else None),
+                     "balance": held["balance"] if held else (float(amount or 0) if position else None),
                      "purpose": (sub_values(ext, "purpose") or [""])[0]})
     return rows
 
@@ -138,7 +147,7 @@ def chart(rows: list[dict[str, Any]], indicative: float | None) -> dict[str, Any
         y = 10 + i * (2 * bar + gap)
         bars.append({"y": y, "label": r["source"], "code": r["source_code"],
                      "w": round((width - label) * r["amount"] / top, 1),
-                     "spent_w": round((width - label) * r["spent"] / top, 1), "amount": r["amount"],
+                     "spent_w": round((width - label) * max(r["spent"] or 0.0, 0.0) / top, 1), "amount": r["amount"],
                      "spent": r["spent"]})
     return {"width": width, "label": label, "bar": bar, "height": 20 + len(rows) * (2 * bar + gap),
             "bars": bars}

@@ -109,6 +109,12 @@ class Record:
         answer = await self._call("GET", f"/Patient/{patient_id}/$everything", params={"_count": "1000"})
         return _found(answer.json()) if answer.status_code == 200 else Found()
 
+    async def budget_position(self, statement_id: str) -> dict[str, Any] | None:
+        """Where a budget statement's money stands ($budget-position: each account's spend from
+        its lines); None if this person may not see the accounts or their lines."""
+        answer = await self._call("GET", f"/CarePlan/{statement_id}/$budget-position")
+        return answer.json() if answer.status_code == 200 else None
+
     async def history(self, res_type: str, res_id: str) -> list[dict[str, Any]]:
         answer = await self._call("GET", f"/{res_type}/{res_id}/_history")
         if answer.status_code != 200:

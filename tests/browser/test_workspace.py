@@ -117,7 +117,32 @@ def test_two_people_editing_one_plan_nothing_is_overwritten(hub, new_page):
     assert ours in first.inner_text("main") and theirs not in first.inner_text("main")
 
 
+def _a_statement_for_the_council_direct_payment(hub) -> float:
+    """What a direct payment support service sends: a statement file with £123.45 of PA wages
+    for the LA sample's person (NHS number 9990000018), dropped into the statements connector's
+    folder under `up`, dated inside the council's direct payment account; returns the amount
+    once the line is in the record."""
+    auth = hub.bearer()
+    [person] = httpx.get(f"{hub.base}/fhir/Patient", params={"identifier": "P100001"}, headers=auth).json()["entry"]
+    subject = f"Patient/{person['resource']['id']}"
+    accounts = httpx.get(f"{hub.base}/fhir/Account", params={"subject": subject}, headers=auth).json()["entry"]
+    [account] = [a["resource"] for a in accounts if a["resource"]["type"]["coding"][0]["code"] == "direct-payment"]
+    day = account["servicePeriod"]["start"][:10]
+    statement = ("Provider_Code,Statement_Reference,Line_Reference,NHS_Number,Funding_Source,Management_Option,"
+                 "Line_Date,Line_Type,Payee,Amount,Category,Description,Goal,Outcome,Setting\n"
+                 f"DPSS02,S1,DPSS02-S1-1,9990000018,local-authority,direct-payment,{day},Spend,"
+                 "Personal assistant (payroll PA-1),123.45,personal-assistant,PA wages,,,\n")
+    partial = hub.data_dir / "statements-drop" / "statement.csv.part"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(statement, encoding="utf-8")
+    partial.rename(partial.with_suffix(""))
+    wait_for(lambda: httpx.get(f"{hub.base}/fhir/ChargeItem", params={"subject": subject}, headers=auth)
+             .json().get("total", 0) == 1, 90, "the statement's line in the record")
+    return 123.45
+
+
 def test_the_budget_statement_with_its_chart(hub, new_page):
+    spent = _a_statement_for_the_council_direct_payment(hub)
     page = new_page()
     sign_in(page, hub, "demo.coordinator")
     page.goto(f"{hub.base}/app?find=P100001")
@@ -127,6 +152,10 @@ def test_the_budget_statement_with_its_chart(hub, new_page):
     page.wait_for_selector("svg.hub-chart")
     assert page.locator("svg.hub-chart rect").count() >= 2
     assert "£" in page.inner_text("table")
+    # Spend comes from the spend lines (a statement never holds it): the line just written.
+    assert page.inner_text("#spent").startswith(f"£{spent:,.2f}")
+    row = page.locator("table tr", has_text="Direct payment").inner_text()
+    assert f"£{spent:,.2f}" in row
     check_page(page, "06-budget")
 
 
