@@ -126,6 +126,21 @@ class ErrorFile:
         return self.path
 
 
+def refused_as_duplicate(ledger: Ledger, report: FileReport, errors: ErrorFile, force: bool) -> bool:
+    """Hash the file into its report; a content imported before (and no `force`) is refused as a
+    duplicate upload, said in the report and the error file, before anything is published."""
+    report.sha256 = file_sha256(report.path)
+    earlier = ledger.seen(report.sha256)
+    if earlier is None or force:
+        return False
+    report.status = "duplicate"
+    report.reason = (f"duplicate upload: the same content was imported as {earlier['file']} at "
+                     f"{earlier['imported_at']}; nothing was published (import with --force to "
+                     "send it again, which changes nothing already recorded)")
+    errors.add(RowError(report.path.name, 0, "", report.reason))
+    return True
+
+
 @dataclass
 class Importer:
     sink: Sink
@@ -152,14 +167,7 @@ class Importer:
         path = report.path
         errors = ErrorFile(path)
         try:
-            report.sha256 = file_sha256(path)
-            earlier = self.ledger.seen(report.sha256)
-            if earlier is not None and not force:
-                report.status = "duplicate"
-                report.reason = (f"duplicate upload: the same content was imported as {earlier['file']} at "
-                                 f"{earlier['imported_at']}; nothing was published (import with --force to "
-                                 "send it again, which changes nothing already recorded)")
-                errors.add(RowError(path.name, 0, "", report.reason))
+            if refused_as_duplicate(self.ledger, report, errors, force):
                 return
             reader = FileReader(path, errors.add)
             try:

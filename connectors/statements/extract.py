@@ -25,7 +25,7 @@ from connectors.la.extract import (
     PublishError,
     Sink,
     csv_line,
-    file_sha256,
+    refused_as_duplicate,
 )
 from connectors.la.reader import FileReader, FileRefused, RowError
 from connectors.statements.format import KINDS, LINES
@@ -55,14 +55,7 @@ class StatementImporter:
         path = report.path
         errors = ErrorFile(path)
         try:
-            report.sha256 = file_sha256(path)
-            earlier = self.ledger.seen(report.sha256)
-            if earlier is not None and not force:
-                report.status = "duplicate"
-                report.reason = (f"duplicate upload: the same content was imported as {earlier['file']} at "
-                                 f"{earlier['imported_at']}; nothing was published (import with --force to "
-                                 "send it again, which changes nothing already recorded)")
-                errors.add(RowError(path.name, 0, "", report.reason))
+            if refused_as_duplicate(self.ledger, report, errors, force):
                 return
             reader = FileReader(path, errors.add, KINDS)
             try:

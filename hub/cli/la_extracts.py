@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -108,12 +109,19 @@ def _check_reachable(bootstrap: str) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    options = _parser().parse_args(args.options)
+    run_file_connector(_parser().parse_args(args.options), settings, importer, drop_dir, "local authority extracts")
+
+
+def run_file_connector(options: argparse.Namespace, settings: Settings,
+                       make_importer: Callable[[Settings, str, ExitStack], Importer],
+                       folder_of: Callable[[Settings], Path], what: str) -> None:
+    """`import FILE...` (a report line per file, the exit status above) or `watch` the drop folder
+    until SIGTERM or SIGINT: the same for every CSV file connector (la, statements)."""
     settings = locate_data_dir(settings, must_exist=options.action == "import")
     bootstrap = bootstrap_of(settings)
     with ExitStack() as stack:
         if options.action == "import":
-            reports = importer(settings, bootstrap, stack).import_extract(options.files, force=options.force)
+            reports = make_importer(settings, bootstrap, stack).import_extract(options.files, force=options.force)
             for report in reports:
                 print(report.summary(), flush=True)
             status = exit_status(reports)
@@ -121,8 +129,8 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
             stop = threading.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
-            folder = DropFolder(options.drop_dir or drop_dir(settings), importer(settings, bootstrap, stack))
-            log.info("watching %s for local authority extracts", folder.folder)
+            folder = DropFolder(options.drop_dir or folder_of(settings), make_importer(settings, bootstrap, stack))
+            log.info("watching %s for %s", folder.folder, what)
             folder.watch(stop, settings.la_poll_interval_s)
             status = 0
     if status:

@@ -8,19 +8,13 @@ stopped. Exit status of `import`: 0 every line imported, 1 some rows rejected (b
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from connectors.la import DropFolder, Ledger
+from connectors.la import Ledger
 from connectors.statements import StatementImporter
-from hub.cli.common import locate_data_dir
-from hub.cli.la_extracts import bootstrap_of, exit_status, inbound_sink
+from hub.cli.la_extracts import inbound_sink, run_file_connector
 from hub.config import Settings
-
-log = logging.getLogger("hub")
 
 
 def drop_dir(settings: Settings) -> Path:
@@ -60,22 +54,5 @@ def importer(settings: Settings, bootstrap: str, stack: ExitStack) -> StatementI
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
-    options = _parser().parse_args(args.options)
-    settings = locate_data_dir(settings, must_exist=options.action == "import")
-    bootstrap = bootstrap_of(settings)
-    with ExitStack() as stack:
-        if options.action == "import":
-            reports = importer(settings, bootstrap, stack).import_extract(options.files, force=options.force)
-            for report in reports:
-                print(report.summary(), flush=True)
-            status = exit_status(reports)
-        else:
-            stop = threading.Event()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
-            folder = DropFolder(options.drop_dir or drop_dir(settings), importer(settings, bootstrap, stack))  # type: ignore[arg-type]
-            log.info("watching %s for statements", folder.folder)
-            folder.watch(stop, settings.la_poll_interval_s)
-            status = 0
-    if status:
-        raise SystemExit(status)
+    run_file_connector(_parser().parse_args(args.options), settings, importer, drop_dir,  # type: ignore[arg-type]
+                       "statements")
