@@ -845,6 +845,11 @@ def _register_section_modules() -> None:
                                 needs_hub=False)
     from tests.bench import up
 
+    from tests.bench import write
+
+    SECTIONS["write"] = Section("write", "REST creates, updates (If-Match) and transactions of 1, 10 and 100 "
+                                "entries, against the same rows inserted by plain psycopg", write.run,
+                                write.print_result)
     SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
                              "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
 
