@@ -222,8 +222,13 @@ def test_every_advertised_result_parameter_and_operation_does_something(fhir, st
             assert results[name](), name
     assert not advertised - set(results) - {"_profile", "_security", "_source", "_tag"}
     operations = {o["name"] for o in patient_entry["operation"]}
-    assert operations == {"validate", "everything"}
+    assert operations == {"validate", "everything", "cost-of-care"}
     verdict = fhir.post("/Patient/$validate", json=patient(), headers=JSON).json()["issue"]
     assert not [i for i in verdict if i["severity"] == "error"] and verdict[-1]["severity"] == "information"
     everything = fhir.get(f"/Patient/{people[0]['id']}/$everything", params={"_type": "Patient,Goal"}).json()
     assert {e["resource"]["id"] for e in everything["entry"]} == {people[0]["id"], goals[0]["id"]}
+    # $cost-of-care answers a period for the person (nothing costed: a total of £0.00).
+    cost = fhir.get(f"/Patient/{people[0]['id']}/$cost-of-care", params={"period": "year:2025-04-01/2026-03-31"}).json()
+    [period] = [p["part"] for p in cost["parameter"] if p["name"] == "period"]
+    assert {p["name"]: p.get("valueMoney", p.get("valueString")) for p in period if p["name"] in ("label", "total")} == {
+        "label": "year", "total": {"value": 0.0, "currency": "GBP"}}
