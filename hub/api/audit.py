@@ -120,11 +120,13 @@ def _row(record: AuditRecord) -> tuple:
             record.status, record.method, record.path, record.query, record.client_id,
             record.organisation, record.organisation_system, record.partner_class,
             record.purpose_of_use, record.token_id, record.address,
-            audit_store.text_array(record.patients), audit_store.text_array(record.entities), record.user_ref)
+            audit_store.text_array(record.patients), audit_store.text_array(record.entities), record.user_ref,
+            record.kind, record.policy)
 
 
 def _from_row(row: tuple) -> AuditRecord:
-    return AuditRecord(*row[:16], patients=list(row[16]), entities=list(row[17]), user_ref=row[18])
+    return AuditRecord(*row[:16], patients=list(row[16]), entities=list(row[17]), user_ref=row[18], kind=row[19],
+                       policy=row[20])
 
 
 # --- reading --------------------------------------------------------------------------------

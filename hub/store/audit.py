@@ -7,7 +7,9 @@ connection a request is waiting for, and a database restart costs a reconnect he
 the caller (`hub.audit.writer`)."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,7 +23,7 @@ from hub.search.values import date_range
 # The table's columns, in the order of hub.audit.record.AuditRecord's fields.
 COLUMNS = ("id", "recorded", "interaction", "action", "outcome", "status", "method", "path", "query",
            "client_id", "organisation", "organisation_system", "partner_class", "purpose_of_use",
-           "token_id", "address", "patients", "entities", "user_ref")
+           "token_id", "address", "patients", "entities", "user_ref", "kind", "policy")
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SELECT = f"SELECT id::text, {', '.join(COLUMNS[1:])} FROM audit_event"
 
@@ -84,6 +86,28 @@ class AuditStore:
                 await conn.close()
             except psycopg.Error:
                 pass
+
+
+# --- consent changes ------------------------------------------------------------------------
+
+_CONSENT_CHANGE = (f"INSERT INTO audit_event ({_COLUMN_LIST}) VALUES "
+                   f"({', '.join(['%s'] * len(COLUMNS))})")
+_ACTIONS = {"POST": ("create", "C"), "PUT": ("update", "U"), "DELETE": ("delete", "D")}
+
+
+async def record_consent_change(conn: AsyncConnection, *, consent_id: str, version: int, method: str,
+                                patient_ids: list[str], policy: str, client_id: str | None,
+                                organisation: str | None, organisation_system: str | None,
+                                partner_class: str | None, user_ref: str | None) -> None:
+    """An audit row for one change of a person's record-sharing consent, in the Consent's own
+    transaction (so the change and its record commit together, or neither does): who made it
+    (client, organisation, the signed-in person or the feed) and on what authority (`policy`)."""
+    interaction, action = _ACTIONS.get(method, ("update", "U"))
+    entity = f"Consent/{consent_id}"
+    await conn.execute(_CONSENT_CHANGE, (
+        str(uuid.uuid4()), datetime.now(UTC), interaction, action, 0, 0, method,
+        f"{entity}/_history/{version}", "", client_id, organisation, organisation_system, partner_class,
+        None, None, None, sorted(set(patient_ids)), [entity], user_ref, "consent", policy))
 
 
 # --- search ---------------------------------------------------------------------------------
