@@ -45,6 +45,13 @@ def text_array(values: list[str]) -> str:
     return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether the database refused a batch for what it holds (a value no column can take, a
+    constraint), rather than being away: retrying it as it is would fail forever
+    (hub.audit.writer splits the batch and sets the offending record aside)."""
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.ProgrammingError)
+
+
 class AuditStore:
     """Writes audit rows over one dedicated connection, opened on first use and again after any
     failure (a restarted database, a dropped socket)."""
@@ -136,6 +143,7 @@ class AuditQuery:
     snapshot: int | None = None
     kept: list[tuple[str, str]] = field(default_factory=list)  # for paging links
     ignored: list[str] = field(default_factory=list)
+    named: list[str] = field(default_factory=list)  # the `Type/id`s patient and entity criteria name
 
 
 def parse_audit_query(pairs: list[tuple[str, str]], *, default_count: int, max_count: int,
@@ -184,13 +192,16 @@ def _criterion(query: AuditQuery, name: str, value: str) -> None:
         ors = [_date_condition(v, query.params) for v in values]
         query.conditions.append("(" + " OR ".join(ors) + ")")
     elif name == "patient":
+        ids = [_reference_id(name, v, "Patient") for v in values]
         query.conditions.append("patients && %s")
-        query.params.append([_reference_id(name, v, "Patient") for v in values])
+        query.params.append(ids)
+        query.named += [f"Patient/{i}" for i in ids]
     elif name == "entity":
         refs = [_reference(name, v) for v in values]
         patients = [r.split("/", 1)[1] for r in refs if r.startswith("Patient/")]
         query.conditions.append("(entities && %s OR patients && %s)")
         query.params += [refs, patients]
+        query.named += refs
     elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>;
         # or a signed-in user as Practitioner/<id>
         codes = [v.rpartition("|")[2].rpartition("/")[2] for v in values]

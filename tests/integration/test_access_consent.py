@@ -41,8 +41,8 @@ def test_charity_without_consent_sees_nothing_of_the_person(fhir_as, person):
     assert client.get(f"/Organization/{person.charity}").status_code == 200
 
 
-def test_lead_charity_sees_exactly_the_consented_parts(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_lead_charity_sees_exactly_the_consented_parts(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)
     assert client.get(f"/{person.ids['patient']}").status_code == 200
     assert client.get(f"/{person.ids['goal']}").status_code == 200
@@ -52,28 +52,28 @@ def test_lead_charity_sees_exactly_the_consented_parts(fhir, fhir_as, person):
         assert r.json()["issue"][0]["code"] == "not-found"
 
 
-def test_wrong_organisation_of_the_right_class_sees_nothing(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_wrong_organisation_of_the_right_class_sees_nothing(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     other = fhir_as(partner_class="charity", organisation="1999999", scopes=READ_ALL)
     assert other.get(f"/{person.ids['patient']}").status_code == 404
     assert other.get(f"/{person.ids['goal']}").status_code == 404
 
 
-def test_consent_withdrawn_mid_session_applies_to_the_next_request(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_consent_withdrawn_mid_session_applies_to_the_next_request(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)  # one token, issued while consent stood
     assert client.get(f"/{person.ids['goal']}").status_code == 200
-    lead_charity_consent(fhir, person, status="inactive")
+    lead_charity_consent(recorder, person, status="inactive")
     assert client.get(f"/{person.ids['goal']}").status_code == 404
     assert client.get("/Goal", params={"patient": person.patient}).json()["total"] == 0
-    lead_charity_consent(fhir, person)  # given again
+    lead_charity_consent(recorder, person)  # given again
     assert client.get(f"/{person.ids['goal']}").status_code == 200
-    assert fhir.delete(f"/Consent/{person.consent}").status_code == 204
+    assert recorder.delete(f"/Consent/{person.consent}").status_code == 204
     assert client.get(f"/{person.ids['goal']}").status_code == 404
 
 
-def test_search_never_leaks_a_total(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_search_never_leaks_a_total(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)
     for res_type in ("Condition", "Flag", "Observation"):
         params = {"patient": person.patient}
@@ -92,8 +92,8 @@ def test_search_never_leaks_a_total(fhir, fhir_as, person):
     assert not any(link["relation"] == "next" for link in page.get("link", []))
 
 
-def test_include_and_revinclude_add_only_what_may_be_seen(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_include_and_revinclude_add_only_what_may_be_seen(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)
     page = client.get("/Patient", params={"_id": person.patient, "_revinclude": "*"}).json()
     assert ids_in(page) == {person.ids["patient"], person.ids["goal"]}
@@ -105,8 +105,8 @@ def test_include_and_revinclude_add_only_what_may_be_seen(fhir, fhir_as, person)
     assert ids_in(page) == {person.ids["goal"]}
 
 
-def test_history_follows_consent(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_history_follows_consent(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)
     assert client.get(f"/{person.ids['condition']}/_history").status_code == 404
     assert client.get(f"/{person.ids['condition']}/_history/1").status_code == 404
@@ -118,8 +118,8 @@ def test_history_follows_consent(fhir, fhir_as, person):
     assert person.ids["goal"] in seen and person.ids["flag"] not in seen
 
 
-def test_everything_returns_only_the_visible_record(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_everything_returns_only_the_visible_record(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person)
     mine = client.get(f"/Patient/{person.patient}/$everything", params={"_count": 100}).json()
     assert ids_in(mine) == {person.ids["patient"], person.ids["goal"]}
@@ -130,8 +130,8 @@ def test_everything_returns_only_the_visible_record(fhir, fhir_as, person):
     assert stranger.get(f"/Patient/{person.patient}/$everything").status_code == 404
 
 
-def test_writes_only_into_parts_shared(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_writes_only_into_parts_shared(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     client = charity(fhir_as, person, scopes=["system/*.cruds"])
     subject = {"reference": f"Patient/{person.patient}"}
     goal = {"resourceType": "Goal", "lifecycleStatus": "proposed", "description": {"text": "Join a club"},
@@ -175,15 +175,15 @@ def test_defaults_for_a_person_without_consent(fhir, fhir_as, person, start_api,
         assert c.get(f"/{person.ids['flag']}").status_code == 404
 
 
-def test_a_consent_speaks_for_the_partners_it_names(fhir, fhir_as, person):
-    lead_charity_consent(fhir, person)
+def test_a_consent_speaks_for_the_partners_it_names(recorder, fhir, fhir_as, person):
+    lead_charity_consent(recorder, person)
     icb = fhir_as(partner_class="nhs", organisation=person.icb_code, scopes=READ_ALL)
     assert icb.get(f"/{person.ids['condition']}").status_code == 200
     assert icb.get(f"/{person.ids['flag']}").status_code == 404  # named: only what is permitted
     gp = fhir_as(partner_class="nhs", organisation="B81011", scopes=READ_ALL)
     assert gp.get(f"/{person.ids['flag']}").status_code == 200  # not named: direct-care default
     # A class-wide provision names every organisation of the class; a deny provision wins.
-    give_consent(fhir, person, [permit("nhs", ["demographics", "health"]),
+    give_consent(recorder, person, [permit("nhs", ["demographics", "health"]),
                                 permit("nhs", ["health"], person.icb, kind="deny")])
     assert gp.get(f"/{person.ids['flag']}").status_code == 404
     assert gp.get(f"/{person.ids['condition']}").status_code == 200
@@ -205,8 +205,8 @@ def test_other_consents_do_not_change_access(fhir, fhir_as, person):
     assert gp.get(f"/{person.ids['condition']}").status_code == 200
 
 
-def test_an_actor_the_hub_cannot_resolve_grants_nobody(fhir, fhir_as, person):
+def test_an_actor_the_hub_cannot_resolve_grants_nobody(recorder, fhir, fhir_as, person):
     provision = permit("charity", ["demographics", "care-support-plan"])
     provision["actor"][0]["reference"] = {"reference": "https://elsewhere.example/fhir/Organization/1"}
-    give_consent(fhir, person, [provision])
+    give_consent(recorder, person, [provision])
     assert charity(fhir_as, person).get(f"/{person.ids['patient']}").status_code == 404

@@ -46,9 +46,9 @@ def test_rest_writes_are_placed_and_events_carry_the_place(fhir, pg_url):
     assert rows[-1] == ("DELETE", person.patient, "safeguarding")
 
 
-def test_consent_grants_follow_the_consent(fhir, pg_url):
+def test_consent_grants_follow_the_consent(recorder, fhir, pg_url):
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
 
     def grants() -> set:
         with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -56,7 +56,7 @@ def test_consent_grants_follow_the_consent(fhir, pg_url):
                                     (person.consent,)).fetchall())
     assert ("lead-charity", person.charity, "care-support-plan", True) in grants()
     assert len(grants()) == 5
-    lead_charity_consent(fhir, person, status="inactive")
+    lead_charity_consent(recorder, person, status="inactive")
     assert grants() == set()
     # A transaction that fails after the Consent leaves no grants behind.
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -114,9 +114,9 @@ def test_the_recorders_batch_path_places_resources_and_writes_grants(pg_url):
     assert _place(pg_url, f"Provenance/prov-{patient_id}") == (patient_id, "health")  # its target's place
 
 
-def test_provenance_sits_where_its_target_does(fhir, fhir_as, pg_url):
+def test_provenance_sits_where_its_target_does(recorder, fhir, fhir_as, pg_url):
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
     provenance = {"resourceType": "Provenance", "recorded": "2026-01-01T00:00:00Z",
                   "target": [{"reference": person.ids["flag"]}], "agent": [{"who": {"display": "a feed"}}]}
     created = fhir.post("/Provenance", content=dumps(provenance), headers=JSON)

@@ -113,10 +113,10 @@ def test_the_user_is_named_in_audit_and_provenance(hub_url, hub_api, pg_url, fhi
     assert person["requestor"] is True and app["requestor"] is False
 
 
-def test_a_charity_user_sees_exactly_what_a_charity_client_sees(hub_url, hub_api, pg_url, fhir, fhir_as):
+def test_a_charity_user_sees_exactly_what_a_charity_client_sees(recorder, hub_url, hub_api, pg_url, fhir, fhir_as):
     """Consent applies by the person's organisation and partner class, as for that class's clients."""
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
     charity = add_user(pg_url, partner_class="charity", organisation=person.charity_number)
     tokens = app_token(hub_url, hub_api.settings.token_audience(), pg_url, charity.username, "a long demo passphrase")
     as_user = {"Authorization": f"Bearer {tokens['access_token']}"}
