@@ -2,8 +2,9 @@
 
 An audit record names people, resources and the query a caller sent (an NHS number searched
 for, say). A reader from another organisation sees of it only what points at what it may see:
-the patients and resources whose current rows its access admits (hub.search.access), and never
-another organisation's query text or path (which can name anything, found or not). The
+the patients and resources whose current rows its access admits (hub.search.access), and
+another organisation's query text or path (which can name anything, found or not) only when the
+record names someone and everything it names is visible to the reader. The
 organisation that made the request (and the hub's own trusted access) sees its own records
 whole: they say nothing it did not send. A search by a patient or resource the reader may not
 see matches only the reader's own organisation's records, so a count cannot tell it that
@@ -50,8 +51,15 @@ def references(record: AuditRecord) -> set[str]:
 
 
 def redact(access: Access, record: AuditRecord, seen: set[str]) -> AuditRecord:
-    """`record` as `access` may see it, `seen` being the references it may see."""
+    """`record` as `access` may see it, `seen` being the references it may see. The query and
+    path are kept only when the record names at least one person and the reader may see every
+    person and resource it names: a search that found nobody (an NHS number looked for, say)
+    or found something hidden keeps what was asked to the organisation that asked."""
     if own(access, record):
         return record
-    return replace(record, patients=[p for p in record.patients if f"Patient/{p}" in seen],
-                   entities=[e for e in record.entities if e in seen], path="", query="")
+    patients = [p for p in record.patients if f"Patient/{p}" in seen]
+    entities = [e for e in record.entities if e in seen]
+    whole = bool(record.patients) and len(patients) == len(record.patients) and len(entities) == len(record.entities)
+    if whole:
+        return record
+    return replace(record, patients=patients, entities=entities, path="", query="")

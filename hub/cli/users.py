@@ -33,19 +33,18 @@ from hub.auth.sealing import Sealer
 from hub.config import Settings
 from hub.fhir.ids import source_id
 from hub.search.access import Access
+from hub.cli.common import database_url
 from hub.store import resources
 from hub.store import users as store
 
 
 def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
-    from hub.cli.main import _database_url
-
     async def go(url: str) -> Any:
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
             return await work(conn)
 
     with ExitStack() as stack:
-        return asyncio.run(go(_database_url(settings, stack)))
+        return asyncio.run(go(database_url(settings, stack)))
 
 
 def _fail(message: str) -> None:

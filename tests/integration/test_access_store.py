@@ -8,6 +8,8 @@ import uuid
 
 import psycopg
 
+from hub.auth.organisations import CHARITY_NUMBER
+
 from hub.consent.parts import PARTS
 from hub.fhir.errors import FhirError
 from hub.fhir.jsontext import dumps
@@ -52,9 +54,10 @@ def test_consent_grants_follow_the_consent(recorder, fhir, pg_url):
 
     def grants() -> set:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            return set(conn.execute("SELECT role, org_id, part, permit FROM consent_grant WHERE consent_id = %s",
-                                    (person.consent,)).fetchall())
-    assert ("lead-charity", person.charity, "care-support-plan", True) in grants()
+            return set(conn.execute("SELECT role, org_system, org_code, part, permit FROM consent_grant "
+                                    "WHERE consent_id = %s", (person.consent,)).fetchall())
+    # Bound to the identifier the charity's Organization carried when the Consent was written.
+    assert ("lead-charity", CHARITY_NUMBER, person.charity_number, "care-support-plan", True) in grants()
     assert len(grants()) == 5
     lead_charity_consent(recorder, person, status="inactive")
     assert grants() == set()
@@ -65,7 +68,7 @@ def test_consent_grants_follow_the_consent(recorder, fhir, pg_url):
         {"request": {"method": "PUT", "url": f"Goal/{person.ids['goal'].split('/')[1]}", "ifMatch": 'W/"99"'},
          "resource": fhir.get(f"/{person.ids['goal']}").json()},
     ]}
-    assert fhir.post("", content=dumps(bundle), headers=JSON).status_code == 412
+    assert recorder.post("", content=dumps(bundle), headers=JSON).status_code == 412
     assert grants() == set()
 
 
