@@ -160,6 +160,16 @@ def test_closing_while_the_database_stays_away_says_how_many_records_were_not_wr
     own_database.start()  # for the fixture's stop
 
 
+def spilling_writer(url: str, spill: Spill, batch_size: int) -> tuple[AuditWriter, AuditStore]:
+    """A writer of table rows, as the API wires it: refused records set aside in `spill`."""
+    store = AuditStore(url)
+
+    async def flush(rows: list[tuple], retry: bool) -> None:
+        await store.write(rows, retry=retry)
+
+    return AuditWriter(flush, batch_size=batch_size, retry_max_delay_s=0.2, rejects=refused, set_aside=spill), store
+
+
 def _poisoned(patient: str) -> tuple:
     """A row no PostgreSQL text column can take (a NUL character), as a record that escaped
     cleaning would be."""
@@ -175,12 +185,7 @@ def test_one_record_storage_refuses_is_set_aside_and_every_other_record_is_writt
     spill = Spill(tmp_path / "spill")
 
     async def scenario() -> AuditWriter:
-        store = AuditStore(url)
-
-        async def flush(rows: list[tuple], retry: bool) -> None:
-            await store.write(rows, retry=retry)
-
-        writer = AuditWriter(flush, batch_size=50, retry_max_delay_s=0.2, rejects=refused, set_aside=spill)
+        writer, store = spilling_writer(url, spill, batch_size=50)
         writer.start()
         for n in range(120):
             await writer.submit(_poisoned(bad_patient) if n == 7 else _row(record(patient)))
@@ -204,12 +209,7 @@ def test_shutdown_is_bounded_and_what_was_not_written_is_kept_on_disk(own_databa
     spill = Spill(tmp_path / "spill")
 
     async def scenario() -> None:
-        store = AuditStore(url)
-
-        async def flush(rows: list[tuple], retry: bool) -> None:
-            await store.write(rows, retry=retry)
-
-        writer = AuditWriter(flush, batch_size=10, retry_max_delay_s=0.2, rejects=refused, set_aside=spill)
+        writer, store = spilling_writer(url, spill, batch_size=10)
         writer.start()
         own_database.stop()
         for p in patients:
