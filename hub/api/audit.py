@@ -11,6 +11,7 @@ so the writer lives exactly as long as the app that feeds it."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -21,13 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.api.formats import fhir_response, render, render_text, response_format, wants_pretty
 from hub.api import access as api_access
-from hub.audit import redact
 from hub.audit.events import audit_event
 from hub.audit.record import MAX_QUERY_CHARS, AuditRecord, build_record, is_audited
 from hub.audit.spill import Spill, spill_dir
 from hub.audit.writer import AuditWriter
 from hub.auth.principal import READ, SEARCH, grants
 from hub.config import Settings
+from hub.search.access import Access
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.interactions import bundles
 from hub.store import audit as audit_store
@@ -140,6 +141,42 @@ def _from_row(row: tuple) -> AuditRecord:
                        policy=row[20])
 
 
+# --- what a reader may see (issue 20) ------------------------------------------------------
+# An audit record names people, resources and the query a caller sent (an NHS number searched
+# for, say). A reader from another organisation sees of it only what points at what it may see:
+# the patients and resources whose current rows its access admits, and another organisation's
+# query text or path (which can name anything, found or not) only when the record names someone
+# and everything it names is visible to the reader. The organisation that made the request (and
+# the hub's own trusted access) sees its own records whole. A search by a patient or resource the
+# reader may not see matches only its own organisation's records (`_search`), so a count cannot
+# tell it that someone else looked at a hidden person either.
+
+
+def _own(access: Access, record: AuditRecord) -> bool:
+    """Whether `record` is of a request `access`'s organisation made (or `access` is the hub)."""
+    return access.trusted or (record.organisation is not None and record.organisation == access.org_code
+                              and (record.organisation_system or None) == (access.org_system or None))
+
+
+def _references(record: AuditRecord) -> set[str]:
+    return {f"Patient/{p}" for p in record.patients} | set(record.entities)
+
+
+def _as_seen(access: Access, record: AuditRecord, seen: set[str]) -> AuditRecord:
+    """`record` as `access` may see it, `seen` being the references it may see. The query and
+    path are kept only when the record names at least one person and the reader may see every
+    person and resource it names: a search that found nobody (an NHS number looked for, say)
+    or found something hidden keeps what was asked to the organisation that asked."""
+    if _own(access, record):
+        return record
+    patients = [p for p in record.patients if f"Patient/{p}" in seen]
+    entities = [e for e in record.entities if e in seen]
+    whole = bool(record.patients) and len(patients) == len(record.patients) and len(entities) == len(record.entities)
+    if whole:
+        return record
+    return replace(record, patients=patients, entities=entities, path="", query="")
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -201,7 +238,7 @@ async def read_audit_event(event_id: str, request: Request) -> Response:
         if row is None:
             raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
         record = _from_row(row)
-        record = redact.redact(access, record, await redact.visible(conn, access, redact.references(record)))
+        record = _as_seen(access, record, await audit_store.visible_references(conn, access, _references(record)))
     _note_disclosed(request, [record])
     fmt = response_format(request)
     return fhir_response(render(audit_event(record, site=_site(request)), fmt,
@@ -223,18 +260,19 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
                                           max_count=settings.max_page_size, strict=strict)
     access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
-        if query.named and not access.trusted and await redact.visible(conn, access, set(query.named)) != set(query.named):
+        named = set(query.named)
+        if named and not access.trusted and await audit_store.visible_references(conn, access, named) != named:
             # A person or resource this reader may not see: only its own organisation's records.
-            condition, params = redact.own_organisation_sql(access)
+            condition, params = audit_store.own_organisation(access)
             query.conditions.append(condition)
             query.params += params
         if query.snapshot is None:
             query.snapshot = await audit_store.last_written(conn)
         rows, total = await audit_store.search(conn, query)
         records = [_from_row(row) for row in rows]
-        seen = await redact.visible(conn, access, {ref for r in records if not redact.own(access, r)
-                                                   for ref in redact.references(r)})
-    records = [redact.redact(access, r, seen) for r in records]
+        seen = await audit_store.visible_references(conn, access, {ref for r in records if not _own(access, r)
+                                                                   for ref in _references(r)})
+    records = [_as_seen(access, r, seen) for r in records]
     _note_disclosed(request, records)
     site = _site(request)
     entries = [orjson.dumps({"fullUrl": f"{site}/AuditEvent/{r.id}",

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from hub.fhir.errors import FhirError
+from hub.search.access import Access, visible_sql
 from hub.search.parse import PREFIXES, split_unescaped, unescape
 from hub.search.values import date_range
 
@@ -93,6 +94,28 @@ class AuditStore:
                 await conn.close()
             except psycopg.Error:
                 pass
+
+
+# --- what a reader may see (hub/api/audit.py) ---------------------------------------------
+
+
+def own_organisation(access: Access) -> tuple[str, list[Any]]:
+    """The search condition: records of requests `access`'s organisation made."""
+    return ("(organisation = %s AND organisation_system IS NOT DISTINCT FROM %s)",
+            [access.org_code, access.org_system or None])
+
+
+async def visible_references(conn: AsyncConnection, access: Access, refs: set[str]) -> set[str]:
+    """Those of `refs` (`Type/id`) that name a stored resource `access` may see."""
+    if not refs or access.trusted:
+        return set(refs)
+    predicate, params = visible_sql(access, "r") or ("TRUE", [])
+    pairs = sorted(tuple(ref.split("/", 1)) for ref in refs if "/" in ref)
+    cur = await conn.execute(
+        "SELECT r.res_type, r.res_id FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id) "
+        f"USING (res_type, res_id) WHERE {predicate}",
+        [[t for t, _ in pairs], [i for _, i in pairs], *params])
+    return {f"{t}/{i}" for t, i in await cur.fetchall()}
 
 
 # --- consent changes ------------------------------------------------------------------------
