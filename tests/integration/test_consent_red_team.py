@@ -324,3 +324,26 @@ def test_a_nul_in_a_url_is_audited_and_the_trail_goes_on(start_api, pg_url, tmp_
                             (f"%{marker}%", [marker])).fetchall()
     assert sorted(rows) == sorted([("/fhir/Patient/a%00b", 401), (f"/fhir/Patient/{marker}", 404)])
     assert not (tmp_path / "spill").exists()  # nothing needed setting aside
+
+
+def test_a_duplicate_of_someone_hidden_is_answered_as_new_and_held_apart(recorder, fhir, fhir_as, veteran, pg_url):
+    """HAZ-026: a council his consent shuts out creates a Patient with his NHS number. It is told
+    exactly what a new person gets, the record stays one (the copy is the council's alone), and an
+    operator is asked to reconcile them in his record."""
+    give_consent(recorder, veteran, [permit("local-authority", PARTS, kind="deny")])
+    council = fhir_as(partner_class="local-authority", scopes=EVERYTHING)
+    assert council.get(f"/Patient/{veteran.patient}").status_code == 404
+    taken = council.post("/Patient", content=dumps({**factories.patient(), "identifier": [
+        {"system": NHS_NUMBER, "value": veteran.nhs_number}]}), headers=JSON)
+    fresh = council.post("/Patient", content=dumps({**factories.patient(), "identifier": [
+        {"system": NHS_NUMBER, "value": factories.test_nhs_number()}]}), headers=JSON)
+    assert taken.status_code == fresh.status_code == 201, taken.text
+    assert sorted(taken.headers) == sorted(fresh.headers)
+    held = taken.json()["id"]
+    assert council.get(f"/Patient/{held}").status_code == 200  # its own record
+    assert fhir.get(f"/Patient/{held}").status_code == 404  # nobody else's
+    found = fhir.get("/Patient", params={"identifier": f"{NHS_NUMBER}|{veteran.nhs_number}"}).json()
+    assert {e["resource"]["id"] for e in found.get("entry", [])} == {veteran.patient}  # still one person
+    with connect(pg_url) as conn:
+        assert conn.execute("SELECT duplicate_of FROM held_apart WHERE patient_id = %s", (held,)).fetchall() == [
+            (veteran.patient,)]
