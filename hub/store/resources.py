@@ -218,7 +218,8 @@ async def update(
         previous = await lock(conn, access, res_type, res_id)
         if previous is not None and not previous.visible:
             raise unknown_id(res_type, res_id)
-        if (previous is None or previous.deleted) and chosen and not access.trusted and ids.is_hub_form(res_id):
+        if previous is None and chosen and not access.trusted and ids.is_hub_form(res_id):
+            # (A deleted resource the caller may see is re-created as FHIR allows: it knows the id.)
             raise unknown_id(res_type, res_id)
     saved = await _put(conn, res_type, res_id, resource, if_match=if_match, method="PUT",
                        previous=previous, access=access, hold_apart=hold_apart)

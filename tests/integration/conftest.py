@@ -184,6 +184,17 @@ def recorder(hub_url: str, token_for: Callable[..., str]):
 
 
 @pytest.fixture()
+def operator(hub_url: str, token_for: Callable[..., str]):
+    """An httpx client on /fhir for a signed-in operator (full access): who may change an
+    Organization's identifiers (hub/consent/README.md, "How organisations are bound")."""
+    token = token_for(partner_class="nhs", organisation="RX1", scopes=FULL_ACCESS, client_id="test-operations",
+                      user="Practitioner/test-operator", user_role="operator", lifetime_s=3600)
+    with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30,
+                      headers={"Accept": "application/fhir+json", **bearer(token)}) as client:
+        yield client
+
+
+@pytest.fixture()
 def fhir_as(hub_url: str, token_for: Callable[..., str]) -> Callable[..., httpx.Client]:
     """`fhir_as(partner_class="charity", scopes=[...])`: an httpx client on /fhir with that token."""
     clients: list[httpx.Client] = []

@@ -27,7 +27,7 @@ REDIRECT = "http://127.0.0.1:9/callback"
 
 
 def users(pg_url: str, *args: str, ok: bool = True, key_file: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env["HUB_DATABASE_URL"] = pg_url
     if key_file is not None:  # the API's signing key, which also seals TOTP secrets
         env["HUB_AUTH_SIGNING_KEY_FILE"] = str(key_file)
