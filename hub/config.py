@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     # (hub/consent/defaults.py): NHS direct care sees the record, a local authority who the
     # person is, every other class nothing.
     consent_defaults: str = "nhs=*;local-authority=demographics"
+    # Who besides the person and their proxy may record a person's record-sharing consent
+    # (hub/consent/authority.py): staff roles as partner-class:role pairs, after a recorded
+    # conversation with the person. Empty: nobody else.
+    consent_recorders: str = "nhs:coordinator,local-authority:coordinator"
+    # The key that makes the ids derived from source records unguessable (hub/fhir/ids.py): a
+    # file of 32 random bytes in hex. Unset: data_dir/ids/id.key, made on first use. Every
+    # process that maps or records must use the same file; never rotate it.
+    id_key_file: Path | None = None
     # Referential integrity (hub/store/integrity.py): a resource that current resources refer to
     # is not deleted (409 naming them). False lets the delete go through and leaves the
     # references dangling, as a server without the check would.
@@ -143,6 +151,10 @@ class Settings(BaseSettings):
     audit_batch_size: int = 500
     # How long the writer gathers records after the first before writing them (one transaction).
     audit_linger_s: float = 0.05
+    # Longest a stopping API waits for the audit trail to be written; what is still unwritten
+    # then is kept on disk (audit_spill_dir, unset: data_dir/audit) and reported, never lost.
+    audit_shutdown_s: float = 10.0
+    audit_spill_dir: Path | None = None
 
     def public_base_url(self) -> str:
         if self.base_url:

@@ -9,6 +9,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+# The id key derived ids are keyed with (hub/fhir/ids.py): one per test process, inherited by
+# every hub process a test starts, so ids agree across them and no key lands in the worktree.
+if "HUB_ID_KEY_FILE" not in os.environ:
+    import secrets
+    import tempfile
+
+    _key_dir = Path(tempfile.mkdtemp(prefix="ipc-hub-test-idkey-"))
+    (_key_dir / "id.key").write_text(secrets.token_hex(32) + "\n")
+    os.environ["HUB_ID_KEY_FILE"] = str(_key_dir / "id.key")
+
 from hub.runtime.embedded import EmbeddedPostgres
 from hub.store.migrate import migrate
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from hub.auth.principal import Principal, grants
 from hub.config import Settings
+from hub.consent.authority import parse_recorders
 from hub.consent.defaults import parse_defaults
 from hub.fhir.errors import FhirError
 from hub.search.access import Access
@@ -34,37 +35,49 @@ def _defaults(text: str | None) -> dict[str, tuple[str, ...]]:
     return parse_defaults(text)
 
 
+@lru_cache(maxsize=8)
+def _recorders(text: str | None) -> frozenset[tuple[str, str]]:
+    return parse_recorders(text)
+
+
 def check_settings(settings: Settings) -> None:
-    """Refuse, at start-up, consent defaults the hub cannot apply exactly (ConsentConfigError)."""
+    """Refuse, at start-up, consent settings the hub cannot apply exactly (ConsentConfigError)."""
     _defaults(settings.consent_defaults)
+    _recorders(settings.consent_recorders)
 
 
-# token id → (its Principal, the consent defaults, the Access made from them). The verifier hands
+# token id → (its Principal, the consent settings, the Access made from them). The verifier hands
 # back the same Principal object for every request with one token, so a hit is one dict lookup
 # and two identity checks instead of building an Access (and its SQL) per request.
-_ACCESS: dict[str, tuple[Principal, str | None, Access]] = {}
+_ACCESS: dict[str, tuple[Principal, tuple[str | None, str | None], Access]] = {}
 _ACCESS_LIMIT = 4096
 
 
-def access_for(principal: Principal, consent_defaults: str | None) -> Access:
-    """A caller's access: what its scopes and its class's consent defaults allow."""
+def access_for(principal: Principal, consent_defaults: str | None, consent_recorders: str | None = None) -> Access:
+    """A caller's access: what its scopes and its class's consent defaults allow, and whether it
+    may record consent (a staff role HUB_CONSENT_RECORDERS names, for its partner class)."""
+    settings = (consent_defaults, consent_recorders)
     known = _ACCESS.get(principal.token_id)
-    if known is not None and known[0] is principal and known[1] is consent_defaults:
+    if known is not None and known[0] is principal and known[1] == settings:
         return known[2]
-    found = _make_access(principal, consent_defaults)
+    found = _make_access(principal, consent_defaults, consent_recorders)
     if len(_ACCESS) >= _ACCESS_LIMIT:
         _ACCESS.clear()
-    _ACCESS[principal.token_id] = (principal, consent_defaults, found)
+    _ACCESS[principal.token_id] = (principal, settings, found)
     return found
 
 
-def _make_access(principal: Principal, consent_defaults: str | None) -> Access:
+def _make_access(principal: Principal, consent_defaults: str | None, consent_recorders: str | None) -> Access:
     return Access(
         partner_class=principal.partner_class,
         org_code=principal.organisation,
         org_system=principal.organisation_system or None,
         default_parts=_defaults(consent_defaults).get(principal.partner_class, ()),
         scopes=_scope_table(frozenset(principal.scopes)),
+        client_id=principal.client_id,
+        user=principal.user,
+        user_role=principal.user_role,
+        records_consent=(principal.partner_class, principal.user_role or "") in _recorders(consent_recorders),
     )
 
 
@@ -83,7 +96,7 @@ def of(request: Request) -> Access:
             raise FhirError("login", "this request carries no verified access token", status=401)
         found = Access.system()  # authorisation switched off: measuring what security costs
     else:
-        found = access_for(principal, settings.consent_defaults)
+        found = access_for(principal, settings.consent_defaults, settings.consent_recorders)
     state["access"] = found
     return found
 

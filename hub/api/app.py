@@ -21,12 +21,13 @@ from hub import web
 from hub.api.security import SecurityMiddleware
 from hub.auth.runtime import auth_runtime, revocations_followed
 from hub.config import Settings
+from hub.fhir import ids
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.resources import prepare as prepare_validation
 from hub.fhir.validation import load_guide
 from hub.interactions.context import Database
 from hub.runtime.process import settle_heap
-from hub.store import index
+from hub.store import idkeys, index
 from hub.store.conformance import load_conformance
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.state.pool = pool
         app.state.database = Database(pool)
         async with pool.connection() as conn:  # the IPC guide, served at /fhir/StructureDefinition…
+            await idkeys.ensure(conn)  # the id key this record's ids were made with (hub/fhir/ids.py)
             guide = load_guide()
             await load_conformance(conn, [*guide.conformance_resources(), capability.implementation_guide(guide)])
             await index.backfill(conn)  # index rows whose meaning changed since they were written
@@ -61,6 +63,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     access.check_settings(settings)  # a bad HUB_CONSENT_DEFAULTS stops start-up, not a request
+    ids.load_key(settings.data_dir, settings.id_key_file)  # derived ids are keyed: the key, or stop now
     prepare_validation()             # the validation rules, compiled now rather than on the first write
     app.state.auth = auth_runtime(settings)
     app.state.base_url = f"{settings.public_base_url()}/fhir"

@@ -11,6 +11,7 @@ so the writer lives exactly as long as the app that feeds it."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -20,11 +21,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.api.formats import fhir_response, render, render_text, response_format, wants_pretty
+from hub.api import access as api_access
 from hub.audit.events import audit_event
 from hub.audit.record import MAX_QUERY_CHARS, AuditRecord, build_record, is_audited
+from hub.audit.spill import Spill, spill_dir
 from hub.audit.writer import AuditWriter
 from hub.auth.principal import READ, SEARCH, grants
 from hub.config import Settings
+from hub.search.access import Access
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.interactions import bundles
 from hub.store import audit as audit_store
@@ -42,9 +46,12 @@ class AuditMiddleware:
     def __init__(self, app: ASGIApp, *, settings: Settings, database_url: str) -> None:
         self.app = app
         self.store = audit_store.AuditStore(database_url)
+        self.spill = Spill(spill_dir(settings.audit_spill_dir, settings.data_dir))
+        self.shutdown_s = settings.audit_shutdown_s
         self.writer = AuditWriter(self._flush, queue_size=settings.audit_queue_size,
                                   batch_size=settings.audit_batch_size, linger_s=settings.audit_linger_s,
-                                  retry_max_delay_s=settings.retry_max_delay_s)
+                                  retry_max_delay_s=settings.retry_max_delay_s,
+                                  rejects=audit_store.refused, set_aside=self.spill)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -82,7 +89,7 @@ class AuditMiddleware:
             if message["type"] == "lifespan.startup.complete":
                 self.writer.start()
             elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.writer.close()
+                await self.writer.close(self.shutdown_s)
                 await self.store.close()
             await send(message)
         return lifespan_send
@@ -115,16 +122,59 @@ def _record(scope: Scope, state: dict, status: int, location: str | None, form: 
 
 
 def _row(record: AuditRecord) -> tuple:
-    """The audit table's row for a record (hub.store.audit.COLUMNS), arrays as literals."""
-    return (record.id, record.recorded, record.interaction, record.action, record.outcome,
+    """The audit table's row for a record (hub.store.audit.COLUMNS), arrays as literals, with
+    any NUL character written `%00` (PostgreSQL text cannot hold it; build_record already does
+    this for the path and query, the only fields a caller writes freely)."""
+    row = (record.id, record.recorded, record.interaction, record.action, record.outcome,
             record.status, record.method, record.path, record.query, record.client_id,
             record.organisation, record.organisation_system, record.partner_class,
             record.purpose_of_use, record.token_id, record.address,
-            audit_store.text_array(record.patients), audit_store.text_array(record.entities), record.user_ref)
+            audit_store.text_array(record.patients), audit_store.text_array(record.entities), record.user_ref,
+            record.kind, record.policy)
+    if any(type(v) is str and "\x00" in v for v in row):
+        row = tuple(v.replace("\x00", "%00") if type(v) is str else v for v in row)
+    return row
 
 
 def _from_row(row: tuple) -> AuditRecord:
-    return AuditRecord(*row[:16], patients=list(row[16]), entities=list(row[17]), user_ref=row[18])
+    return AuditRecord(*row[:16], patients=list(row[16]), entities=list(row[17]), user_ref=row[18], kind=row[19],
+                       policy=row[20])
+
+
+# --- what a reader may see (issue 20) ------------------------------------------------------
+# An audit record names people, resources and the query a caller sent (an NHS number searched
+# for, say). A reader from another organisation sees of it only what points at what it may see:
+# the patients and resources whose current rows its access admits, and another organisation's
+# query text or path (which can name anything, found or not) only when the record names someone
+# and everything it names is visible to the reader. The organisation that made the request (and
+# the hub's own trusted access) sees its own records whole. A search by a patient or resource the
+# reader may not see matches only its own organisation's records (`_search`), so a count cannot
+# tell it that someone else looked at a hidden person either.
+
+
+def _own(access: Access, record: AuditRecord) -> bool:
+    """Whether `record` is of a request `access`'s organisation made (or `access` is the hub)."""
+    return access.trusted or (record.organisation is not None and record.organisation == access.org_code
+                              and (record.organisation_system or None) == (access.org_system or None))
+
+
+def _references(record: AuditRecord) -> set[str]:
+    return {f"Patient/{p}" for p in record.patients} | set(record.entities)
+
+
+def _as_seen(access: Access, record: AuditRecord, seen: set[str]) -> AuditRecord:
+    """`record` as `access` may see it, `seen` being the references it may see. The query and
+    path are kept only when the record names at least one person and the reader may see every
+    person and resource it names: a search that found nobody (an NHS number looked for, say)
+    or found something hidden keeps what was asked to the organisation that asked."""
+    if _own(access, record):
+        return record
+    patients = [p for p in record.patients if f"Patient/{p}" in seen]
+    entities = [e for e in record.entities if e in seen]
+    whole = bool(record.patients) and len(patients) == len(record.patients) and len(entities) == len(record.entities)
+    if whole:
+        return record
+    return replace(record, patients=patients, entities=entities, path="", query="")
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -182,11 +232,13 @@ async def search_audit_events_post(request: Request) -> Response:
 @router.get("/{event_id}")
 async def read_audit_event(event_id: str, request: Request) -> Response:
     _require(request, READ)
+    access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
         row = await audit_store.read(conn, event_id)
-    if row is None:
-        raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
-    record = _from_row(row)
+        if row is None:
+            raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
+        record = _from_row(row)
+        record = _as_seen(access, record, await audit_store.visible_references(conn, access, _references(record)))
     _note_disclosed(request, [record])
     fmt = response_format(request)
     return fhir_response(render(audit_event(record, site=_site(request)), fmt,
@@ -206,11 +258,21 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     strict = "handling=strict" in request.headers.get("prefer", "")
     query = audit_store.parse_audit_query(pairs, default_count=settings.default_page_size,
                                           max_count=settings.max_page_size, strict=strict)
+    access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
+        named = set(query.named)
+        if named and not access.trusted and await audit_store.visible_references(conn, access, named) != named:
+            # A person or resource this reader may not see: only its own organisation's records.
+            condition, params = audit_store.own_organisation(access)
+            query.conditions.append(condition)
+            query.params += params
         if query.snapshot is None:
             query.snapshot = await audit_store.last_written(conn)
         rows, total = await audit_store.search(conn, query)
-    records = [_from_row(row) for row in rows]
+        records = [_from_row(row) for row in rows]
+        seen = await audit_store.visible_references(conn, access, {ref for r in records if not _own(access, r)
+                                                                   for ref in _references(r)})
+    records = [_as_seen(access, r, seen) for r in records]
     _note_disclosed(request, records)
     site = _site(request)
     entries = [orjson.dumps({"fullUrl": f"{site}/AuditEvent/{r.id}",

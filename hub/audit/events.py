@@ -75,14 +75,18 @@ def _agents(record: AuditRecord) -> list[dict[str, Any]]:
     if record.address:
         client["network"] = {"address": record.address, "type": "2"}  # 2: IP address
     agents = [client]
+    if record.policy:
+        client["policy"] = [record.policy]  # a consent change: the authority it was made on
     if record.user_ref:
         # The person the app acted for: the requestor, as the app only carried their request.
         client["requestor"] = False
         agents.insert(0, {
             "type": {"coding": [{"system": _SECURITY_ROLE, "code": "humanuser", "display": "human user"}]},
-            "who": {"reference": record.user_ref, "type": "Practitioner"},
+            "who": {"reference": record.user_ref, "type": record.user_ref.split("/", 1)[0]},
             "requestor": True,
         })
+        if record.policy:
+            agents[0]["policy"] = [record.policy]
     if record.organisation:
         organisation: dict[str, Any] = {
             "type": {"coding": [{"system": _DICOM, "code": "110150", "display": "Application"}]},

@@ -46,6 +46,10 @@ class AuditRecord:
     patients: list[str]
     entities: list[str]
     user_ref: str | None = None  # the signed-in person the app acted for (Practitioner/<id>)
+    # `rest` for a request; `consent` for a change of someone's record-sharing consent, written
+    # by the store with the change (hub.store.audit.record_consent_change).
+    kind: str = "rest"
+    policy: str | None = None  # the authority a consent change was made on (agent.policy)
 
 
 def _id_source() -> tuple[str, itertools.count]:

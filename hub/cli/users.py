@@ -34,6 +34,7 @@ from hub.cli.common import database_url
 from hub.config import Settings
 from hub.fhir.ids import source_id
 from hub.search.access import Access
+from hub.cli.common import database_url
 from hub.store import resources
 from hub.store import users as store
 

@@ -6,14 +6,20 @@ beside it; access is then a join, never a second look at the content. These are 
 of the resource (and its already-extracted reference index rows), so every write path (REST,
 transactions, the recorder's batches) places a resource the same way.
 
-Order of decision, most specific first: an explicit `meta.tag` from the record-part system (a
-feed that knows better says so), then safeguarding and mental health wherever they appear in a
-category or code (the most sensitive parts win over the type's usual part), then Armed Forces
-Service details, then profile, category, a request made for a care plan, and type."""
+Order of decision, most specific first: safeguarding and mental health wherever they appear in
+a category or code (the most sensitive parts win over the type's usual part), then Armed Forces
+Service details, then profile, category, a request made for a care plan, and type. A writer's
+`meta.tag` from the record-part system may then move the resource only into a more protected
+part (`safeguarding` above `mental-health` above the rest): a tag that would put it somewhere
+less protected than its content, or another part of equal standing, is refused (422), so no
+writer can file a Condition as `demographics` to read it back, and no record-sharing Consent
+can be filed outside `consent`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from hub.fhir.errors import FhirError
 
 PART_SYSTEM = "https://ipc-hub.example.org/fhir/CodeSystem/ipc-record-part"
 _IPC = "https://ipc-hub.example.org/fhir/"
@@ -37,10 +43,6 @@ CONSENT = "consent"
 # Every part, in the CodeSystem's order: "*" in configuration means all of these.
 PARTS = (DEMOGRAPHICS, PLAN, BUDGET, CARERS, HEALTH, ARMED_FORCES, CARE_TEAM, SOCIAL_CARE,
          MENTAL_HEALTH, SAFEGUARDING, CONSENT)
-
-# Search parameters whose Patient reference puts a resource in that Patient's compartment
-# (the FHIR Patient CompartmentDefinition's usual ones; `patient` first, it is the narrowest).
-_COMPARTMENT_PARAMS = ("patient", "subject", "beneficiary")
 
 _BY_PROFILE = {
     _IPC + "StructureDefinition/ipc-budget-statement": BUDGET,
@@ -77,29 +79,34 @@ _SENSITIVE_WORDS = ((SAFEGUARDING, ("safeguarding", "child protection", "adult p
 _SENSITIVE_FLAG_CATEGORIES = {"safety": SAFEGUARDING, "behavioral": MENTAL_HEALTH}
 
 
-def compartment_patient(res_type: str, res_id: str, references: Iterable[tuple]) -> str | None:
-    """The id of the Patient whose record holds this resource, None if it is in nobody's.
-
-    `references` are the resource's idx_reference rows (param, target_type, target_id, url):
-    the index already resolved every reference, so the content is not walked again."""
-    if res_type == "Patient":
-        return res_id
-    found: dict[str, str] = {}
-    for param, target_type, target_id, *_ in references:
-        if target_type == "Patient" and target_id and param in _COMPARTMENT_PARAMS:
-            found.setdefault(param, target_id)
-    for param in _COMPARTMENT_PARAMS:
-        if param in found:
-            return found[param]
-    return None
+# How protected a part is, for a tag's sake (every part not listed: 1).
+PROTECTION = {SAFEGUARDING: 3, MENTAL_HEALTH: 2}
 
 
 def record_part(resource: dict[str, Any]) -> str:
-    """The one record part a resource in a patient's compartment belongs to."""
-    res_type = resource.get("resourceType", "")
-    tagged = _tagged_part(resource)
-    if tagged:
+    """The one record part a resource in a patient's compartment belongs to: where its content
+    places it, or a more protected part its record-part tag names (FhirError 422 for a tag that
+    names a less protected one)."""
+    placed = content_part(resource)
+    tagged = tagged_part(resource)
+    if tagged is None or tagged == placed:
+        return placed
+    if placed != CONSENT and PROTECTION.get(tagged, 1) > PROTECTION.get(placed, 1):
         return tagged
+    raise FhirError("business-rule", f"meta.tag record part '{tagged}' is not allowed: the hub places this "
+                    f"{resource.get('resourceType', 'resource')} in '{placed}', and a tag may only move it to a "
+                    "more protected part", expression=f"{resource.get('resourceType', 'Resource')}.meta.tag",
+                    status=422)
+
+
+def type_default(res_type: str) -> str:
+    """The part a resource of this type sits in when nothing in it says more."""
+    return _BY_TYPE.get(res_type, HEALTH)
+
+
+def content_part(resource: dict[str, Any]) -> str:
+    """Where the hub places a resource from its content alone (tags aside)."""
+    res_type = resource.get("resourceType", "")
     sensitive = _sensitive_part(resource)
     if sensitive:
         return sensitive
@@ -130,7 +137,8 @@ def _based_on_a_plan(resource: dict[str, Any]) -> bool:
                for ref in resource.get("basedOn") or ())
 
 
-def _tagged_part(resource: dict[str, Any]) -> str | None:
+def tagged_part(resource: dict[str, Any]) -> str | None:
+    """The record part a `meta.tag` names, if any."""
     for tag in (resource.get("meta") or {}).get("tag") or ():
         if isinstance(tag, dict) and tag.get("system") == PART_SYSTEM and tag.get("code") in PARTS:
             return tag["code"]

@@ -23,8 +23,7 @@ from hub.fhir.identifiers import (
 )
 from hub.identity import matching
 from hub.search.access import Access, visible_sql
-from hub.store import people, resources
-from hub.store.resources import Version
+from hub.store import people
 
 # The identifiers that each name one person: two current Patients may not share one.
 IDENTIFYING = (NHS_NUMBER, MOD_SERVICE_NUMBER, LOCAL_AUTHORITY_PERSON_ID)
@@ -62,16 +61,25 @@ def refuse_placeholder_criteria(res_type: str, pairs: list[tuple[str, str]]) -> 
 
 
 async def check_new_identity(conn: AsyncConnection, access: Access, patient: dict[str, Any],
-                             res_id: str | None) -> None:
+                             res_id: str | None, *, new: bool = True) -> bool:
     """Refuse (422 `duplicate`) a Patient written as `res_id` whose identifying identifier
     another current Patient already carries (a record retired by a merge, `replaced-by`, does
-    not count). The existing Patient is named only when `access` may see it; otherwise the
-    answer says a person with that identifier is already recorded, and no more. Serialised with
-    the pipeline's identity resolution (the same advisory locks), so neither path can create
-    the second record while the other creates the first."""
+    not count), naming that Patient. Serialised with the pipeline's identity resolution (the same
+    advisory locks), so neither path can create the second record while the other creates the
+    first.
+
+    When every Patient carrying the identifier is one `access` may not see, a refusal would tell
+    the writer that the person is in the hub (for a veteran with complex needs, itself the
+    sensitive fact). A `new` Patient is then answered exactly as one nobody holds — created — but
+    held apart: returns True, and the store keeps it as the writer's own record (owner set),
+    out of the shared record and of identity matching, with a held_apart row from which the
+    review pass raises a review Task in the existing person's record for an operator. The same
+    statements run whether or not such a person exists. An existing Patient given such an
+    identifier is refused without naming anyone (a record everyone else sees cannot be held
+    apart, and one person must not have two shared records)."""
     keys = identifying(patient)
     if not keys:
-        return
+        return False
     await people.lock_identity(conn, [f"identifier:{s}|{v}" for s, v in keys])
     visible = visible_sql(access, "r")
     predicate, params = visible if visible is not None else ("TRUE", [])
@@ -83,25 +91,26 @@ async def check_new_identity(conn: AsyncConnection, access: Access, patient: dic
         "AND NOT (r.content::jsonb @? '$.link[*] ? (@.type == \"replaced-by\")') ORDER BY 3",
         [*params, [s for s, _ in keys], [v for _, v in keys], res_id or ""])
     rows = await cur.fetchall()
-    if not rows:
-        return
-    system, value, other, seen = rows[0]
+    seen = [row for row in rows if row[3]]
+    hidden = sorted({row[2] for row in rows if not row[3]}) if new else []
+    await conn.execute("INSERT INTO held_apart (patient_id, duplicate_of, owner) SELECT %s, d, %s "
+                       "FROM unnest(%s::text[]) AS d ON CONFLICT DO NOTHING",
+                       (res_id or "", access.owner_key, [] if seen else hidden))
+    if not seen and (hidden or not rows):
+        return bool(hidden)
+    system, value, other, _ = (seen or rows)[0]
     label = {NHS_NUMBER: "NHS number", MOD_SERVICE_NUMBER: "MOD service number",
              LOCAL_AUTHORITY_PERSON_ID: "council person id"}[system]
-    who = f"Patient/{other}" if seen else "a person this client may not see"
+    who = f"Patient/{other}" if seen else "another person"
     raise FhirError("duplicate", f"{label} {value} already belongs to {who}: one person has one record "
                     "(update that Patient, or create with If-None-Exist to be given it)",
                     expression="Patient.identifier", status=422)
 
 
-async def raise_reviews(conn: AsyncConnection, patient: dict[str, Any], res_id: str, raised_for: str) -> list[Version]:
-    """A review Task for each Patient the new one probably duplicates on demographics (never a
-    merge: a person decides), written by the hub itself."""
-    written = []
-    for candidate in await matching.probable_matches(conn, patient, res_id):
-        task = matching.review_task(res_id, candidate, raised_for)
-        version, _ = await resources.update(conn, "Task", task["id"], task, skip_unchanged=True,
-                                            access=Access.system())
-        if version.method != resources.UNCHANGED:
-            written.append(version)
-    return written
+async def queue_review(conn: AsyncConnection, patient_id: str, client: str) -> None:
+    """Put a Patient an API client created in the review pass's queue (hub.identity.matching:
+    review_new_people), where it is scored against everyone already recorded."""
+    await people.link_patient(conn, f"{API_SOURCE}{client}", patient_id, patient_id, "new-unreviewed")
+
+
+API_SOURCE = "api:"

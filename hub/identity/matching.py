@@ -100,16 +100,30 @@ async def _find(conn: AsyncConnection, patient: dict[str, Any],
     return None
 
 
+# Sources of people an API client created (hub.identity.duplicates.queue_review), and of the
+# Patients held apart because they duplicate someone their writer may not see.
+API_SOURCE = "api:"
+HELD_APART_SOURCE = "held-apart:"
+
+
 async def review_new_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
-    """Score each new person against everyone already recorded: (source, person, candidate)
-    for each probable match. Runs after the batches that created them committed, so two
-    similar people recorded at the same moment still see each other."""
+    """Score each new person against everyone already recorded: (source, person the review Task
+    is for, the other person) for each probable match, and one for each Patient held apart.
+    Runs after the batches that created them committed, so two similar people recorded at the
+    same moment still see each other.
+
+    A person a feed sent is the Task's subject. A person an API client created is not: the Task
+    goes in the record of the person already there, so the client, who may not see that person,
+    is never shown that someone like them exists; the same for a Patient held apart."""
     found = []
     for source, patient_id, text in await people.unreviewed_people(conn):
         patient = jsontext.loads(text)
         for candidate in await probable_matches(conn, patient, patient_id):
-            found.append((source, patient_id, candidate))
+            found.append((source, candidate, patient_id) if source.startswith(API_SOURCE)
+                         else (source, patient_id, candidate))
         await people.mark_reviewed(conn, patient_id)
+    for patient_id, existing, owner in await people.held_apart_unreviewed(conn):
+        found.append((f"{HELD_APART_SOURCE}{owner}", existing, patient_id))
     return found
 
 
@@ -170,6 +184,14 @@ def demographic_score(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def review_task(patient_id: str, candidate_id: str, source: str) -> dict[str, Any]:
     """A FHIR Task asking a person to decide whether two Patients are one (never decided here)."""
+    if source.startswith(HELD_APART_SOURCE):
+        description = ("An organisation that may not see this person recorded someone with the same NHS number, "
+                       "service number or council id; it was kept apart as that organisation's own record. "
+                       "Reconcile only as the person's consent allows.")
+        raised = f"Raised by the hub for a record held apart for {source[len(HELD_APART_SOURCE):]}."
+    else:
+        description = "Demographics suggest these records may be one person. Merge only after checking."
+        raised = f"Raised by the hub for a record from {source}."
     return {
         "resourceType": "Task",
         "id": derived_id("review", *sorted((patient_id, candidate_id))),
@@ -179,10 +201,10 @@ def review_task(patient_id: str, candidate_id: str, source: str) -> dict[str, An
         "code": {"coding": [{"system": "https://ipc-hub.example.org/fhir/CodeSystem/task-code",
                              "code": "review-possible-duplicate",
                              "display": "Review a possible duplicate person"}]},
-        "description": "Demographics suggest these records may be one person. Merge only after checking.",
+        "description": description,
         "focus": {"reference": f"Patient/{patient_id}"},
         "for": {"reference": f"Patient/{patient_id}"},
         "input": [{"type": {"text": "possible duplicate"},
                    "valueReference": {"reference": f"Patient/{candidate_id}"}}],
-        "note": [{"text": f"Raised by the hub for a record from {source}."}],
+        "note": [{"text": raised}],
     }

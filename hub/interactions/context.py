@@ -143,16 +143,18 @@ _ACTIVITY = {"POST": "CREATE", "PUT": "UPDATE", "DELETE": "DELETE"}
 
 async def attribute(conn: AsyncConnection, principal: Principal | None, written: list[Version]) -> None:
     """Provenance naming the client, its organisation and partner class for what one request
-    wrote, in the write's own transaction (one per kind of write), as the recorder names the feed
-    for what a message wrote: so every fact in the record can be traced to whoever said it.
+    wrote, in the write's own transaction (one per kind of write and place in the record: a
+    Provenance is exactly as private as what it is about), as the recorder names the feed for
+    what a message wrote: so every fact in the record can be traced to whoever said it.
     Written by the hub itself (trusted access): the client may hold no Provenance scope."""
     if principal is None or not written:
         return  # only with authentication switched off, to measure what it costs
-    by_activity: dict[str, list[str]] = {}
+    by_activity: dict[tuple[str, str, str, str], list[str]] = {}
     for v in written:
         if v.method in _ACTIVITY:
-            by_activity.setdefault(_ACTIVITY[v.method], []).append(f"{v.res_type}/{v.res_id}/_history/{v.version}")
-    for activity, targets in sorted(by_activity.items()):
+            key = (_ACTIVITY[v.method], v.patient_id or "", v.part or "", v.owner or "")
+            by_activity.setdefault(key, []).append(f"{v.res_type}/{v.res_id}/_history/{v.version}")
+    for (activity, *_), targets in sorted(by_activity.items()):
         proof = client_write(targets, activity, principal)
         await resources.update(conn, "Provenance", proof["id"], proof, skip_unchanged=True,
                                access=Access.system())

@@ -9,9 +9,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.consent.grants import write_grants
+from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.resources import check_structure, require_valid_id
-from hub.identity.duplicates import check_new_identity, raise_reviews
+from hub.identity.duplicates import check_new_identity, queue_review
 from hub.interactions import conditional
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.read import version_headers
@@ -37,23 +39,33 @@ def _body(request: FhirRequest, res_type: str) -> dict[str, Any]:
 
 
 async def _checked(conn: AsyncConnection, ctx: Context, resource: dict[str, Any], res_type: str,
-                   res_id: str, *, update: bool = False) -> None:
-    """The checks that look at the record before a write. Inside a transaction the reference
-    check waits for the last entry (entries may refer to each other in any order)."""
+                   res_id: str, *, update: bool = False) -> bool:
+    """The checks that look at the record before a write; True when the Patient written must be
+    held apart (it duplicates a person the caller may not see: hub.identity.duplicates). Inside
+    a transaction the reference check waits for the last entry (entries may refer to each other
+    in any order). References the stored version already makes count as checked only if the
+    caller may see that version (to it, a hidden one is absent)."""
+    held = False
     if res_type == "Patient":
-        await check_new_identity(conn, ctx.access, resource, res_id)
-    kept = await integrity.current_links(conn, res_type, res_id) if update else frozenset()
+        held = await check_new_identity(conn, ctx.access, resource, res_id, new=not update or
+                                        await resources.current_version(conn, res_type, res_id,
+                                                                        access=ctx.access) is None)
+    kept = await integrity.current_links(conn, ctx.access, res_type, res_id) if update else frozenset()
     written = integrity.Written(resource, res_type, res_id, ctx.where, kept)
     if ctx.deferred is not None:
         ctx.deferred.append(written)
     else:
         await integrity.check_references(conn, ctx.access, [written])
+    return held
 
 
 async def _reviews(conn: AsyncConnection, ctx: Context, resource: dict[str, Any], res_id: str) -> None:
+    """A new person is scored against everyone recorded by the review pass, later (as a feed's
+    are), never in the request: whether a look-alike exists — someone the writer may not see,
+    perhaps — must show neither in the answer nor in how long it takes."""
     if resource.get("resourceType") == "Patient":
         client = ctx.principal.client_id if ctx.principal is not None else "an API client"
-        await raise_reviews(conn, resource, res_id, f"API client {client}")
+        await queue_review(conn, res_id, client)
 
 
 async def _money(conn: AsyncConnection, version: resources.Version) -> None:
@@ -73,8 +85,8 @@ async def create(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
                 ctx.touched.append(existing)
                 return Outcome(200, existing, headers=version_headers(existing), wrote=True)
         res_id = request.assigned_id or resources.new_id()
-        await _checked(conn, ctx, resource, res_type, res_id)
-        version = await resources.create(conn, resource, res_id=res_id, access=ctx.access)
+        held = await _checked(conn, ctx, resource, res_type, res_id)
+        version = await resources.create(conn, resource, res_id=res_id, access=ctx.access, hold_apart=held)
         ctx.wrote(version)
         await _reviews(conn, ctx, resource, version.res_id)
         await _money(conn, version)
@@ -92,7 +104,7 @@ async def update(ctx: Context, request: FhirRequest, res_type: str, res_id: str)
                         f"'{res_id}'", expression=f"{res_type}.id")
     if_match = version_from_etag(request.headers.get("if-match"))
     async with ctx.writing() as conn:
-        return await _store(conn, ctx, res_type, res_id, resource, if_match)
+        return await _store(conn, ctx, res_type, res_id, resource, if_match, chosen=True)
 
 
 async def conditional_update(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
@@ -103,21 +115,26 @@ async def conditional_update(ctx: Context, request: FhirRequest, res_type: str) 
     resource = _body(request, res_type)
     async with ctx.writing() as conn:
         existing = await conditional.find_one(conn, res_type, criteria, access=ctx.access)
+        chosen = True
         if existing is None:
-            res_id = resource.get("id") or resources.new_id()
+            res_id = resource.get("id")
+            if res_id is None:
+                res_id, chosen = resources.new_id(), False
+            else:
+                require_valid_id(res_id)
         else:
             res_id = existing.res_id
             if resource.get("id") not in (None, res_id):
                 raise FhirError("invalid", f"the body's id '{resource['id']}' is not the id the criteria "
                                 f"select ({res_id})", expression=f"{res_type}.id")
-        return await _store(conn, ctx, res_type, res_id, resource, None)
+        return await _store(conn, ctx, res_type, res_id, resource, None, chosen=chosen)
 
 
 async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str, resource: dict[str, Any],
-                 if_match: int | None) -> Outcome:
-    await _checked(conn, ctx, resource, res_type, res_id, update=True)
+                 if_match: int | None, *, chosen: bool) -> Outcome:
+    held = await _checked(conn, ctx, resource, res_type, res_id, update=True)
     version, created = await resources.update(conn, res_type, res_id, resource, if_match=if_match,
-                                              access=ctx.access)
+                                              access=ctx.access, chosen=chosen, hold_apart=held)
     if created:
         # An update that creates needs the create scope too (raised inside the transaction, so
         # nothing is kept).
@@ -162,3 +179,8 @@ async def run_deferred(conn: AsyncConnection, ctx: Context, deferred: list[Any])
     for item in deferred:
         if isinstance(item, Deleted):
             await integrity.check_delete(conn, ctx.access, item.res_type, item.res_id, where=item.where)
+    # A Consent's grants bind to the identifiers of the Organizations it names: bound again now,
+    # so an Organization written by a later entry of the same transaction is bound too.
+    for version in ctx.written:
+        if version.res_type == "Consent" and not version.deleted and version.content is not None:
+            await write_grants(conn, version.res_id, jsontext.loads(version.content), version.patient_id)

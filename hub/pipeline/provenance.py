@@ -29,18 +29,31 @@ def hub_provenance(written: list[Version], source: str, derived_from: Iterable[V
     return record
 
 
-def provenance(written: list[Version], envelope: Envelope, message: Message) -> dict[str, Any]:
-    """One Provenance for the versions one message wrote: which source system said it, in which
-    envelope, read from which topic, partition and offset."""
+def provenance(written: list[Version], envelope: Envelope, message: Message) -> list[dict[str, Any]]:
+    """The Provenance for the versions one message wrote — which source system said it, in
+    which envelope, read from which topic, partition and offset — one per place in the record
+    the versions sit in (person, record part), so each is exactly as private as what it is
+    about and never names what its reader may not see."""
     where = message.coordinates + (f" (inbound {envelope.origin})" if envelope.origin else "")
-    record = build(_targets(written), "UPDATE", [
-        agent("author", {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
-                          "display": envelope.source}),
-    ])
-    record["entity"] = [{"role": "source",
-                         "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
-                                  "display": f"envelope {envelope.id} at {where}"}}]
-    return record
+    records = []
+    for group in by_place(written):
+        record = build(_targets(group), "UPDATE", [
+            agent("author", {"identifier": {"system": SOURCE_SYSTEM, "value": envelope.source},
+                              "display": envelope.source}),
+        ])
+        record["entity"] = [{"role": "source",
+                             "what": {"identifier": {"system": ENVELOPE, "value": envelope.id},
+                                      "display": f"envelope {envelope.id} at {where}"}}]
+        records.append(record)
+    return records
+
+
+def by_place(written: list[Version]) -> list[list[Version]]:
+    """The versions grouped by where they sit (person, part, owner), in a stable order."""
+    groups: dict[tuple[str, str, str], list[Version]] = {}
+    for v in written:
+        groups.setdefault((v.patient_id or "", v.part or "", v.owner or ""), []).append(v)
+    return [groups[k] for k in sorted(groups)]
 
 
 def _targets(written: list[Version]) -> list[str]:

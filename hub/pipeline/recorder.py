@@ -39,7 +39,7 @@ from hub.pipeline.plans import PlanTargets, join, plan_kind
 from hub.pipeline.provenance import hub_provenance, provenance
 from hub.search.access import Access
 from hub.store import batch as store_batch
-from hub.store import freshness, integrity, people
+from hub.store import freshness, idkeys, integrity, people
 from hub.store import resources as store
 from hub.store.resources import UNCHANGED, Version
 
@@ -60,6 +60,7 @@ class Recorder:
         self.database_url = database_url
         self.lanes = lanes
         self._conns: dict[int, AsyncConnection] = {}
+        self._key_checked = False
 
     async def __call__(self, batch: list[Message]) -> Outcome:
         lanes: dict[int, list[Message]] = {}
@@ -93,6 +94,9 @@ class Recorder:
         conn = self._conns.get(lane)
         if conn is None or conn.closed:
             conn = self._conns[lane] = await AsyncConnection.connect(self.database_url, connect_timeout=5)
+            if not self._key_checked:
+                await idkeys.ensure(conn)  # the id key this record was built with (hub/fhir/ids.py)
+                self._key_checked = True
         return await record_batch(conn, batch)
 
     async def _drop_all(self) -> None:
@@ -189,14 +193,15 @@ async def _record_decoded(conn: AsyncConnection, message: Message, envelope: Env
         written = await record_bundle(conn, envelope, document)
     else:
         raise FhirError("not-supported", "the recorder takes a Bundle or a merge Parameters")
-    if written:
-        await _write(conn, provenance(written, envelope, message))
+    for proof in provenance(written, envelope, message) if written else ():
+        await _write(conn, proof)
     return written
 
 
 async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[str, Any]) -> list[Version]:
     source = envelope.source
-    resources = await _people_named_by_nhs_number(conn, _resources(bundle))
+    (resources,) = await idkeys.apply(conn, [_resources(bundle)])
+    resources = await _people_named_by_nhs_number(conn, resources)
     moved: dict[str, str] = {}
     for patient in (r for r in resources if r["resourceType"] == "Patient"):
         resolution = await matching.resolve(conn, source, patient)
@@ -252,8 +257,9 @@ async def record_together(conn: AsyncConnection,
     result, in a handful of statements: links looked up at once, every resource locked at once,
     the versions (and each message's Provenance) worked out in memory in message order, then
     written with one statement or COPY per table."""
-    bundles = [(message, envelope, await _people_named_by_nhs_number(conn, _resources(document)))
-               for message, envelope, document in items]
+    renamed = await idkeys.apply(conn, [_resources(document) for _, _, document in items])
+    bundles = [(message, envelope, await _people_named_by_nhs_number(conn, resources))
+               for (message, envelope, _), resources in zip(items, renamed, strict=True)]
     links = await people.linked_patients(conn, {(envelope.source, r["id"]) for _, envelope, resources in bundles
                                                 for r in resources if r["resourceType"] == "Patient"})
     pending: dict[tuple[str, str], set[str]] = {}  # identifiers the batch's Patients will carry
@@ -321,7 +327,7 @@ async def record_together(conn: AsyncConnection,
             if version is not None:
                 written.append(version)
         if written:
-            proofs.append(provenance(written, envelope, message))
+            proofs.extend(provenance(written, envelope, message))
     found = await store_batch.lock_current(conn, {("Provenance", p["id"]) for p in proofs})
     current.update(found)
     existing |= set(found)

@@ -17,7 +17,11 @@ Organization whose identifier is the client's organisation code, or that code di
 So a Consent speaks for the partners it names (base deny: a named partner sees only what is
 permitted), and partners it does not name keep their class default (charities: nothing;
 NHS direct care: the record). Resources outside every compartment (Organization, Practitioner,
-the guide's conformance resources) depend on scopes only."""
+the guide's conformance resources) depend on scopes only.
+
+Before all of that, a resource the hub could not place in one person's record (`owner` set:
+hub/consent/placement.py) is visible only to the organisation that wrote it, named by its
+identifier (`system|value`, the viewer's `owner_key`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,6 +58,15 @@ class Access:
     scopes: dict[str, frozenset[str]] = field(default_factory=dict)
     # The hub's own work: every interaction allowed, nothing filtered. Only `system()` sets it.
     trusted: bool = False
+    # Who is asking, for what a write leaves behind (a consent change's audit row) and for the
+    # consent authority (hub/consent/authority.py): the client, the signed-in person an app
+    # acts for (`Practitioner/1`, and once people sign in themselves `Patient/1` or
+    # `RelatedPerson/1`) and their staff role, and whether that role (with the partner class)
+    # is one the operator authorised to record consent (HUB_CONSENT_RECORDERS).
+    client_id: str | None = None
+    user: str | None = None
+    user_role: str | None = None
+    records_consent: bool = False
     # visible_sql's answer per table alias, made once: the API keeps one Access per token.
     predicates: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict, compare=False,
                                                                   repr=False)
@@ -63,6 +76,12 @@ class Access:
         """The hub acting for itself (the recorder, start-up loading, authorisation switched
         off): sees and may do everything. Spelled out at each call site that needs it."""
         return _SYSTEM
+
+    @property
+    def owner_key(self) -> str:
+        """How this caller's organisation is written in `owner` (what it wrote and the hub could
+        not place): `system|value`; `hub` for the hub's own work."""
+        return "hub" if self.trusted else f"{self.org_system or ''}|{self.org_code}"
 
     @property
     def roles(self) -> list[str]:
@@ -121,20 +140,22 @@ def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
     # The common case first, inline: a person with no consent grants at all and a part the
     # viewer's class sees by default (one index probe, no function call).
     values = (_array(viewer.default_parts), _array(tuple(viewer.roles)), viewer.org_code,
-              viewer.org_system)
+              viewer.org_system, viewer.owner_key)
     if any(v is not None and "\x00" in v for v in values):  # no SQL literal can hold it: bind
-        defaults, roles, org, org_system = ("%s::text[]", "%s::text[]", "%s::text", "%s::text")
-        params: tuple[object, ...] = (values[0], values[1], values[2], values[3], values[0])
+        owner, defaults, roles, org, org_system = ("%s::text", "%s::text[]", "%s::text[]", "%s::text", "%s::text")
+        params: tuple[object, ...] = (values[4], values[0], values[1], values[2], values[3], values[0])
     else:
         # The viewer's values go into the text as literals: the API keeps one Access per token,
-        # so this text is built once, and each query then binds (and the server parses) five
+        # so this text is built once, and each query then binds (and the server parses) six
         # parameters fewer; the statement is still prepared once per connection and viewer.
         defaults, roles, org, org_system = (_literal(values[0]) + "::text[]", _literal(values[1]) + "::text[]",
                                             _literal(values[2]) + "::text", _literal(values[3]) + "::text")
+        owner = _literal(values[4]) + "::text"
         params = ()
-    text = (f"({alias}.patient_id IS NULL OR ({alias}.part = ANY({defaults}) AND NOT EXISTS ("
+    text = (f"(({alias}.owner IS NULL OR {alias}.owner = {owner}) AND "
+            f"({alias}.patient_id IS NULL OR ({alias}.part = ANY({defaults}) AND NOT EXISTS ("
             f"SELECT 1 FROM consent_grant g WHERE g.patient_id = {alias}.patient_id)) OR "
-            f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults}))")
+            f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults})))")
     return text, params
 
 

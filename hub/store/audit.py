@@ -7,7 +7,9 @@ connection a request is waiting for, and a database restart costs a reconnect he
 the caller (`hub.audit.writer`)."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -15,13 +17,14 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from hub.fhir.errors import FhirError
+from hub.search.access import Access, visible_sql
 from hub.search.parse import PREFIXES, split_unescaped, unescape
 from hub.search.values import date_range
 
 # The table's columns, in the order of hub.audit.record.AuditRecord's fields.
 COLUMNS = ("id", "recorded", "interaction", "action", "outcome", "status", "method", "path", "query",
            "client_id", "organisation", "organisation_system", "partner_class", "purpose_of_use",
-           "token_id", "address", "patients", "entities", "user_ref")
+           "token_id", "address", "patients", "entities", "user_ref", "kind", "policy")
 _COLUMN_LIST = ", ".join(COLUMNS)
 _SELECT = f"SELECT id::text, {', '.join(COLUMNS[1:])} FROM audit_event"
 
@@ -41,6 +44,13 @@ def text_array(values: list[str]) -> str:
     if not values:
         return "{}"
     return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the database refused a batch for what it holds (a value no column can take, a
+    constraint), rather than being away: retrying it as it is would fail forever
+    (hub.audit.writer splits the batch and sets the offending record aside)."""
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.ProgrammingError)
 
 
 class AuditStore:
@@ -86,6 +96,50 @@ class AuditStore:
                 pass
 
 
+# --- what a reader may see (hub/api/audit.py) ---------------------------------------------
+
+
+def own_organisation(access: Access) -> tuple[str, list[Any]]:
+    """The search condition: records of requests `access`'s organisation made."""
+    return ("(organisation = %s AND organisation_system IS NOT DISTINCT FROM %s)",
+            [access.org_code, access.org_system or None])
+
+
+async def visible_references(conn: AsyncConnection, access: Access, refs: set[str]) -> set[str]:
+    """Those of `refs` (`Type/id`) that name a stored resource `access` may see."""
+    if not refs or access.trusted:
+        return set(refs)
+    predicate, params = visible_sql(access, "r") or ("TRUE", [])
+    pairs = sorted(tuple(ref.split("/", 1)) for ref in refs if "/" in ref)
+    cur = await conn.execute(
+        "SELECT r.res_type, r.res_id FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id) "
+        f"USING (res_type, res_id) WHERE {predicate}",
+        [[t for t, _ in pairs], [i for _, i in pairs], *params])
+    return {f"{t}/{i}" for t, i in await cur.fetchall()}
+
+
+# --- consent changes ------------------------------------------------------------------------
+
+_CONSENT_CHANGE = (f"INSERT INTO audit_event ({_COLUMN_LIST}) VALUES "
+                   f"({', '.join(['%s'] * len(COLUMNS))})")
+_ACTIONS = {"POST": ("create", "C"), "PUT": ("update", "U"), "DELETE": ("delete", "D")}
+
+
+async def record_consent_change(conn: AsyncConnection, *, consent_id: str, version: int, method: str,
+                                patient_ids: list[str], policy: str, client_id: str | None,
+                                organisation: str | None, organisation_system: str | None,
+                                partner_class: str | None, user_ref: str | None) -> None:
+    """An audit row for one change of a person's record-sharing consent, in the Consent's own
+    transaction (so the change and its record commit together, or neither does): who made it
+    (client, organisation, the signed-in person or the feed) and on what authority (`policy`)."""
+    interaction, action = _ACTIONS.get(method, ("update", "U"))
+    entity = f"Consent/{consent_id}"
+    await conn.execute(_CONSENT_CHANGE, (
+        str(uuid.uuid4()), datetime.now(UTC), interaction, action, 0, 0, method,
+        f"{entity}/_history/{version}", "", client_id, organisation, organisation_system, partner_class,
+        None, None, None, sorted(set(patient_ids)), [entity], user_ref, "consent", policy))
+
+
 # --- search ---------------------------------------------------------------------------------
 
 # `recorded` (a point in time) against the searched range [low, high): the SQL and which bounds.
@@ -112,6 +166,7 @@ class AuditQuery:
     snapshot: int | None = None
     kept: list[tuple[str, str]] = field(default_factory=list)  # for paging links
     ignored: list[str] = field(default_factory=list)
+    named: list[str] = field(default_factory=list)  # the `Type/id`s patient and entity criteria name
 
 
 def parse_audit_query(pairs: list[tuple[str, str]], *, default_count: int, max_count: int,
@@ -160,13 +215,16 @@ def _criterion(query: AuditQuery, name: str, value: str) -> None:
         ors = [_date_condition(v, query.params) for v in values]
         query.conditions.append("(" + " OR ".join(ors) + ")")
     elif name == "patient":
+        ids = [_reference_id(name, v, "Patient") for v in values]
         query.conditions.append("patients && %s")
-        query.params.append([_reference_id(name, v, "Patient") for v in values])
+        query.params.append(ids)
+        query.named += [f"Patient/{i}" for i in ids]
     elif name == "entity":
         refs = [_reference(name, v) for v in values]
         patients = [r.split("/", 1)[1] for r in refs if r.startswith("Patient/")]
         query.conditions.append("(entities && %s OR patients && %s)")
         query.params += [refs, patients]
+        query.named += refs
     elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>;
         # or a signed-in user as Practitioner/<id>
         codes = [v.rpartition("|")[2].rpartition("/")[2] for v in values]

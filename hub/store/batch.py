@@ -13,12 +13,15 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.consent.grants import write_grants
+from hub.consent.authority import FEED, POLICY_BASE
+from hub.consent.grants import is_record_sharing, write_grants
+from hub.consent.placement import Place, Pointers, decide, pointers
 from hub.fhir import jsontext
 from hub.search.access import Access
-from hub.store import index, integrity
+from hub.store import index, integrity, placing
+from hub.store.audit import record_consent_change
 from hub.store.plans import check_plans_written_together
-from hub.store.resources import Version, place_of, places, provenance_targets, same_content, stamp
+from hub.store.resources import Version, same_content, stamp
 
 _LOCK_MANY = (
     "SELECT r.res_type, r.res_id, r.version, r.deleted, r.content::text, r.last_updated "
@@ -27,11 +30,13 @@ _LOCK_MANY = (
 )
 _UPDATE_MANY = (
     "UPDATE resource r SET version = v.version, last_updated = v.last_updated, deleted = false, "
-    "content = v.content::json, patient_id = v.patient_id, part = v.part "
-    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]) "
-    "AS v(res_type, res_id, version, last_updated, content, patient_id, part) "
+    "content = v.content::json, patient_id = v.patient_id, part = v.part, owner = v.owner "
+    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[]) AS v(res_type, res_id, version, last_updated, content, patient_id, part, owner) "
     "WHERE r.res_type = v.res_type AND r.res_id = v.res_id"
 )
+_SHARING_BEFORE = ("SELECT res_id, content::text, patient_id FROM resource WHERE res_type = 'Consent' "
+                   "AND res_id = ANY(%s) AND NOT deleted")
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,6 +47,7 @@ class Staged:
     rows: index.Rows
     part: str | None = None  # the record part (version.patient_id says whose record)
     resource: dict[str, Any] | None = None  # as stamped, for the reference check
+    pointers: Pointers | None = None  # how it points at people (hub.consent.placement)
 
 
 async def lock_current(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
@@ -56,35 +62,38 @@ async def lock_current(conn: AsyncConnection, keys: set[tuple[str, str]]) -> dic
 
 def stage(res_type: str, res_id: str, resource: dict[str, Any], current: Version | None) -> Staged | None:
     """update(skip_unchanged=True) worked out in memory against `current` (locked by
-    lock_current, or staged earlier in the same batch): None when the content is unchanged."""
+    lock_current, or staged earlier in the same batch): None when the content is unchanged.
+    Its place is worked out from its literal references now, and settled by write_staged once
+    the store has said who any identifiers name."""
     if current is not None and not current.deleted and same_content(resource, current.content):
         return None
     version = 1 if current is None else current.version + 1
     moment = datetime.now(UTC)
     content = stamp(resource, res_id, version, moment)
     rows = index.rows_for(resource)
-    patient_id, part = place_of(res_type, res_id, resource, rows.search)
-    return Staged(Version(res_type, res_id, version, moment, content, patient_id=patient_id), rows, part,
-                  resource)
+    found = pointers(res_type, res_id, resource, rows.search)
+    place = decide(found, people={}, entry_places={}, owners={}, writer="hub")
+    return Staged(Version(res_type, res_id, version, moment, content, patient_id=place.patient_id, part=place.part,
+                          owner=place.owner), rows, place.part, resource, found)
 
 
-async def _place_provenance(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
-    """Provenance placed like its target, found in the batch itself or, failing that, in the
-    store (one query for the whole batch)."""
-    unplaced = [s for s in staged if s.version.res_type == "Provenance" and s.version.patient_id is None]
-    if not unplaced:
+async def _settle_places(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
+    """Every staged version's place, as the store says it: identifiers resolved, the owner of
+    each person's record, entries (a Provenance's targets) found in the batch or the store —
+    a handful of statements for the whole batch."""
+    found = [s.pointers for s in staged if s.pointers is not None]
+    if not found:
         return staged
-    in_batch = {(s.version.res_type, s.version.res_id): (s.version.patient_id, s.part) for s in staged
-                if s.version.patient_id is not None}
-    wanted = sorted({k for s in unplaced for k in provenance_targets(s.rows.search) if k not in in_batch})
-    known = {**await places(conn, wanted), **in_batch}
-    unplaced_ids = {id(s) for s in unplaced}
+    known = {(s.version.res_type, s.version.res_id): Place(s.version.patient_id, s.part, s.version.owner)
+             for s in staged if s.version.res_type != "Provenance"
+             and (s.version.patient_id is not None or s.version.owner is not None)}
+    settled = iter(await placing.resolve(conn, Access.system(), found, known=known))
     placed = []
     for s in staged:
-        if id(s) in unplaced_ids:
-            place = next((known[k] for k in provenance_targets(s.rows.search) if k in known), None)
-            if place is not None:
-                s = replace(s, version=replace(s.version, patient_id=place[0]), part=place[1])
+        if s.pointers is not None:
+            place = next(settled)
+            s = replace(s, version=replace(s.version, patient_id=place.patient_id, part=place.part, owner=place.owner),
+                        part=place.part)
         placed.append(s)
     return placed
 
@@ -96,7 +105,7 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
     (FhirError) when a resource refers to something neither the record nor the batch holds."""
     if not staged:
         return
-    staged = await _place_provenance(conn, staged)
+    staged = await _settle_places(conn, staged)
     last: dict[tuple[str, str], Staged] = {}
     for s in staged:
         last[(s.version.res_type, s.version.res_id)] = s
@@ -108,31 +117,45 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
                                               for s in last.values() if s.version.res_type == "CarePlan"])
     updated = [s.version for k, s in last.items() if k in existing]
     inserted = [s.version for k, s in last.items() if k not in existing]
+    consents = sorted(res_id for res_type, res_id in last if res_type == "Consent")
+    before: dict[str, tuple[bool, str | None]] = {}
+    if consents:
+        cur = await conn.execute(_SHARING_BEFORE, (consents,))
+        before = {i: (is_record_sharing(jsontext.loads(c)), p) for i, c, p in await cur.fetchall() if c}
     async with conn.cursor() as cur:
         if updated:
             types, ids = [v.res_type for v in updated], [v.res_id for v in updated]
             parts = [last[(v.res_type, v.res_id)].part for v in updated]
             await cur.execute(_UPDATE_MANY, (types, ids, [v.version for v in updated],
                                              [v.last_updated for v in updated], [v.content for v in updated],
-                                             [v.patient_id for v in updated], parts))
+                                             [v.patient_id for v in updated], parts, [v.owner for v in updated]))
             await cur.execute(index.DELETE_INDEX_MANY, (types, ids))
         if inserted:
             async with cur.copy("COPY resource (res_type, res_id, version, last_updated, deleted, content, "
-                                "patient_id, part) FROM STDIN") as copy:
+                                "patient_id, part, owner) FROM STDIN") as copy:
                 for v in inserted:
                     await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.content,
-                                          v.patient_id, last[(v.res_type, v.res_id)].part))
+                                          v.patient_id, last[(v.res_type, v.res_id)].part, v.owner))
         async with cur.copy("COPY resource_version (res_type, res_id, version, last_updated, deleted, method, "
-                            "content, patient_id, part) FROM STDIN") as copy:
+                            "content, patient_id, part, owner) FROM STDIN") as copy:
             for s in staged:
                 v = s.version
                 await copy.write_row((v.res_type, v.res_id, v.version, v.last_updated, False, v.method, v.content,
-                                      v.patient_id, s.part))
-        async with cur.copy("COPY outbox (res_type, res_id, version, method, patient_id, part) FROM STDIN") as copy:
+                                      v.patient_id, s.part, v.owner))
+        async with cur.copy("COPY outbox (res_type, res_id, version, method, patient_id, part, owner) "
+                            "FROM STDIN") as copy:
             for s in staged:
                 v = s.version
-                await copy.write_row((v.res_type, v.res_id, v.version, v.method, v.patient_id, s.part))
+                await copy.write_row((v.res_type, v.res_id, v.version, v.method, v.patient_id, s.part, v.owner))
     await index.copy_rows(conn, {key: s.rows for key, s in last.items()})
-    for (res_type, res_id), s in last.items():
-        if res_type == "Consent":
-            await write_grants(conn, res_id, jsontext.loads(s.version.content), s.version.patient_id)
+    for res_id in consents:
+        s = last[("Consent", res_id)]
+        content = jsontext.loads(s.version.content)
+        await write_grants(conn, res_id, content, s.version.patient_id)
+        was_sharing, was_patient = before.get(res_id, (False, None))
+        if was_sharing or is_record_sharing(content):
+            # A feed's consent: its Provenance (written in this batch) names the feed.
+            await record_consent_change(
+                conn, consent_id=res_id, version=s.version.version, method="PUT",
+                patient_ids=[p for p in (was_patient, s.version.patient_id) if p], policy=POLICY_BASE + FEED,
+                client_id=None, organisation=None, organisation_system=None, partner_class=None, user_ref=None)

@@ -85,10 +85,16 @@ async def _resolvable(conn: AsyncConnection, access: Access,
     return {(t, i, v) for t, i, v in await cur.fetchall()}
 
 
-async def current_links(conn: AsyncConnection, res_type: str, res_id: str) -> frozenset[tuple[str, str]]:
-    """The unversioned local references the stored current version of a resource makes."""
-    cur = await conn.execute("SELECT target_type, target_id FROM resource_link WHERE res_type = %s AND res_id = %s",
-                             (res_type, res_id))
+async def current_links(conn: AsyncConnection, access: Access, res_type: str, res_id: str) -> frozenset[tuple[str, str]]:
+    """The unversioned local references the stored current version of a resource makes, if
+    `access` may see that version (none otherwise: to it, the resource is absent). One
+    statement, whether the resource is absent, hidden or visible."""
+    visible = visible_sql(access, "r")
+    predicate, params = visible if visible is not None else ("TRUE", [])
+    cur = await conn.execute(
+        "SELECT l.target_type, l.target_id FROM resource_link l JOIN resource r ON r.res_type = l.res_type "
+        f"AND r.res_id = l.res_id WHERE l.res_type = %s AND l.res_id = %s AND {predicate}",
+        [res_type, res_id, *params])
     return frozenset((t, i) for t, i in await cur.fetchall())
 
 
@@ -105,13 +111,19 @@ async def referrers(conn: AsyncConnection, res_type: str, res_id: str) -> list[t
 async def check_delete(conn: AsyncConnection, access: Access, res_type: str, res_id: str, *,
                        where: str = "") -> None:
     """409 `conflict` when current resources still refer to the resource, naming up to ten of
-    those `access` may see (only those: the refusal names nothing the caller could not read)."""
+    those `access` may see (only those: the refusal names nothing the caller could not read,
+    and does not say whether there are others).
+
+    Referential integrity holds even when every referrer is hidden from the caller: the delete is
+    refused, which tells the caller that *something* refers to a resource it can see, never what
+    (hub/consent/README.md: the one answer that still depends on what a caller may not see, and
+    why it stays)."""
     found = await referrers(conn, res_type, res_id)
     if not found:
         return
     shown = await _visible_of(conn, access, found)
     named = ", ".join(f"{t}/{i}" for t, i in shown[:MAX_REFERRERS])
-    more = " and others" if len(found) > len(shown[:MAX_REFERRERS]) else ""
+    more = " and others" if len(shown) > MAX_REFERRERS else ""
     by = f": {named}{more}" if named else ""
     raise FhirError("conflict", f"{res_type}/{res_id} cannot be deleted while current resources refer to "
                     f"it{by} (delete or repoint them first)", status=409, expression=where or None)

@@ -48,10 +48,11 @@ async def repoint_links(conn: AsyncConnection, from_patient: str, to_patient: st
 
 
 async def patients_with_identifier(conn: AsyncConnection, system: str, value: str) -> list[str]:
-    """Current, undeleted Patients carrying system|value, oldest id first."""
+    """Current, undeleted Patients of the shared record carrying system|value, oldest id first
+    (a Patient held apart with the organisation that wrote it is no one else's to match)."""
     cur = await conn.execute(
         "SELECT DISTINCT t.res_id FROM idx_token t JOIN resource r "
-        "ON r.res_type = t.res_type AND r.res_id = t.res_id AND NOT r.deleted "
+        "ON r.res_type = t.res_type AND r.res_id = t.res_id AND NOT r.deleted AND r.owner IS NULL "
         "WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.system = %s AND t.code = %s "
         "ORDER BY t.res_id", (system, value))
     return [row[0] for row in await cur.fetchall()]
@@ -119,3 +120,13 @@ async def people_by_identifier(conn: AsyncConnection, system: str, values: set[s
         "AND NOT (r.content::jsonb @? '$.link[*] ? (@.type == \"replaced-by\")') GROUP BY t.code",
         (system, sorted(values)))
     return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def held_apart_unreviewed(conn: AsyncConnection) -> list[tuple[str, str, str]]:
+    """(held-apart Patient, the person it duplicates, the organisation that wrote it) for each
+    one the review pass has not yet raised a Task for; marked raised as they are read (in the
+    review pass's transaction)."""
+    cur = await conn.execute(
+        "UPDATE held_apart SET reviewed = true WHERE (patient_id, duplicate_of) IN (SELECT patient_id, duplicate_of "
+        "FROM held_apart WHERE NOT reviewed ORDER BY held_at LIMIT 1000) RETURNING patient_id, duplicate_of, owner")
+    return sorted((row[0], row[1], row[2]) for row in await cur.fetchall())

@@ -8,33 +8,36 @@ owns the transaction, so several writes commit or roll back together. Each takes
 hub's own work says so with `Access.system()`."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.consent.grants import write_grants
-from hub.consent.parts import compartment_patient, record_part
-from hub.fhir import jsontext
+from hub.consent.authority import authorise
+from hub.consent.grants import is_record_sharing, write_grants
+from hub.consent.placement import Place
+from hub.fhir import ids, jsontext
 from hub.fhir.errors import FhirError, gone, not_found
 from hub.search.access import Access, visible_sql
-from hub.search.extract import IndexRows
-from hub.store import index
+from hub.store import index, placing
+from hub.store.audit import record_consent_change
 from hub.store.plans import check_one_plan_per_period
 
 _READ = ("SELECT version, last_updated, deleted, content::text, patient_id FROM resource r "
          "WHERE res_type = %s AND res_id = %s")
 _VREAD = ("SELECT version, last_updated, deleted, content::text, patient_id FROM resource_version r "
           "WHERE res_type = %s AND res_id = %s AND version = %s")
-_LOCK = "SELECT version, deleted FROM resource WHERE res_type = %s AND res_id = %s FOR UPDATE"
+# The row a write is about to replace, locked, with where it sits (and, as the last column,
+# whether the writer may see it): one statement, whether the resource is absent or hidden.
+_LOCK = ("SELECT version, deleted, patient_id, part, owner FROM resource r "
+         "WHERE res_type = %s AND res_id = %s FOR UPDATE")
 _INSERT_NEW = (
-    "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, content, patient_id, part) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (res_type, res_id) DO NOTHING RETURNING 1"
+    "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, content, patient_id, part, owner) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (res_type, res_id) DO NOTHING RETURNING 1"
 )
 _UPDATE = ("UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = %s, "
-           "patient_id = %s, part = %s WHERE res_type = %s AND res_id = %s")
+           "patient_id = %s, part = %s, owner = %s WHERE res_type = %s AND res_id = %s")
 _LOCK_CONTENT = ("SELECT version, deleted, content::text, last_updated FROM resource "
                  "WHERE res_type = %s AND res_id = %s FOR UPDATE")
 # Each version goes to resource_version and, in the same statement (no extra round trip), a
@@ -43,10 +46,10 @@ _LOCK_CONTENT = ("SELECT version, deleted, content::text, last_updated FROM reso
 # event delivery can be filtered by consent exactly as reads are.
 _INSERT_VERSION = (
     "WITH v AS (INSERT INTO resource_version "
-    "(res_type, res_id, version, last_updated, deleted, method, content, patient_id, part) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)) "
-    "INSERT INTO outbox (res_type, res_id, version, method, patient_id, part) "
-    "VALUES (%s, %s, %s, %s, %s, %s)"
+    "(res_type, res_id, version, last_updated, deleted, method, content, patient_id, part, owner) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)) "
+    "INSERT INTO outbox (res_type, res_id, version, method, patient_id, part, owner) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -65,8 +68,11 @@ class Version:
     content: str | None
     deleted: bool = False
     method: str = "PUT"
-    # The Patient whose record holds this resource (None: in nobody's), for audit and events.
+    # The Patient whose record holds this resource (None: in nobody's), for audit and events;
+    # as written, its record part and (kept apart with one organisation) its owner.
     patient_id: str | None = None
+    part: str | None = None
+    owner: str | None = None
 
     @property
     def etag(self) -> str:
@@ -89,7 +95,8 @@ def version_from_etag(value: str | None, header: str = "If-Match") -> int | None
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A fresh id in the hub's own id space (hub.fhir.ids)."""
+    return ids.new_id()
 
 
 def instant(moment: datetime) -> str:
@@ -159,11 +166,13 @@ async def current_version(conn: AsyncConnection, res_type: str, res_id: str, *,
 
 
 async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Access,
-                 res_id: str | None = None) -> Version:
-    """Store a new resource under a server-assigned id (any id in the body is replaced)."""
+                 res_id: str | None = None, hold_apart: bool = False) -> Version:
+    """Store a new resource under a server-assigned id (any id in the body is replaced).
+    `hold_apart`: a Patient that duplicates someone `access` may not see, kept as the writer's
+    own record (hub.identity.duplicates)."""
     res_id = res_id or new_id()
     return await _put(conn, resource["resourceType"], res_id, resource, if_match=None, method="POST",
-                      access=access)
+                      access=access, hold_apart=hold_apart)
 
 
 async def update(
@@ -175,6 +184,8 @@ async def update(
     access: Access,
     if_match: int | None = None,
     skip_unchanged: bool = False,
+    chosen: bool = True,
+    hold_apart: bool = False,
 ) -> tuple[Version, bool]:
     """Store a new version (or the first, update-as-create). Returns (version, created).
 
@@ -182,125 +193,189 @@ async def update(
     happens only if the current version is still that one (else 412), which is how two
     coordinators editing one plan learn that the other saved first.
 
-    With `skip_unchanged` (the pipeline's recorder), content equal to the current version's
-    apart from id and meta writes nothing and returns the current version, so replaying a
-    message leaves no empty versions. The REST API keeps FHIR's plain semantics: every PUT is a
-    version.
+    What `access` may not see is, to it, absent: it cannot overwrite it, and since the id is
+    taken it cannot create it either, so it is told the id is unknown. A client cannot create
+    an id of the hub's own form (`chosen`: the client chose the id, as a PUT does; hub.fhir.ids),
+    absent or hidden alike, so no update-as-create can land on, or tell anything about, what the
+    hub assigned or derived. (An id a client chose itself and another client's record holds is
+    the one case left: see hub/consent/README.md.)
+
+    With `skip_unchanged` (the hub's own writes: the recorder, Provenance, review Tasks), content
+    equal to the current version's apart from id and meta writes nothing and returns the current
+    version, so replaying a message leaves no empty versions. The REST API keeps FHIR's plain
+    semantics: every PUT is a version.
     """
     if skip_unchanged:
+        if not access.trusted:
+            raise ValueError("skip_unchanged is for the hub's own writes")
         cur = await conn.execute(_LOCK_CONTENT, (res_type, res_id))
         row = await cur.fetchone()
-        previous = (row[0], row[1]) if row else None
+        previous = Locked(row[0], row[1], True, None, None, None) if row else None
         if row is not None and not row[1] and (if_match is None or if_match == row[0]):
             if same_content(resource, row[2]):
                 return Version(res_type, res_id, row[0], row[3], row[2], method=UNCHANGED), False
     else:
-        previous = await _lock(conn, res_type, res_id)
+        previous = await lock(conn, access, res_type, res_id)
+        if previous is not None and not previous.visible:
+            raise unknown_id(res_type, res_id)
+        if previous is None and chosen and not access.trusted and ids.is_hub_form(res_id):
+            # (A deleted resource the caller may see is re-created as FHIR allows: it knows the id.)
+            raise unknown_id(res_type, res_id)
     saved = await _put(conn, res_type, res_id, resource, if_match=if_match, method="PUT",
-                       previous=previous, access=access)
-    return saved, previous is None or previous[1]
+                       previous=previous, access=access, hold_apart=hold_apart)
+    return saved, previous is None or previous.deleted
+
+
+def unknown_id(res_type: str, res_id: str) -> FhirError:
+    """What an update answers for an id the caller may not create: the same whether nothing,
+    or something it may not see, holds it."""
+    if ids.is_hub_form(res_id):
+        return FhirError("not-found", f"{res_type}/{res_id} is not known to the hub (ids of this form are the "
+                         "hub's own: create a new resource with POST)")
+    return not_found(res_type, res_id)
 
 
 async def delete(conn: AsyncConnection, res_type: str, res_id: str, *, access: Access,
                  if_match: int | None = None) -> Version | None:
     """Mark the resource deleted (its history stays). Deleting what is absent or already deleted
-    changes nothing and returns None, as the FHIR delete interaction allows. (Whether anything
-    still refers to it is the interaction's question: hub.store.integrity.)"""
-    place = await _current_place(conn, res_type, res_id)
-    await check_may_write(conn, access, res_type, res_id, place, existing=True)
-    previous = await _lock(conn, res_type, res_id)
-    if previous is None or previous[1]:
+    changes nothing and returns None, as the FHIR delete interaction allows — and so does
+    deleting what `access` may not see: to it, that is absent too (one statement either way).
+    (Whether anything still refers to it is the interaction's question: hub.store.integrity.)"""
+    previous = await lock(conn, access, res_type, res_id)
+    if previous is None or previous.deleted or not previous.visible:
         if if_match is not None:
             raise _stale(res_type, res_id, if_match, None)
         return None
-    if if_match is not None and previous[0] != if_match:
-        raise _stale(res_type, res_id, if_match, previous[0])
-    version = previous[0] + 1
+    if if_match is not None and previous.version != if_match:
+        raise _stale(res_type, res_id, if_match, previous.version)
+    consent = await _consent_change(conn, access, res_type, res_id, None, None, previous)
+    version = previous.version + 1
     moment = datetime.now(UTC)
-    patient_id, part = place
-    await conn.execute(_UPDATE, (version, moment, True, None, patient_id, part, res_type, res_id))
+    patient_id, part, owner = previous.patient_id, previous.part, previous.owner
+    await conn.execute(_UPDATE, (version, moment, True, None, patient_id, part, owner, res_type, res_id))
     await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, True, "DELETE", None,
-                                         patient_id, part, res_type, res_id, version, "DELETE",
-                                         patient_id, part))
+                                         patient_id, part, owner, res_type, res_id, version, "DELETE",
+                                         patient_id, part, owner))
     await index.delete(conn, res_type, res_id)
     if res_type == "Consent":
         await write_grants(conn, res_id, None, None)
+        await _audit_consent(conn, access, consent, res_id, version, "DELETE")
     return Version(res_type, res_id, version, moment, None, deleted=True, method="DELETE",
-                   patient_id=patient_id)
+                   patient_id=patient_id, part=part, owner=owner)
 
 
-def place_of(res_type: str, res_id: str, resource: dict[str, Any], rows: IndexRows) -> tuple[str | None, str | None]:
-    """(patient id, record part) of a resource about to be stored; (None, None) outside every
-    patient's compartment."""
-    patient_id = compartment_patient(res_type, res_id, rows.references)
-    return (patient_id, record_part(resource)) if patient_id else (None, None)
+@dataclass(slots=True, frozen=True)
+class Locked:
+    """The locked current row a write replaces: its version, whether it is a deletion marker,
+    whether the writer may see it, and where it sits."""
+
+    version: int
+    deleted: bool
+    visible: bool
+    patient_id: str | None
+    part: str | None
+    owner: str | None
 
 
-def provenance_targets(rows: IndexRows) -> list[tuple[str, str]]:
-    return [(t, i) for param, t, i, *_ in rows.references if param == "target" and t and i]
-
-
-_PLACES = ("SELECT r.res_type, r.res_id, r.patient_id, r.part FROM resource r "
-           "JOIN unnest(%s::text[], %s::text[]) AS k(res_type, res_id) USING (res_type, res_id) "
-           "WHERE r.patient_id IS NOT NULL")
-
-
-async def places(conn: AsyncConnection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
-    """(patient id, record part) of each stored resource among `keys` that sits in someone's record."""
-    if not keys:
-        return {}
-    cur = await conn.execute(_PLACES, ([t for t, _ in keys], [i for _, i in keys]))
-    return {(t, i): (p, part) for t, i, p, part in await cur.fetchall()}
-
-
-async def _provenance_place(conn: AsyncConnection, rows: IndexRows) -> tuple[str | None, str | None]:
-    """A Provenance says where a fact about someone came from, so it sits in its target's place
-    (patient and part): a client that may not see the target may not see its origin either."""
-    targets = provenance_targets(rows)
-    found = await places(conn, targets)
-    return next((found[k] for k in targets if k in found), (None, None))
-
-
-async def _current_place(conn: AsyncConnection, res_type: str, res_id: str) -> tuple[str | None, str | None]:
-    cur = await conn.execute("SELECT patient_id, part FROM resource WHERE res_type = %s AND res_id = %s",
-                             (res_type, res_id))
+async def lock(conn: AsyncConnection, access: Access, res_type: str, res_id: str) -> Locked | None:
+    cur = await conn.execute(*_with_visibility(_LOCK, (res_type, res_id), access))
     row = await cur.fetchone()
-    return (row[0], row[1]) if row else (None, None)
+    if row is None:
+        return None
+    version, deleted, patient_id, part, owner, visible = row
+    return Locked(version, deleted, bool(visible), patient_id, part, owner)
 
 
-async def check_may_write(
-    conn: AsyncConnection, access: Access, res_type: str, res_id: str,
-    place: tuple[str | None, str | None], *, existing: bool,
-) -> None:
-    """A client may write only into record parts it may see, and may not overwrite or delete
-    what it may not see (403: the client is told it may not, not that the record is absent,
-    because it asserted the content itself). `existing` also checks the stored version."""
+async def check_may_write(conn: AsyncConnection, access: Access, res_type: str, place: Place) -> None:
+    """A client may write only into record parts it may see (403: it asserted the content, so it
+    is told it may not, not that the record is absent). Judged only when the person the place
+    belongs to is someone the writer may see: a resource pointing at a person it may not see, or
+    at no one, is refused by the reference check instead, exactly as one pointing at nobody (so
+    the part check never tells whether a hidden person exists)."""
     visible = visible_sql(access, "r")
     if visible is None:
         return
     predicate, params = visible
-    checks = [f"(SELECT {predicate} FROM (VALUES (%s::text, %s::text)) AS r(patient_id, part))"]
-    args: list[Any] = [*params, *place]
-    if existing:
-        checks.append(f"(SELECT {predicate} FROM resource r WHERE r.res_type = %s AND r.res_id = %s)")
-        args += [*params, res_type, res_id]
-    cur = await conn.execute("SELECT " + ", ".join(checks), args)
-    row = await cur.fetchone()
-    if not row[0] or (existing and row[1] is False):
+    cur = await conn.execute(
+        f"SELECT (SELECT {predicate} FROM (VALUES (%s::text, %s::text, %s::text)) AS r(patient_id, part, owner)), "
+        f"(SELECT {predicate} FROM resource r WHERE r.res_type = 'Patient' AND r.res_id = %s AND NOT r.deleted)",
+        [*params, place.patient_id, place.part, place.owner, *params, place.patient_id])
+    may, anchor = await cur.fetchone()
+    if res_type != "Patient" and place.patient_id is not None and anchor is not True:
+        return  # the person is absent or hidden: hub.store.integrity refuses the reference (422)
+    if not may:
         raise FhirError("forbidden", f"this client may not write {res_type} resources in this part of "
                         "the person's record (no consent covers it)", status=403)
-
-
-async def _lock(conn: AsyncConnection, res_type: str, res_id: str) -> tuple[int, bool] | None:
-    cur = await conn.execute(_LOCK, (res_type, res_id))
-    row = await cur.fetchone()
-    return (row[0], row[1]) if row else None
 
 
 def _stale(res_type: str, res_id: str, expected: int, actual: int | None) -> FhirError:
     now = "does not exist" if actual is None else f"is at version {actual}"
     return FhirError("conflict", f"If-Match version {expected} is stale: {res_type}/{res_id} {now}",
                      status=412)
+
+
+@dataclass(slots=True, frozen=True)
+class _ConsentChange:
+    authority_policy: str
+    who: str | None
+    patient_ids: list[str]
+
+
+async def _consent_change(conn: AsyncConnection, access: Access, res_type: str, res_id: str,
+                          resource: dict[str, Any] | None, place: Place | None,
+                          previous: Locked | None) -> _ConsentChange | None:
+    """For a write (or delete: `resource` None) of a record-sharing Consent, or of a Consent that
+    was one: the authority it is made on (hub.consent.authority; 403 if none). None for anything
+    else."""
+    if res_type != "Consent":
+        return None
+    old_sharing, old_patient = False, None
+    if previous is not None and not previous.deleted:
+        cur = await conn.execute("SELECT content::text, patient_id FROM resource WHERE res_type = 'Consent' "
+                                 "AND res_id = %s", (res_id,))
+        row = await cur.fetchone()
+        if row is not None and row[0] is not None:
+            old_sharing, old_patient = is_record_sharing(jsontext.loads(row[0])), row[1]
+    new_sharing = resource is not None and is_record_sharing(resource)
+    if not (old_sharing or new_sharing):
+        return None
+    patient_ids = {p for p in (old_patient if old_sharing else None,
+                               place.patient_id if new_sharing and place is not None else None) if p}
+    authority = await authorise(conn, access, patient_ids, resource)
+    return _ConsentChange(authority.policy, authority.who, sorted(patient_ids))
+
+
+def _identifiers(resource: dict[str, Any]) -> set[tuple[Any, Any]]:
+    return {(i.get("system"), i.get("value")) for i in resource.get("identifier") or () if isinstance(i, dict)}
+
+
+async def _check_organisation_identity(conn: AsyncConnection, access: Access, res_id: str,
+                                       resource: dict[str, Any]) -> None:
+    """Changing an Organization's identifiers is an operator's act (a staff user in the operator
+    role, or the hub itself): an organisation's identity is what consent grants and clients are
+    bound to, and no partner may rename one, or itself into one."""
+    if access.trusted or access.user_role == "operator":
+        return
+    cur = await conn.execute("SELECT content::text FROM resource WHERE res_type = 'Organization' AND res_id = %s",
+                             (res_id,))
+    row = await cur.fetchone()
+    if row is None or row[0] is None or _identifiers(jsontext.loads(row[0])) == _identifiers(resource):
+        return
+    raise FhirError("forbidden", f"changing the identifiers of Organization/{res_id} is an operator's act (a "
+                    "partner client may update an Organization's other details only)",
+                    expression="Organization.identifier", status=403)
+
+
+async def _audit_consent(conn: AsyncConnection, access: Access, change: _ConsentChange | None, res_id: str,
+                         version: int, method: str) -> None:
+    if change is None:
+        return
+    await record_consent_change(
+        conn, consent_id=res_id, version=version, method=method, patient_ids=change.patient_ids,
+        policy=change.authority_policy, client_id=access.client_id,
+        organisation=None if access.trusted else access.org_code,
+        organisation_system=None if access.trusted else access.org_system,
+        partner_class=None if access.trusted else access.partner_class, user_ref=change.who)
 
 
 async def _put(
@@ -312,40 +387,51 @@ async def _put(
     if_match: int | None,
     method: str,
     access: Access,
-    previous: tuple[int, bool] | None = None,
+    previous: Locked | None = None,
+    hold_apart: bool = False,
 ) -> Version:
     rows = index.rows_for(resource)
-    patient_id, part = place_of(res_type, res_id, resource, rows.search)
-    if patient_id is None and res_type == "Provenance":
-        patient_id, part = await _provenance_place(conn, rows.search)
-    await check_may_write(conn, access, res_type, res_id, (patient_id, part), existing=previous is not None)
+    place = await placing.place(conn, access, res_type, res_id, resource, rows.search)
+    # A Patient held apart is judged exactly as if it were joining the shared record (so the
+    # answer is the one an absent person would get), and then kept with its writer.
+    await check_may_write(conn, access, res_type, place)
+    if hold_apart:
+        place = Place(place.patient_id, place.part, access.owner_key)
+    consent = await _consent_change(conn, access, res_type, res_id, resource, place, previous)
+    if res_type == "Organization" and previous is not None and not previous.deleted:
+        await _check_organisation_identity(conn, access, res_id, resource)
     await check_one_plan_per_period(conn, resource, res_id)
+    patient_id, part, owner = place.patient_id, place.part, place.owner
     while True:
-        if previous is not None and if_match is not None and previous[0] != if_match:
-            raise _stale(res_type, res_id, if_match, previous[0])
+        if previous is not None and if_match is not None and previous.version != if_match:
+            raise _stale(res_type, res_id, if_match, previous.version)
         if previous is None and if_match is not None:
             raise _stale(res_type, res_id, if_match, None)
-        version = 1 if previous is None else previous[0] + 1
+        version = 1 if previous is None else previous.version + 1
         moment = datetime.now(UTC)
         content = stamp(resource, res_id, version, moment)
         if previous is None:
             cur = await conn.execute(_INSERT_NEW, (res_type, res_id, version, moment, False, content,
-                                                   patient_id, part))
+                                                   patient_id, part, owner))
             if await cur.fetchone() is None:
                 # Another writer created it between our look and our insert: take its row lock
-                # and write the next version on top.
-                previous = await _lock(conn, res_type, res_id)
+                # and write the next version on top (unless this writer may not see it).
+                previous = await lock(conn, access, res_type, res_id)
+                if previous is not None and not previous.visible:
+                    raise unknown_id(res_type, res_id)
                 continue
         else:
-            await conn.execute(_UPDATE, (version, moment, False, content, patient_id, part, res_type, res_id))
+            await conn.execute(_UPDATE, (version, moment, False, content, patient_id, part, owner, res_type, res_id))
             await index.delete(conn, res_type, res_id)
         await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, False, method, content,
-                                             patient_id, part, res_type, res_id, version, method,
-                                             patient_id, part))
+                                             patient_id, part, owner, res_type, res_id, version, method,
+                                             patient_id, part, owner))
         await index.insert(conn, res_type, res_id, rows)
         if res_type == "Consent":
             await write_grants(conn, res_id, resource, patient_id)
-        return Version(res_type, res_id, version, moment, content, method=method, patient_id=patient_id)
+            await _audit_consent(conn, access, consent, res_id, version, method)
+        return Version(res_type, res_id, version, moment, content, method=method, patient_id=patient_id,
+                       part=part, owner=owner)
 
 
 def same_content(resource: dict[str, Any], stored: str) -> bool:

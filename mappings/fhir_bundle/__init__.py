@@ -15,6 +15,7 @@ from typing import Any
 from hub.fhir import jsontext
 from hub.fhir.conceptmap import ConceptMap
 from hub.fhir.errors import FhirError
+from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.ids import source_id
 
 _HERE = Path(__file__).parent
@@ -33,6 +34,11 @@ def map_bundle(payload: bytes, source: str) -> dict[str, Any]:
             or bundle.get("type") not in ("transaction", "collection"):
         raise FhirError("structure", "the payload is not a transaction or collection Bundle")
     entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    for index, entry in enumerate(entries):
+        if _is_record_sharing_consent(entry["resource"]):
+            raise FhirError("forbidden", f"Bundle.entry[{index}]: a partner's feed cannot record a person's "
+                            "record-sharing consent (only the person, their proxy or an authorised coordinator "
+                            "records it, through the API)", expression=f"Bundle.entry[{index}].resource", status=403)
     new_refs = _new_references(entries, source)
     out = []
     for index, entry in enumerate(entries):
@@ -47,6 +53,23 @@ def map_bundle(payload: bytes, source: str) -> dict[str, Any]:
         out.append({"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource,
                     "request": {"method": "PUT", "url": f"{res_type}/{resource['id']}"}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": out}
+
+
+_SHARING_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-consent"
+_PLAN_CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
+
+
+def _is_record_sharing_consent(resource: dict[str, Any]) -> bool:
+    """An IPC record-sharing Consent (by profile or category): it decides who sees a person's
+    record, so no partner's feed may carry one (hub/consent/authority.py)."""
+    if resource.get("resourceType") != "Consent":
+        return False
+    profiles = (resource.get("meta") or {}).get("profile") or [] if isinstance(resource.get("meta"), dict) else []
+    if any(isinstance(p, str) and p.split("|")[0] == _SHARING_PROFILE for p in profiles):
+        return True
+    return any(isinstance(c, dict) and c.get("system") == _PLAN_CATEGORY and c.get("code") == "record-sharing"
+               for concept in resource.get("category") or [] if isinstance(concept, dict)
+               for c in concept.get("coding") or [])
 
 
 def _key(entry: dict[str, Any], index: int) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.fhir import conceptmap
+from hub.fhir.ids import seal
 from hub.fhir.identifiers import (
     NHS_NUMBER,
     ODS_ORGANIZATION_CODE,
@@ -82,8 +83,9 @@ class MappingError(ValueError):
 
 
 def resource_id(source: str, res_type: str, key: str) -> str:
-    """The deterministic id of a resource from one source: same input, same id, forever."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"{source}|{res_type}|{key}"))
+    """The deterministic id of a resource from one source: same input, same id, forever, and
+    keyed with the hub's secret (hub.fhir.ids.seal) so no one outside can compute it."""
+    return seal(uuid.uuid5(ID_NAMESPACE, f"{source}|{res_type}|{key}"))
 
 
 def source_system(msg: Message) -> str:

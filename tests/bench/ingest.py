@@ -157,7 +157,7 @@ def section_ingest(ctx, args: argparse.Namespace) -> dict:
                           session_timeout_ms=2000, heartbeat_interval_ms=500)
         topics = Topics(bus.topic_prefix)
         ensure_topics(bootstrap, topics, bus.partitions)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
         env.update(HUB_KAFKA_BOOTSTRAP=bootstrap, HUB_DATABASE_URL=ctx.database_url,
                    HUB_TOPIC_PREFIX=bus.topic_prefix, HUB_KAFKA_SESSION_TIMEOUT_MS="2000",
                    HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500", HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console")

@@ -104,7 +104,7 @@ def run(ctx, args: argparse.Namespace) -> dict:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         ensure_topics(bootstrap, Topics(prefix), 4)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
         env.update(HUB_KAFKA_BOOTSTRAP=bootstrap, HUB_DATABASE_URL=ctx.database_url, HUB_TOPIC_PREFIX=prefix,
                    HUB_KAFKA_SESSION_TIMEOUT_MS="2000", HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500",
                    HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console", HUB_MLLP_PORT=str(port),

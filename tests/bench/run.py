@@ -355,7 +355,7 @@ def run_wrk(ctx: BenchContext, *, label: str, url: str, script: Path, clients: i
 # --- the stack: PostgreSQL, broker, hub -------------------------------------------------------------
 
 def hub_env(ctx: BenchContext, port: int, kafka_bootstrap: str | None, log_level: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env.update({
         "HUB_DATABASE_URL": ctx.database_url,
         "HUB_HTTP_HOST": "127.0.0.1",
@@ -635,7 +635,7 @@ def section_http(ctx: BenchContext, args: argparse.Namespace) -> dict:
     print(f"  seeded in {seed_seconds:.1f}s", flush=True)
 
     bare_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env["BENCH_DATABASE_URL"] = ctx.database_url
     bare_argv = [sys.executable, "-m", "tests.bench.bare_app", "--port", str(bare_port)]
     if not args.bare_no_gc_freeze:

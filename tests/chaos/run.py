@@ -65,7 +65,7 @@ class Hub:
         self.output: list[str] = []
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
         env.update(HUB_DATA_DIR=str(self.data_dir), HUB_HTTP_PORT=str(self.http),
                    HUB_EMBEDDED_KAFKA_PORT=str(self.kafka), HUB_MLLP_PORT=str(self.mllp),
                    HUB_MOD_PORT=str(self.mod), HUB_DEMO_COHORT="false", HUB_RATE_LIMIT_RPS="0",

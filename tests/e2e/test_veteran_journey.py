@@ -402,11 +402,12 @@ class Journey:
 
     def _sees_only_what_he_shared(self, charity: httpx.Client, plan: dict[str, Any]) -> None:
         """His plan, yes; his budget and his Service-attributable conditions, no: absent from
-        reads (404, never 403), from search results and from totals, and not writable."""
+        reads (404, never 403), from search results and from totals, and not writable (an update
+        answers 404 as for an absent id: issue 20)."""
         assert [p["id"] for p in found(charity, "/CarePlan", subject=f"Patient/{self.patient_id}")] == [plan["id"]]
         budget = self.fhir.get(f"/CarePlan/{self.ids['budget']}")
         assert charity.get(f"/CarePlan/{self.ids['budget']}").status_code == 404
-        assert put(charity, jsontext.loads(budget.content), etag_version(budget)).status_code == 403
+        assert put(charity, jsontext.loads(budget.content), etag_version(budget)).status_code == 404  # absent, to it
         conditions = [r["reference"] for r in plan["addresses"]]
         assert conditions and all(charity.get(f"/{r}").status_code == 404 for r in conditions)
         searched = charity.get("/Condition", params={"subject": f"Patient/{self.patient_id}", "_total": "accurate"})

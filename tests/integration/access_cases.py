@@ -79,7 +79,8 @@ def permit(role: str, parts: list[str], organisation: str | None = None, kind: s
 
 
 def give_consent(fhir: httpx.Client, person: Person, provisions: list[dict], status: str = "active") -> str:
-    """Store (or replace) the person's IPC record-sharing Consent."""
+    """Store (or replace) the person's IPC record-sharing Consent, as a coordinator records it
+    after talking with them (`fhir`: the `recorder` fixture; hub/consent/authority.py)."""
     person.consent = person.consent or f"consent-{person.patient}"
     _put(fhir, {
         "resourceType": "Consent", "id": person.consent, "status": status,
@@ -88,9 +89,16 @@ def give_consent(fhir: httpx.Client, person: Person, provisions: list[dict], sta
         "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "record-sharing"}]}],
         "patient": {"reference": f"Patient/{person.patient}"}, "dateTime": "2026-01-15T10:00:00Z",
         "policyRule": OPT_IN,                 # FHIR: a Consent names its policy (invariant ppc-1)
+        "verification": [verified_with(person.patient)],
         "provision": {"type": "deny", "provision": provisions},
     })
     return person.consent
+
+
+def verified_with(patient: str) -> dict:
+    """Consent.verification: the conversation with the person a coordinator's recording rests on."""
+    return {"verified": True, "verifiedWith": {"reference": f"Patient/{patient}"},
+            "verificationDate": "2026-01-15T10:00:00Z"}
 
 
 def lead_charity_consent(fhir: httpx.Client, person: Person, status: str = "active") -> str:

@@ -126,13 +126,17 @@ def start_api(pg_url: str, signing_key_file: Path, hub_api: RunningApi) -> Calla
 def mint_token(keys: SigningKeys, settings: Settings, *, partner_class: str = "nhs",
                organisation: str | None = None, organisation_system: str | None = None,
                scopes: Iterable[str] = FULL_ACCESS, client_id: str | None = None,
-               purpose_of_use: str = "TREAT", lifetime_s: int = 300, now: int | None = None) -> str:
-    """An access token as the hub's token endpoint would issue it, for any caller."""
+               purpose_of_use: str = "TREAT", lifetime_s: int = 300, now: int | None = None,
+               user: str | None = None, user_role: str | None = None) -> str:
+    """An access token as the hub's token endpoint would issue it, for any caller (`user`, e.g.
+    `Practitioner/1`, and `user_role`: an app acting for a signed-in person)."""
     request = TokenRequest(
         client_id=client_id or f"test-{partner_class}-{uuid.uuid4().hex[:8]}",
         organisation=organisation or DEFAULT_ORGANISATIONS.get(partner_class, "X0000"),
         organisation_system=organisation_system or default_system(partner_class),
-        partner_class=partner_class, scopes=tuple(scopes), purpose_of_use=purpose_of_use)
+        partner_class=partner_class, scopes=tuple(scopes), purpose_of_use=purpose_of_use,
+        user=user, user_id=user.split("/")[-1] if user else None, user_name="Test user" if user else None,
+        user_role=user_role, fhir_user=user)
     token, _ = issue_access_token(keys.signing, request, issuer=settings.token_issuer(),
                                   audience=settings.token_audience(), lifetime_s=lifetime_s, now=now)
     return token
@@ -164,6 +168,29 @@ def bearer(token: str) -> dict[str, str]:
 def fhir(hub_url: str, admin_token: str):
     with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30,
                       headers={"Accept": "application/fhir+json", **bearer(admin_token)}) as client:
+        yield client
+
+
+@pytest.fixture()
+def recorder(hub_url: str, token_for: Callable[..., str]):
+    """An httpx client on /fhir for a coordinator signed in through the NHS workspace (a role
+    HUB_CONSENT_RECORDERS authorises by default): who records people's consent in these tests
+    (hub/consent/authority.py), full access otherwise."""
+    token = token_for(partner_class="nhs", organisation="RX1", scopes=FULL_ACCESS, client_id="test-workspace",
+                      user="Practitioner/test-coordinator", user_role="coordinator", lifetime_s=3600)
+    with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30,
+                      headers={"Accept": "application/fhir+json", **bearer(token)}) as client:
+        yield client
+
+
+@pytest.fixture()
+def operator(hub_url: str, token_for: Callable[..., str]):
+    """An httpx client on /fhir for a signed-in operator (full access): who may change an
+    Organization's identifiers (hub/consent/README.md, "How organisations are bound")."""
+    token = token_for(partner_class="nhs", organisation="RX1", scopes=FULL_ACCESS, client_id="test-operations",
+                      user="Practitioner/test-operator", user_role="operator", lifetime_s=3600)
+    with httpx.Client(base_url=f"{hub_url}/fhir", timeout=30,
+                      headers={"Accept": "application/fhir+json", **bearer(token)}) as client:
         yield client
 
 

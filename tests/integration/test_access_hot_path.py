@@ -21,9 +21,10 @@ from hub.store import audit as audit_store
 from hub.store import resources
 
 AWKWARD = ("O'Brien %s 100% \\x\\", "a%%b", "plain")
+ORG_SYSTEM = "https://example.org/Id/org'%"
 
 
-def _viewer(org: str, org_system: str | None = "https://example.org/Id/org'%") -> Access:
+def _viewer(org: str, org_system: str | None = ORG_SYSTEM) -> Access:
     return Access(partner_class="charity", org_code=org, org_system=org_system, default_parts=(),
                   scopes={"*": frozenset("cruds")})
 
@@ -35,8 +36,9 @@ async def _seed(url: str, org: str) -> tuple[str, str]:
         observation = await resources.create(conn, access=Access.system(), resource={
             "resourceType": "Observation", "status": "final", "code": {"text": "weight"},
             "subject": {"reference": f"Patient/{patient.res_id}"}})
-        await conn.execute("INSERT INTO consent_grant (consent_id, patient_id, role, org_id, org_code, part, permit) "
-                           "VALUES (%s, %s, 'charity', NULL, %s, 'health', true)", (f"c-{patient.res_id}", patient.res_id, org))
+        await conn.execute("INSERT INTO consent_grant (consent_id, patient_id, role, org_system, org_code, part, permit) "
+                           "VALUES (%s, %s, 'charity', %s, %s, 'health', true)",
+                           (f"c-{patient.res_id}", patient.res_id, ORG_SYSTEM, org))
     return patient.res_id, observation.res_id
 
 

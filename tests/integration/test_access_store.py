@@ -8,6 +8,8 @@ import uuid
 
 import psycopg
 
+from hub.auth.organisations import CHARITY_NUMBER
+
 from hub.consent.parts import PARTS
 from hub.fhir.errors import FhirError
 from hub.fhir.jsontext import dumps
@@ -46,17 +48,18 @@ def test_rest_writes_are_placed_and_events_carry_the_place(fhir, pg_url):
     assert rows[-1] == ("DELETE", person.patient, "safeguarding")
 
 
-def test_consent_grants_follow_the_consent(fhir, pg_url):
+def test_consent_grants_follow_the_consent(recorder, fhir, pg_url):
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
 
     def grants() -> set:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            return set(conn.execute("SELECT role, org_id, part, permit FROM consent_grant WHERE consent_id = %s",
-                                    (person.consent,)).fetchall())
-    assert ("lead-charity", person.charity, "care-support-plan", True) in grants()
+            return set(conn.execute("SELECT role, org_system, org_code, part, permit FROM consent_grant "
+                                    "WHERE consent_id = %s", (person.consent,)).fetchall())
+    # Bound to the identifier the charity's Organization carried when the Consent was written.
+    assert ("lead-charity", CHARITY_NUMBER, person.charity_number, "care-support-plan", True) in grants()
     assert len(grants()) == 5
-    lead_charity_consent(fhir, person, status="inactive")
+    lead_charity_consent(recorder, person, status="inactive")
     assert grants() == set()
     # A transaction that fails after the Consent leaves no grants behind.
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
@@ -65,7 +68,7 @@ def test_consent_grants_follow_the_consent(fhir, pg_url):
         {"request": {"method": "PUT", "url": f"Goal/{person.ids['goal'].split('/')[1]}", "ifMatch": 'W/"99"'},
          "resource": fhir.get(f"/{person.ids['goal']}").json()},
     ]}
-    assert fhir.post("", content=dumps(bundle), headers=JSON).status_code == 412
+    assert recorder.post("", content=dumps(bundle), headers=JSON).status_code == 412
     assert grants() == set()
 
 
@@ -114,9 +117,9 @@ def test_the_recorders_batch_path_places_resources_and_writes_grants(pg_url):
     assert _place(pg_url, f"Provenance/prov-{patient_id}") == (patient_id, "health")  # its target's place
 
 
-def test_provenance_sits_where_its_target_does(fhir, fhir_as, pg_url):
+def test_provenance_sits_where_its_target_does(recorder, fhir, fhir_as, pg_url):
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
     provenance = {"resourceType": "Provenance", "recorded": "2026-01-01T00:00:00Z",
                   "target": [{"reference": person.ids["flag"]}], "agent": [{"who": {"display": "a feed"}}]}
     created = fhir.post("/Provenance", content=dumps(provenance), headers=JSON)

@@ -14,9 +14,10 @@ import pytest
 
 from hub.api.audit import _row
 from hub.audit.record import AuditRecord, build_record
+from hub.audit.spill import Spill, load
 from hub.audit.writer import AuditWriter
 from hub.runtime.embedded import EmbeddedPostgres
-from hub.store.audit import AuditStore
+from hub.store.audit import AuditStore, refused
 from hub.store.migrate import migrate
 
 
@@ -154,6 +155,70 @@ def test_closing_while_the_database_stays_away_says_how_many_records_were_not_wr
     with caplog.at_level("ERROR", logger="hub.audit.writer"):
         asyncio.run(scenario())
     messages = [r.getMessage() for r in caplog.records if r.name == "hub.audit.writer"]
-    counts = [int(m.split("up to ")[1].split()[0]) for m in messages if "unwritten" in m]
-    assert counts and counts[0] >= 25, messages  # every record still held is counted
+    counts = [int(m.split("writer: ")[1].split()[0]) for m in messages if "unwritten" in m]
+    assert counts == [25], messages  # every record still held is counted, once
+    own_database.start()  # for the fixture's stop
+
+
+def spilling_writer(url: str, spill: Spill, batch_size: int) -> tuple[AuditWriter, AuditStore]:
+    """A writer of table rows, as the API wires it: refused records set aside in `spill`."""
+    store = AuditStore(url)
+
+    async def flush(rows: list[tuple], retry: bool) -> None:
+        await store.write(rows, retry=retry)
+
+    return AuditWriter(flush, batch_size=batch_size, retry_max_delay_s=0.2, rejects=refused, set_aside=spill), store
+
+
+def _poisoned(patient: str) -> tuple:
+    """A row no PostgreSQL text column can take (a NUL character), as a record that escaped
+    cleaning would be."""
+    row = list(_row(record(patient)))
+    row[7] = "/fhir/Patient/a\x00b"
+    return tuple(row)
+
+
+def test_one_record_storage_refuses_is_set_aside_and_every_other_record_is_written(own_database, tmp_path):
+    """Issue 20, finding 6: one bad audit record never stops the trail."""
+    url = own_database.url
+    patient, bad_patient = uuid.uuid4().hex, uuid.uuid4().hex
+    spill = Spill(tmp_path / "spill")
+
+    async def scenario() -> AuditWriter:
+        writer, store = spilling_writer(url, spill, batch_size=50)
+        writer.start()
+        for n in range(120):
+            await writer.submit(_poisoned(bad_patient) if n == 7 else _row(record(patient)))
+        await until(lambda: stored(url, patient) == 119)
+        await writer.close(timeout_s=10)
+        await store.close()
+        return writer
+
+    writer = asyncio.run(scenario())
+    assert stored(url, patient) == 119 and stored(url, bad_patient) == 0
+    assert writer.set_aside == 1 and writer.pending == 0
+    kept = load(tmp_path / "spill")
+    assert len(kept) == 1 and kept[0]["row"][16] == _poisoned(bad_patient)[16]
+    assert "refused" in kept[0]["reason"]
+    assert (spill.path.stat().st_mode & 0o777) == 0o600  # it names people: the hub's user only
+
+
+def test_shutdown_is_bounded_and_what_was_not_written_is_kept_on_disk(own_database, tmp_path):
+    url = own_database.url
+    patients = [uuid.uuid4().hex for _ in range(30)]
+    spill = Spill(tmp_path / "spill")
+
+    async def scenario() -> None:
+        writer, store = spilling_writer(url, spill, batch_size=10)
+        writer.start()
+        own_database.stop()
+        for p in patients:
+            await writer.submit(_row(record(p)))
+        await writer.close(timeout_s=1.0)  # returns, though the database never comes back
+        await store.close()
+
+    asyncio.run(scenario())
+    kept = load(tmp_path / "spill")
+    assert sorted(k["row"][16] for k in kept) == sorted("{" + f'"{p}"' + "}" for p in patients)
+    assert all("before shutdown" in k["reason"] for k in kept)
     own_database.start()  # for the fixture's stop

@@ -19,7 +19,7 @@ IPC_HUB = str(Path(sys.executable).with_name("ipc-hub"))
 
 
 def clients(pg_url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env["HUB_DATABASE_URL"] = pg_url
     done = subprocess.run([IPC_HUB, "clients", *args], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode == 0) == ok, done.stdout + done.stderr
@@ -125,7 +125,7 @@ def test_clients_are_managed_beside_a_running_up(tmp_path):
     data_dir = tmp_path / "hub-data"
     hub = RunningHub(data_dir, free_port(), free_port())
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
         env["HUB_DATA_DIR"] = str(data_dir)
 
         def run(*args: str) -> str:

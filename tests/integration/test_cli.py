@@ -21,7 +21,7 @@ IPC_HUB = str(Path(sys.executable).with_name("ipc-hub"))
 
 
 def _env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env.update(overrides)
     return env
 

@@ -15,7 +15,8 @@ CASES = [p.stem for p in example_paths() if p.stem.startswith("Bundle-")]
 
 
 @pytest.mark.parametrize("name", SINGLE)
-def test_example_is_stored_and_read_back(fhir, hold_referenced, name):
+def test_example_is_stored_and_read_back(recorder, hold_referenced, name):
+    fhir = recorder  # a coordinator: the examples include people's consents (hub/consent/authority.py)
     resource = example(name)
     hold_referenced([resource])  # the examples it refers to
     r = fhir.put(f"/{resource['resourceType']}/{resource['id']}", content=dumps(resource), headers=JSON)
@@ -27,7 +28,8 @@ def test_example_is_stored_and_read_back(fhir, hold_referenced, name):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_case_posts_as_one_record(clean_db, fhir, hold_referenced, name):
+def test_case_posts_as_one_record(clean_db, recorder, hold_referenced, name):
+    fhir = recorder  # a coordinator: each case records the person's consent
     bundle = example(name)
     # A clean record: the single examples above hold the same people (one person, one record).
     hold_referenced([e["resource"] for e in bundle["entry"]])  # what the case refers to outside itself

@@ -229,7 +229,7 @@ def test_https_when_tls_is_configured(bus, jwks_url, tmp_path):
 ])
 def test_cli_refuses_a_bad_configuration_before_starting_anything(env, message, tmp_path):
     values = {k: v.format(port=free_port()) for k, v in env.items()}
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     result = subprocess.run([IPC_HUB, "connector", "mod"], capture_output=True, text=True, timeout=60, check=False,
                             env={**base, "HUB_MOD_PORT": str(free_port()), "HUB_DATA_DIR": str(tmp_path), **values})
     assert result.returncode == 2, result.stderr

@@ -92,7 +92,10 @@ def test_example_breaking_an_ipc_rule_is_refused(fhir, stem):
 
 
 @pytest.mark.parametrize("path", STORABLE, ids=lambda p: p.stem)
-def test_example_round_trips_through_the_api(fhir, hold_referenced, path):
+def test_example_round_trips_through_the_api(operator, hold_referenced, path):
+    # An operator: an Organization example may replace a placeholder that has no identifiers yet,
+    # and changing an Organization's identifiers is an operator's act (hub/consent/README.md).
+    fhir = operator
     sent_xml = path.read_bytes()
     expected = xml_to_json(sent_xml)
     hold_referenced([expected])  # the resources it refers to (other examples, or none in the set)

@@ -27,7 +27,7 @@ REDIRECT = "http://127.0.0.1:9/callback"
 
 
 def users(pg_url: str, *args: str, ok: bool = True, key_file: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env["HUB_DATABASE_URL"] = pg_url
     if key_file is not None:  # the API's signing key, which also seals TOTP secrets
         env["HUB_AUTH_SIGNING_KEY_FILE"] = str(key_file)
@@ -113,10 +113,10 @@ def test_the_user_is_named_in_audit_and_provenance(hub_url, hub_api, pg_url, fhi
     assert person["requestor"] is True and app["requestor"] is False
 
 
-def test_a_charity_user_sees_exactly_what_a_charity_client_sees(hub_url, hub_api, pg_url, fhir, fhir_as):
+def test_a_charity_user_sees_exactly_what_a_charity_client_sees(recorder, hub_url, hub_api, pg_url, fhir, fhir_as):
     """Consent applies by the person's organisation and partner class, as for that class's clients."""
     person = make_person(fhir)
-    lead_charity_consent(fhir, person)
+    lead_charity_consent(recorder, person)
     charity = add_user(pg_url, partner_class="charity", organisation=person.charity_number)
     tokens = app_token(hub_url, hub_api.settings.token_audience(), pg_url, charity.username, "a long demo passphrase")
     as_user = {"Authorization": f"Bearer {tokens['access_token']}"}

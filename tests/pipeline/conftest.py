@@ -56,7 +56,7 @@ def bus(kafka: str) -> BusSettings:
 
 
 def worker_env(bus: BusSettings, database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
     env.update(HUB_KAFKA_BOOTSTRAP=bus.bootstrap, HUB_DATABASE_URL=database_url,
                HUB_TOPIC_PREFIX=bus.topic_prefix, HUB_TOPIC_PARTITIONS=str(bus.partitions),
                HUB_KAFKA_SESSION_TIMEOUT_MS="2000", HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500",

@@ -87,7 +87,9 @@ def test_batch_records_what_one_message_at_a_time_records(clean_db):
     # One person for both sources; the second source's Observation points at them.
     assert {(s, i, p) for s, i, p, _ in together["links"]} >= {("src-a", "a1", "a1"), ("src-b", "b1", "a1")}
     assert ("Patient", "a1", 2) in {row[:3] for row in together["current"]}
-    assert together["provenance"] == 3  # the replay wrote nothing, so no Provenance for it
+    # One Provenance per message and place (its Patient's demographics, its Observation's health:
+    # issue 20), and the replay wrote nothing, so no Provenance for it.
+    assert together["provenance"] == 6
     # A replay of the whole batch writes nothing at all.
     before = count(url, "SELECT count(*) FROM resource_version")
     assert asyncio.run(_record(url, [_batch()])) == []
@@ -115,7 +117,7 @@ def test_a_bad_message_in_a_batch_is_rejected_alone(clean_db):
     assert [(r.message.offset, r.reason) for r in rejected] == [(9, "exception")]
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
     assert count(url, "SELECT count(*) FROM person_link WHERE source = 'src-c'") == 0
-    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 3
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 6  # per message and place
 
 
 def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
@@ -134,7 +136,7 @@ def test_a_concurrent_insert_makes_the_batch_fall_back(clean_db, monkeypatch):
     assert asyncio.run(_record(url, [_batch()])) == []
     assert count(url, "SELECT version FROM resource WHERE res_type = 'Observation' AND res_id = 'obs-a2'") == 2
     assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Observation'") == 3
-    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 3
+    assert count(url, "SELECT count(*) FROM resource WHERE res_type = 'Provenance'") == 6  # per message and place
 
 
 def _plan_message(offset: int, plan_id: str, start: str, end: str) -> Message:

@@ -31,7 +31,7 @@ def test_up_runs_the_workers(tmp_path):
                          .json().get("total"), 60, "the observation through the API")
         assert found == 1
         provenance = httpx.get(f"{hub.base}/fhir/Provenance", headers=auth).json()
-        assert provenance["total"] == 1
+        assert provenance["total"] == 2  # one per place the message wrote to: his demographics, his health
         # The MLLP listener is part of `up`: an ADT message is acknowledged and reaches the API.
         ack = exchange(hub.mllp_port, [frame(adt("A28", "UP1", "M900^^^RXX01^MR"))])[0]
         assert msa(ack)[1:3] == ["AA", "UP1"]

@@ -20,13 +20,31 @@ def consent(name: str = "veteran") -> dict:
     return json.loads((EXAMPLES / f"Consent-{name}-consent.json").read_text())
 
 
-def test_each_permit_becomes_grants_per_part_for_its_organisation():
-    found = grants_of(consent(), "veteran-patient")
-    assert Grant("veteran-patient", "nhs", "veteran-icb", None, "health", True) in found
-    assert Grant("veteran-patient", "lead-charity", "veteran-charity", None, "care-team", True) in found
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+CHARITY = "https://ipc-hub.example.org/fhir/Id/charity-number"
+# The identifiers each Organization the veteran's consent names carries when it is written.
+ORGANISATIONS = {"veteran-icb": [(ODS, "QT1")], "veteran-charity": [(CHARITY, "1123456")],
+                 "veteran-council": [(ODS, "891")]}
+
+
+def test_each_permit_becomes_grants_per_part_bound_to_its_organisations_identifier():
+    found = grants_of(consent(), "veteran-patient", ORGANISATIONS)
+    assert Grant("veteran-patient", "nhs", ODS, "QT1", "health", True) in found
+    assert Grant("veteran-patient", "lead-charity", CHARITY, "1123456", "care-team", True) in found
     assert {g.part for g in found if g.role == "local-authority"} == {"demographics", "care-support-plan", "budget"}
     assert all(g.permit for g in found)
     assert len(found) == 4 + 3 + 3
+
+
+def test_an_organisation_with_several_identifiers_is_bound_to_each():
+    found = grants_of(consent(), "p", {**ORGANISATIONS, "veteran-icb": [(ODS, "QT1"), (ODS, "QT2")]})
+    assert {g.org_code for g in found if g.role == "nhs"} == {"QT1", "QT2"}
+
+
+def test_an_organisation_without_an_identifier_grants_nothing():
+    found = grants_of(consent(), "p", {"veteran-charity": [(CHARITY, "1123456")]})
+    assert {g.role for g in found} == {"lead-charity"}  # the ICB and council carry no identifier here
+    assert grants_of(consent(), "p") == []
 
 
 def test_inactive_or_other_consents_grant_nothing():
@@ -47,7 +65,7 @@ def test_lead_charity_without_an_organisation_grants_nobody():
     roles = {g.role for g in grants_of(c, "p")}
     assert "lead-charity" not in roles
     assert {"nhs", "local-authority"} <= roles
-    assert all(g.org_id is None for g in grants_of(c, "p"))
+    assert all(g.org_code is None and g.org_system is None for g in grants_of(c, "p"))
 
 
 def test_deny_provisions_and_identifier_references():
@@ -58,15 +76,19 @@ def test_deny_provisions_and_identifier_references():
                                                       "value": "RX1"}}
     c["provision"]["provision"].append(nested)
     denies = [g for g in grants_of(c, "p") if not g.permit]
-    assert {g.org_code for g in denies} == {"RX1"} and {g.part for g in denies} == {"demographics", "care-support-plan",
-                                                                                    "health", "budget"}
+    assert {(g.org_system, g.org_code) for g in denies} == {(ODS, "RX1")}
+    assert {g.part for g in denies} == {"demographics", "care-support-plan", "health", "budget"}
+    # An identifier without a system cannot be told from another scheme's code: nobody.
+    nested["actor"][0]["reference"] = {"identifier": {"value": "RX1"}}
+    assert not [g for g in grants_of(c, "p") if not g.permit]
 
 
 def test_an_unresolvable_reference_never_widens_to_the_class():
     c = consent()
     c["provision"]["provision"][0]["actor"][0]["reference"] = {"reference": "https://elsewhere.example/Organization/1"}
-    nhs = [g for g in grants_of(c, "p") if g.role == "nhs"]
-    assert nhs and all(g.org_id is not None for g in nhs)
+    assert not [g for g in grants_of(c, "p", ORGANISATIONS) if g.role == "nhs"]
+    c["provision"]["provision"][0]["actor"][0]["reference"] = {"reference": "#contained-org"}
+    assert not [g for g in grants_of(c, "p", ORGANISATIONS) if g.role == "nhs"]
 
 
 def test_defaults_are_safe_when_unset():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.consent.parts import PARTS, compartment_patient, record_part
-from hub.search.extract import index_rows
+from hub.consent.parts import PARTS, record_part
+from hub.fhir.errors import FhirError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "profiles" / "examples"
 IPC = "https://ipc-hub.example.org/fhir/"
@@ -65,12 +65,38 @@ def test_a_clinical_resource_is_health_and_a_treatment_consent_is_not_the_sharin
                         "category": [{"text": "Treatment"}]}) == "health"
 
 
-def test_an_explicit_tag_decides():
+def test_a_tag_may_move_a_resource_only_to_a_more_protected_part():
     obs = {"resourceType": "Observation", "code": {"text": "PHQ-9"},
            "meta": {"tag": [{"system": IPC + "CodeSystem/ipc-record-part", "code": "mental-health"}]}}
     assert record_part(obs) == "mental-health"
+    obs["meta"]["tag"][0]["code"] = "safeguarding"
+    assert record_part(obs) == "safeguarding"
+    obs["meta"]["tag"][0]["code"] = "health"  # where the hub places it anyway
+    assert record_part(obs) == "health"
     obs["meta"]["tag"][0]["code"] = "not-a-part"
     assert record_part(obs) == "health"
+
+
+@pytest.mark.parametrize(("resource", "tag"), [
+    # The red team's case: a record-sharing Consent filed under `demographics`.
+    ({"resourceType": "Consent", "status": "active", "meta": {"profile": [IPC + "StructureDefinition/ipc-consent"]},
+      "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "record-sharing"}]}]},
+     "demographics"),
+    ({"resourceType": "Consent", "status": "active",
+      "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "record-sharing"}]}]},
+     "safeguarding"),
+    ({"resourceType": "Condition", "code": {"text": "Asthma"}}, "care-support-plan"),
+    ({"resourceType": "Flag", "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                                                          "code": "safety"}]}]}, "mental-health"),
+    ({"resourceType": "Observation", "category": [{"text": "Mental health assessment"}]}, "demographics"),
+])
+def test_a_tag_naming_a_less_protected_part_is_refused(resource, tag):
+    tagged = {**resource, "meta": {**resource.get("meta", {}),
+                                   "tag": [{"system": IPC + "CodeSystem/ipc-record-part", "code": tag}]}}
+    with pytest.raises(FhirError) as refused:
+        record_part(tagged)
+    assert refused.value.status == 422 and refused.value.code == "business-rule"
+    assert tag in refused.value.issues[0].diagnostics
 
 
 def test_armed_forces_service_extension_places_a_condition():
@@ -78,16 +104,6 @@ def test_armed_forces_service_extension_places_a_condition():
                  "extension": [{"url": IPC + "StructureDefinition/Extension-armed-forces-service",
                                 "valueBoolean": True}]}
     assert record_part(condition) == "armed-forces-service"
-
-
-def test_compartment_from_the_index_rows():
-    plan = example("CarePlan-adult-plan")
-    assert compartment_patient("CarePlan", "x", index_rows(plan).references) == "adult-patient"
-    assert compartment_patient("Patient", "me", []) == "me"
-    org = {"resourceType": "Organization", "name": "GP"}
-    assert compartment_patient("Organization", "o", index_rows(org).references) is None
-    consent = example("Consent-adult-consent")
-    assert compartment_patient("Consent", "c", index_rows(consent).references) == "adult-patient"
 
 
 def test_a_request_made_for_a_plan_is_part_of_the_plan_unless_it_is_sensitive():
