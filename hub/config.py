@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     # (hub/consent/defaults.py): NHS direct care sees the record, a local authority who the
     # person is, every other class nothing.
     consent_defaults: str = "nhs=*;local-authority=demographics"
+    # The plan's life (hub/plans, the plan worker `ipc-hub worker plans`): review intervals by IPC
+    # programme (`ipc4v=12mo;ipc-adult=6mo;*=12mo`; unset: the guide's ipc-programme defaults,
+    # 12 months), how many days before a review is due its Task is raised, and how often (seconds)
+    # the worker looks for reviews falling due (plan changes wake it at once).
+    review_intervals: str = ""
+    review_task_lead_days: int = 28
+    plan_worker_interval_s: float = 60.0
     # Referential integrity (hub/store/integrity.py): a resource that current resources refer to
     # is not deleted (409 naming them). False lets the delete go through and leaves the
     # references dangling, as a server without the check would.

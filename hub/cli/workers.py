@@ -1,4 +1,4 @@
-"""`ipc-hub worker <mapper|recorder|relay>` and `ipc-hub replay`: the pipeline's commands, and
+"""`ipc-hub worker <mapper|recorder|relay|plans>` (plans: hub/cli/plan_worker.py) and `ipc-hub replay`: the pipeline's commands, and
 the wiring `ipc-hub up` uses to run the workers beside the API."""
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def start_pipeline(settings: Settings, database_url: str, bootstrap: str, stack:
     stop = threading.Event()
     workers = [mapper_worker(bus, settings.mappings.split(",")), recorder_worker(bus, database_url)]
     threads = run_all(workers, Relay(bus, database_url), bus, stop)
+    from hub.cli.plan_worker import start_plan_worker
+
+    start_plan_worker(settings, database_url, stack)
 
     def stop_all() -> None:
         stop.set()
@@ -51,6 +54,10 @@ def start_pipeline(settings: Settings, database_url: str, bootstrap: str, stack:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """One pipeline worker as its own process (production scales these by consumer group)."""
+    if args.name == "plans":
+        from hub.cli.plan_worker import cmd_plan_worker
+
+        return cmd_plan_worker(args, settings)
     from hub.bus.metrics import serve_health
     from hub.cli.main import _database_url, _kafka_bootstrap
     from hub.pipeline.service import Relay, mapper_worker, recorder_worker, run_worker
@@ -108,8 +115,11 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
                        "the record, identity, Provenance) or relay (change events to Kafka). Serves "
-                       "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay"])
+                       "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set. plans (the plan "
+                       "worker: sign-off requests, reviews raised when due, outcome measures; "
+                       "PostgreSQL only) takes --once to do what is due and exit.")
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans"])
+    p.add_argument("--once", action="store_true", help="plans only: handle what is queued and due, then exit")
     p.set_defaults(handler=cmd_worker)
 
 

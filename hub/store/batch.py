@@ -17,7 +17,7 @@ from hub.consent.grants import write_grants
 from hub.fhir import jsontext
 from hub.search.access import Access
 from hub.store import index, integrity
-from hub.store.plans import check_plans_written_together
+from hub.store.plans import check_plans_written_together, queue_followups, settle_plan
 from hub.store.resources import Version, place_of, places, provenance_targets, same_content, stamp
 
 _LOCK_MANY = (
@@ -96,6 +96,7 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
     (FhirError) when a resource refers to something neither the record nor the batch holds."""
     if not staged:
         return
+    staged = await _settle_plans(conn, staged)
     staged = await _place_provenance(conn, staged)
     last: dict[tuple[str, str], Staged] = {}
     for s in staged:
@@ -136,3 +137,30 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
     for (res_type, res_id), s in last.items():
         if res_type == "Consent":
             await write_grants(conn, res_id, jsontext.loads(s.version.content), s.version.patient_id)
+    await queue_followups(conn, [(s.resource, res_id) for (_, res_id), s in last.items() if s.resource is not None])
+
+
+async def _settle_plans(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
+    """Each care and support plan's last version in the batch passed through the plan's life
+    cycle (hub.store.plans.settle_plan), judged with the batch's own budget statements: a
+    derived status or review date is staged in its place."""
+    last = {}
+    for index_, s in enumerate(staged):
+        if s.version.res_type == "CarePlan":
+            last[s.version.res_id] = index_
+    if not last:
+        return staged
+    pending = [(staged[i].resource, res_id) for res_id, i in last.items() if staged[i].resource is not None]
+    out = list(staged)
+    for res_id, i in last.items():
+        s = staged[i]
+        if s.resource is None:
+            continue
+        settled = await settle_plan(conn, s.resource, res_id, pending)
+        if settled is not s.resource:
+            v = s.version
+            content = stamp(settled, res_id, v.version, v.last_updated)
+            rows = index.rows_for(settled)
+            patient_id, part = place_of("CarePlan", res_id, settled, rows.search)
+            out[i] = Staged(replace(v, content=content, patient_id=patient_id), rows, part, settled)
+    return out

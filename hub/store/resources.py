@@ -22,7 +22,7 @@ from hub.fhir.errors import FhirError, gone, not_found
 from hub.search.access import Access, visible_sql
 from hub.search.extract import IndexRows
 from hub.store import index
-from hub.store.plans import check_one_plan_per_period
+from hub.store.plans import check_one_plan_per_period, queue_followups, settle_plan
 
 _READ = ("SELECT version, last_updated, deleted, content::text, patient_id FROM resource r "
          "WHERE res_type = %s AND res_id = %s")
@@ -319,6 +319,11 @@ async def _put(
     if patient_id is None and res_type == "Provenance":
         patient_id, part = await _provenance_place(conn, rows.search)
     await check_may_write(conn, access, res_type, res_id, (patient_id, part), existing=previous is not None)
+    settled = await settle_plan(conn, resource, res_id)
+    if settled is not resource:   # the plan's life cycle derived something (status, next review date)
+        resource = settled
+        rows = index.rows_for(resource)
+        patient_id, part = place_of(res_type, res_id, resource, rows.search)
     await check_one_plan_per_period(conn, resource, res_id)
     while True:
         if previous is not None and if_match is not None and previous[0] != if_match:
@@ -345,6 +350,7 @@ async def _put(
         await index.insert(conn, res_type, res_id, rows)
         if res_type == "Consent":
             await write_grants(conn, res_id, resource, patient_id)
+        await queue_followups(conn, [(resource, res_id)])
         return Version(res_type, res_id, version, moment, content, method=method, patient_id=patient_id)
 
 

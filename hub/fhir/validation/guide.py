@@ -1,5 +1,5 @@
 """The IPC implementation guide as loaded from `profiles/`: StructureDefinitions, CodeSystems,
-ValueSets and examples, read once per process (the files are data; nothing here writes them)."""
+ValueSets, SearchParameters, Questionnaires and examples, read once per process (the files are data; nothing here writes them)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from typing import Any
 
 from hub.fhir.identifiers import CANONICAL_BASE
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter")
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "Questionnaire")
 
 
 def profiles_dir() -> Path:
@@ -27,12 +27,15 @@ class Guide:
     value_sets: dict[str, dict[str, Any]]
     # The guide's own search parameters (e.g. CarePlan `coordinator`), searched like R4's.
     search_parameters: dict[str, dict[str, Any]]
+    # The outcome measures (ONS personal wellbeing, goal attainment scaling, the licensed
+    # instruments' structure): what an outcome QuestionnaireResponse answers.
+    questionnaires: dict[str, dict[str, Any]]
 
     def conformance_resources(self) -> list[dict[str, Any]]:
-        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet and
-        /SearchParameter."""
+        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet,
+        /SearchParameter and /Questionnaire."""
         return [*self.structure_definitions.values(), *self.code_systems.values(),
-                *self.value_sets.values(), *self.search_parameters.values()]
+                *self.value_sets.values(), *self.search_parameters.values(), *self.questionnaires.values()]
 
     def profiles(self) -> list[dict[str, Any]]:
         """The resource profiles (not the extensions)."""
@@ -54,7 +57,8 @@ def read_guide(folder: Path) -> Guide:
             if not resource["url"].startswith(CANONICAL_BASE + "/"):
                 raise ValueError(f"{path}: url {resource['url']} is not under {CANONICAL_BASE}")
             found[res_type][resource["url"]] = resource
-    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"])
+    return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"],
+                 found["Questionnaire"])
 
 
 def example_paths(folder: Path | None = None) -> list[Path]:
