@@ -1,11 +1,11 @@
-"""`ipc-hub worker plans`: the plan worker (hub.pipeline.planlife) as its own process, and the
-wiring that runs it beside the other workers in `ipc-hub up`.
+"""`ipc-hub worker plans`: the plan worker (hub.pipeline.planlife) as its own process. `ipc-hub
+up` runs it as one more supervised child beside the mapper, recorder and relay
+(hub.cli.up.WORKERS), restarted with back-off if it exits and asked for its /readyz.
 
 It needs only PostgreSQL (no broker): plan changes reach it through the `plan_followup` queue
-and NOTIFY, and it finds reviews falling due in the record itself. Run as many as you like, on
-as many machines: each follow-up and each review is handled once. `up` runs one on a thread;
-under a process supervisor, run `ipc-hub worker plans` as one more worker process, restarted if
-it exits, like the mapper and the recorder."""
+written in the same transaction as the change (whichever path wrote it: REST, a transaction,
+the recorder consuming the bus), and it finds reviews falling due in the record itself. Run as
+many as you like, on as many machines: each follow-up and each review is handled once."""
 from __future__ import annotations
 
 import argparse
@@ -24,31 +24,25 @@ def plan_worker(settings: Settings, database_url: str):
                       interval_s=settings.plan_worker_interval_s)
 
 
-def start_plan_worker(settings: Settings, database_url: str, stack: ExitStack) -> None:
-    """The plan worker on a thread until the stack closes (for `ipc-hub up`)."""
-    worker = plan_worker(settings, database_url)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), name="ipc-plans", daemon=True)
-    thread.start()
-
-    def stop_it() -> None:
-        stop.set()
-        thread.join(15)
-
-    stack.callback(stop_it)
-
-
 def cmd_plan_worker(args: argparse.Namespace, settings: Settings) -> None:
-    """`ipc-hub worker plans [--once]`."""
-    from hub.bus.metrics import serve_health
-    from hub.cli.main import _database_url
+    """`ipc-hub worker plans [--once]`; SIGTERM (the supervisor stopping it) ends it cleanly
+    after the follow-up in hand commits."""
+    import signal
 
+    from hub.bus.metrics import serve_health
+    from hub.cli.common import database_url, locate_data_dir
+    from hub.fhir.resources import prepare
+
+    settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
-        worker = plan_worker(settings, _database_url(settings, stack))
+        worker = plan_worker(settings, database_url(settings, stack))
+        prepare()   # the validation rules its writes pass, compiled before the first follow-up
         if settings.worker_http_port and not args.once:
             server = serve_health(settings.http_host, settings.worker_http_port, worker.alive, worker.ready)
             stack.callback(server.shutdown)
         stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             worker.run(stop, once=args.once)
         finally:
