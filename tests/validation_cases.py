@@ -64,8 +64,6 @@ MUTATIONS = {
                              "Extension.value[x]", "CarePlan.extension[7].value"),
     "unagreed-active-plan": ("CarePlan-veteran-plan", _set(lambda r: _drop_ext(r, "plan-agreement")),
                              "ipc-cp-1", "CarePlan"),
-    "active-plan-no-review-date": ("CarePlan-adult-plan", _set(lambda r: _drop_ext(r, "next-review-date")),
-                                   "ipc-cp-1", "CarePlan"),
     "active-plan-no-coordinator": ("CarePlan-child-plan", _set(lambda r: _drop_ext(r, "care-coordinator")),
                                    "ipc-cp-2", "CarePlan"),
     "missing-stage": ("CarePlan-child-plan", _set(lambda r: _drop_ext(r, "ipc-stage")),

@@ -37,8 +37,10 @@ def service_number_format(value: Any) -> bool:
 
 
 def active_plan_agreed(plan: dict[str, Any]) -> bool:
-    return plan.get("status") != "active" or bool(
-        _extensions(plan, _SD + "plan-agreement") and _extensions(plan, _SD + "next-review-date"))
+    """ipc-cp-1: a plan written as active carries an agreement. Who must have agreed (ipc-agree-1)
+    needs the plan's budget statements, so the store judges that (hub.plans.lifecycle); the
+    store also sets the next review date when the plan becomes active, so the writer need not."""
+    return plan.get("status") != "active" or bool(_extensions(plan, _SD + "plan-agreement"))
 
 
 def active_plan_has_coordinator(plan: dict[str, Any]) -> bool:
