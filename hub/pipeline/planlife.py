@@ -94,6 +94,7 @@ class PlanWorker:
                 await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
             await listen.execute(f"LISTEN {FOLLOWUP_CHANNEL}")
             self.connected = True
+            log.info("plan worker: waiting for plan follow-ups; looking for reviews due every %.0f s", self.interval_s)
             next_sweep = 0.0
             while not stop.is_set():
                 self.last_loop = time.monotonic()
@@ -127,6 +128,8 @@ class PlanWorker:
                         log.warning("plan follow-up of %s/%s refused: %s", res_type, res_id,
                                     error.issues[0].diagnostics)
             handled += len(keys)
+            if keys:
+                log.info("plan worker: %d follow-ups handled", len(keys))
             if len(keys) < self.batch:
                 return handled
 

@@ -252,3 +252,22 @@ def test_questionnaire_scores_are_charted_as_observations_against_a_goal(plan_wo
     [observation] = found(fhir, "/Observation", focus=goal, code=f"{OUTCOMES}|gas-attainment", date="2026-06-01")
     assert observation["basedOn"] == [{"reference": f"CarePlan/{plan['id']}"}]
     assert observation["derivedFrom"] == [{"reference": f"QuestionnaireResponse/{later['id']}"}]
+
+
+def test_an_agreed_plan_closes_the_plan_it_replaces(plan_workers, fhir, hold_referenced):
+    person = someone(hold_referenced)
+    agreed = (plan_agreement("person", person, "2025-02-01T10:00:00Z"),)
+    old = created(fhir, ipc_plan(person, status="active", stage="make-it-happen", start="2025-02-05",
+                                 next_review="2026-02-05", agreements=agreed))
+    new = ipc_plan(person, start="2026-02-05", replaces=[{"reference": f"CarePlan/{old['id']}"}])
+    new = created(fhir, new)
+    assert new["status"] == "draft"
+    # Not yet agreed: the old plan is still the person's plan.
+    assert [p["id"] for p in found(fhir, "/CarePlan", subject=person, status="active")] == [old["id"]]
+    new["extension"].append(plan_agreement("person", person, "2026-02-03T10:00:00Z"))
+    assert put(fhir, new)["status"] == "active"
+    closed = wait_for(lambda: (p := read(fhir, f"CarePlan/{old['id']}"))["status"] == "completed" and p, 60,
+                      "the replaced plan closed")
+    assert closed["period"] == {"start": "2025-02-05", "end": "2026-02-05"}
+    assert f"Replaced by CarePlan/{new['id']}" in closed["note"][-1]["text"]
+    assert [p["id"] for p in found(fhir, "/CarePlan", subject=person, status="active,draft,on-hold")] == [new["id"]]
