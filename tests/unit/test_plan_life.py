@@ -259,3 +259,15 @@ def test_licensed_instruments_ship_structure_and_codes_only():
     ons4 = guide[f"{CANONICAL_BASE}/Questionnaire/ons4"]
     assert "Open Government Licence" in ons4["copyright"]
     assert ons4["item"][1]["text"] == "Overall, how satisfied are you with your life nowadays?"
+
+
+def test_a_funder_added_to_an_agreed_plan_must_agree_before_its_allocation_takes_effect():
+    now = "2026-06-01T09:00:00Z"
+    active = {**with_stage(draft(PERSON, COUNCIL), "make-it-happen"), "status": "active"}
+    assert agreement.awaiting(active, FUNDERS) == ["nhs-commissioner"]
+    raised = followups.signoff_requests(_state(active), now)
+    assert [(t["status"], t["performerType"][0]["coding"][0]["code"]) for t in raised] == [
+        ("requested", "nhs-commissioner")]
+    # The agreed plan stays in effect for everything else: a write of it is not taken back to draft.
+    assert lifecycle.settle(active, active, FUNDERS, day=DAY)["status"] == "active"
+    assert agreement.awaiting({**active, "extension": [*active["extension"], NHS]}, FUNDERS) == []
