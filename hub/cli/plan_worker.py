@@ -31,12 +31,10 @@ def cmd_plan_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     from hub.bus.metrics import serve_health
     from hub.cli.common import database_url, locate_data_dir
-    from hub.fhir.resources import prepare
 
     settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
         worker = plan_worker(settings, database_url(settings, stack))
-        prepare()   # the validation rules its writes pass, compiled before the first follow-up
         if settings.worker_http_port and not args.once:
             server = serve_health(settings.http_host, settings.worker_http_port, worker.alive, worker.ready)
             stack.callback(server.shutdown)
