@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     # file of 32 random bytes in hex. Unset: data_dir/ids/id.key, made on first use. Every
     # process that maps or records must use the same file; never rotate it.
     id_key_file: Path | None = None
+    # The plan's life (hub/plans, the plan worker `ipc-hub worker plans`): review intervals by IPC
+    # programme (`ipc4v=12mo;ipc-adult=6mo;*=12mo`; unset: the guide's ipc-programme defaults,
+    # 12 months), how many days before a review is due its Task is raised, and how often (seconds)
+    # the worker looks for reviews falling due (plan changes wake it at once).
+    review_intervals: str = ""
+    review_task_lead_days: int = 28
+    plan_worker_interval_s: float = 60.0
     # Referential integrity (hub/store/integrity.py): a resource that current resources refer to
     # is not deleted (409 naming them). False lets the delete go through and leaves the
     # references dangling, as a server without the check would.

@@ -99,3 +99,76 @@ def carer(patient_ref: str, **extra: Any) -> dict[str, Any]:
     }
     resource.update(extra)
     return resource
+
+
+# --- care and support plans (issue 13) -----------------------------------------------------------
+
+_IPC = "https://ipc-hub.example.org/fhir/"
+
+
+def plan_agreement(role: str, who: str, when: str, *, withdrawn: str | None = None,
+                   method: str = "written") -> dict[str, Any]:
+    """One plan-agreement extension: `who` agreed as `role` on `when` (withdrawn on `withdrawn`)."""
+    parts: list[dict[str, Any]] = [
+        {"url": "agreedBy", "valueReference": {"reference": who}},
+        {"url": "role", "valueCodeableConcept": {"coding": [{"system": _IPC + "CodeSystem/ipc-agreement-role",
+                                                             "code": role}]}},
+        {"url": "date", "valueDateTime": when},
+        {"url": "method", "valueCodeableConcept": {"coding": [{"system": _IPC + "CodeSystem/ipc-agreement-method",
+                                                               "code": method}]}}]
+    if withdrawn:
+        parts += [{"url": "withdrawn", "valueDateTime": withdrawn},
+                  {"url": "withdrawalReason", "valueString": "Wants to talk it over with his family first"}]
+    return {"url": _IPC + "StructureDefinition/plan-agreement", "extension": parts}
+
+
+def ipc_plan(person: str, *, stage: str = "record-and-agree", status: str = "draft",
+             agreements: tuple[dict[str, Any], ...] = (), start: str = "2026-02-05",
+             next_review: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The guide's veteran plan made `person`'s: an IPC for Veterans plan with a coordinator and
+    three goals, at `stage`, with only `agreements` and no review date unless given."""
+    import copy
+    import json
+    from pathlib import Path
+
+    plan = json.loads((Path(__file__).resolve().parents[1] / "profiles/examples/CarePlan-veteran-plan.json").read_text())
+    plan = copy.deepcopy(plan)
+    plan.pop("id")
+    plan["subject"] = {"reference": person}
+    plan["status"] = status
+    plan["period"] = {"start": start}
+    kept = [e for e in plan["extension"] if e["url"].rsplit("/", 1)[-1] not in (
+        "plan-agreement", "next-review-date", "review-interval", "ipc-stage")]
+    plan["extension"] = [{"url": _IPC + "StructureDefinition/ipc-stage", "valueCodeableConcept": {
+        "coding": [{"system": _IPC + "CodeSystem/ipc-stage", "code": stage}]}}, *kept, *agreements]
+    if next_review:
+        plan["extension"].append({"url": _IPC + "StructureDefinition/next-review-date", "valueDate": next_review})
+    plan.update(extra)
+    return plan
+
+
+def budget_statement(person: str, plan_id: str, shares: dict[str, str]) -> dict[str, Any]:
+    """A budget statement for `plan_id` with one allocation per funding source: amount as text."""
+    from decimal import Decimal
+
+    from hub.fhir.jsontext import FhirDecimal
+
+    allocations = [{"url": _IPC + "StructureDefinition/budget-allocation", "extension": [
+        {"url": "fundingSource", "valueCodeableConcept": {"coding": [{"system": _IPC + "CodeSystem/ipc-funding-source",
+                                                                      "code": source}]}},
+        {"url": "managementOption", "valueCodeableConcept": {"coding": [{"system": _IPC + "CodeSystem/ipc-management-option",
+                                                                         "code": "notional"}]}},
+        {"url": "amount", "valueMoney": {"value": FhirDecimal(amount), "currency": "GBP"}}]}
+        for source, amount in shares.items()]
+    total = sum((Decimal(a) for a in shares.values()), Decimal(0))
+    return {"resourceType": "CarePlan", "meta": {"profile": [_IPC + "StructureDefinition/ipc-budget-statement"]},
+            "extension": [
+                {"url": _IPC + "StructureDefinition/budget-type", "valueCodeableConcept": {"coding": [
+                    {"system": _IPC + "CodeSystem/ipc-budget-type", "code": "integrated-personal-budget"}]}},
+                {"url": _IPC + "StructureDefinition/indicative-amount",
+                 "valueMoney": {"value": FhirDecimal(f"{total:.2f}"), "currency": "GBP"}},
+                *allocations],
+            "status": "active", "intent": "plan",
+            "category": [{"coding": [{"system": _IPC + "CodeSystem/ipc-plan-category", "code": "budget-statement"}]}],
+            "title": "Budget statement", "subject": {"reference": person},
+            "partOf": [{"reference": f"CarePlan/{plan_id}"}], "period": {"start": "2026-02-05"}}

@@ -26,6 +26,7 @@ from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.resources import prepare as prepare_validation
 from hub.fhir.validation import load_guide
 from hub.interactions.context import Database
+from hub.plans.reviews import parse_intervals
 from hub.runtime.process import settle_heap
 from hub.store import idkeys, index
 from hub.store.conformance import load_conformance
@@ -64,6 +65,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     access.check_settings(settings)  # a bad HUB_CONSENT_DEFAULTS stops start-up, not a request
     ids.load_key(settings.data_dir, settings.id_key_file)  # derived ids are keyed: the key, or stop now
+    parse_intervals(settings.review_intervals)  # so does a bad HUB_REVIEW_INTERVALS
     prepare_validation()             # the validation rules, compiled now rather than on the first write
     app.state.auth = auth_runtime(settings)
     app.state.base_url = f"{settings.public_base_url()}/fhir"

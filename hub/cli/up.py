@@ -1,6 +1,6 @@
 """`ipc-hub up`: the whole hub on the embedded default, run the way production runs it.
 
-The API serves in this process; the mapper, recorder and relay workers and the HL7 v2, MOD and
+The API serves in this process; the mapper, recorder, relay and plan workers and the HL7 v2, MOD and
 local authority connectors are child processes under hub.runtime.supervisor (restarted with
 back-off, reported by /readyz). Start order: PostgreSQL, migrations, the broker, the topics,
 the bus journal republished (what was accepted before a crash and not recorded), the workers,
@@ -34,7 +34,8 @@ from hub.runtime.supervisor import Child, Supervisor
 
 log = logging.getLogger("hub")
 
-WORKERS = ("mapper", "recorder", "relay")
+# plans: the plan worker (hub/cli/plan_worker.py), PostgreSQL only, run and restarted like the rest.
+WORKERS = ("mapper", "recorder", "relay", "plans")
 CONNECTORS = ("hl7v2", "mod", "la", "statements")
 WATCHERS = ("la", "statements")  # file connectors: `connector NAME watch`
 

@@ -1,5 +1,5 @@
-"""`ipc-hub worker <mapper|recorder|relay>` and `ipc-hub replay`: the pipeline's commands
-(`ipc-hub up` runs each worker as a child process of its own)."""
+"""`ipc-hub worker <mapper|recorder|relay|plans>` and `ipc-hub replay`: the pipeline's commands
+(`ipc-hub up` runs each worker as a child process of its own; plans: hub/cli/plan_worker.py)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,10 @@ log = logging.getLogger("hub")
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """One pipeline worker as its own process (production scales these by consumer group)."""
+    if args.name == "plans":
+        from hub.cli.plan_worker import cmd_plan_worker
+
+        return cmd_plan_worker(args, settings)
     from hub.bus.metrics import serve_health
     from hub.pipeline.service import Relay, mapper_worker, recorder_worker, run_worker
     from hub.runtime.process import settle_heap
@@ -88,8 +92,11 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
                        "the record, identity, Provenance) or relay (change events to Kafka). Serves "
-                       "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay"])
+                       "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set. plans (the plan "
+                       "worker: sign-off requests, reviews raised when due, outcome measures; "
+                       "PostgreSQL only) takes --once to do what is due and exit.")
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans"])
+    p.add_argument("--once", action="store_true", help="plans only: handle what is queued and due, then exit")
     p.set_defaults(handler=cmd_worker)
 
 

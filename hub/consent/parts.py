@@ -53,6 +53,11 @@ _BY_PROFILE = {
     _IPC + "StructureDefinition/ipc-consent": CONSENT,
     _IPC + "StructureDefinition/ipc-patient": DEMOGRAPHICS,
     _IPC + "StructureDefinition/ipc-service-condition": ARMED_FORCES,
+    # What is recorded against the plan (issue 13): its meetings and messages, outcome measures,
+    # the risks the person chooses to take, the Tasks about it — seen by whoever sees the plan.
+    **{_IPC + f"StructureDefinition/{name}": PLAN for name in (
+        "ipc-plan-meeting", "ipc-plan-communication", "ipc-outcome-response", "ipc-outcome-observation",
+        "ipc-positive-risk", "ipc-review-task", "ipc-review-request", "ipc-sign-off-task", "ipc-plan-action")},
 }
 _BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "care-team": CARE_TEAM,
                      "record-sharing": CONSENT}

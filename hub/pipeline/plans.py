@@ -16,9 +16,10 @@ from psycopg import AsyncConnection
 
 from hub.fhir import jsontext
 from hub.fhir.identifiers import CANONICAL_BASE
-from hub.fhir.references import repoint
-from hub.fhir.references import parse_reference
+from hub.fhir.references import parse_reference, repoint
 from hub.money.statement import is_statement, settled
+from hub.plans import model, stages
+from hub.plans.periods import periods_overlap
 from hub.store import plans as plan_store
 
 PLAN_KINDS = ("care-support-plan", "budget-statement")
@@ -27,24 +28,16 @@ ALLOCATION = f"{_EXTENSION}/budget-allocation"
 # The plan profiles' extensions that may appear once (max 1 in ipc-care-plan and
 # ipc-budget-statement; a unit test keeps this in step): the owner's wins. Any other extension
 # (agreements, linked plans) is a list, and every source's entries are kept.
-STAGE = f"{_EXTENSION}/ipc-stage"
-# The IPC stages in order (CodeSystem ipc-stage): joined parts keep the furthest one reached.
-STAGES = ("context", "preparation", "conversation", "record-and-agree", "make-it-happen", "review")
+STAGE = model.STAGE
 SINGLE_VALUED = frozenset(f"{_EXTENSION}/{name}" for name in (
-    "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "budget-type", "indicative-amount",
-    "indicative-basis", "agreed-amount"))
+    "ipc-stage", "care-coordinator", "review-interval", "next-review-date", "last-review", "one-page-profile",
+    "budget-type", "indicative-amount", "indicative-basis", "agreed-amount"))
 _LISTS = ("goal", "careTeam", "addresses", "supportingInfo", "contributor", "basedOn", "replaces", "note")
 
 
 def plan_kind(resource: dict[str, Any]) -> str | None:
     """The plan kind of an open IPC plan or budget statement; None for any other resource."""
-    if resource.get("resourceType") != "CarePlan" or resource.get("status") not in plan_store.OPEN_STATUSES:
-        return None
-    for concept in resource.get("category") or []:
-        for coding in concept.get("coding") or []:
-            if coding.get("system") == plan_store.PLAN_CATEGORY_SYSTEM and coding.get("code") in PLAN_KINDS:
-                return coding["code"]
-    return None
+    return model.plan_kind(resource) if model.is_open(resource) else None
 
 
 class PlanTargets:
@@ -85,11 +78,11 @@ class PlanTargets:
             self._locked.add(subject)
         chosen = self._chosen.setdefault((kind, subject), [])
         for plan in chosen:
-            if plan_store.periods_overlap(plan, part):
+            if periods_overlap(plan, part):
                 return plan["id"]
         for plan_id, content in await plan_store.open_plans(conn, parsed[0], parsed[1], kind):
             plan = jsontext.loads(content)
-            if plan_store.periods_overlap(plan, part):
+            if periods_overlap(plan, part):
                 chosen.append({**plan, "id": plan_id})
                 return plan_id
         chosen.append(part)
@@ -105,10 +98,15 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
     statement's agreed amount and budget type are then restated from the joined allocations
     (hub.money.statement.settled); its indicative amount, an estimate, is the owner's."""
     if existing is None:
-        return settled(part) if is_statement(part) else part
+        plan = _clamped_stage(part, model.stage(part), None)
+        return settled(plan) if is_statement(plan) else plan
     first, second = (part, existing) if own else (existing, part)
     merged = {**second, **first, "id": existing["id"]}
     merged.pop("meta", None)
+    if existing.get("status") != "draft":
+        # An agreed (or closed) plan's status is the coordinator's and the commissioners': a feed
+        # part restating "draft" does not take it back.
+        merged["status"] = existing.get("status")
     for name in _LISTS:
         values = jsontext.union(existing.get(name), part.get(name))
         if values:
@@ -119,7 +117,19 @@ def join(existing: dict[str, Any] | None, part: dict[str, Any], *, own: bool) ->
     extensions = _extensions(existing.get("extension"), part.get("extension"), own=own)
     if extensions:
         merged["extension"] = extensions
+    if model.stage(existing) is not None:
+        merged = model.with_stage(merged, model.stage(existing))
+    merged = _clamped_stage(merged, model.stage(part), model.stage(existing))
     return settled(merged) if is_statement(merged) else merged
+
+
+def _clamped_stage(plan: dict[str, Any], proposed: str | None, current: str | None) -> dict[str, Any]:
+    """The plan at the furthest IPC stage the part's stage may move it to (hub.plans.stages:
+    forward only, as far as the entry rules allow, and not at all once the plan is agreed)."""
+    code = stages.furthest_allowed(plan, proposed, current)
+    if code is None or code == model.stage(plan):
+        return plan
+    return model.with_stage(plan, code)
 
 
 def _by_element_id(existing: list | None, part: list | None) -> list:
@@ -143,8 +153,8 @@ def _funding_sources(allocation: dict[str, Any]) -> set[str]:
 
 def _extensions(existing: list | None, part: list | None, *, own: bool) -> list:
     """Allocations: the part's allocations stand for every funding source they name (a source
-    restating its share replaces its old share). Single-valued extensions: the owner's first.
-    Others: every source's, each once."""
+    restating its share replaces its old share). Single-valued extensions: the owner's first (the
+    stage is settled by `join`). Others: every source's, each once."""
     part_sources = set().union(*(_funding_sources(e) for e in part or [] if e.get("url") == ALLOCATION))
     kept = [e for e in existing or []
             if e.get("url") != ALLOCATION or not (_funding_sources(e) & part_sources)]
@@ -160,20 +170,8 @@ def _extensions(existing: list | None, part: list | None, *, own: bool) -> list:
             out.append(extension)
         else:
             out = jsontext.union(out, [extension])
-    chosen = next((e for e in out if e.get("url") == STAGE), None)
-    for stage in (e for e in [*(part or []), *(existing or [])] if e.get("url") == STAGE):
-        if chosen is not None and _stage_rank(stage) > _stage_rank(chosen):
-            out = [stage if e is chosen else e for e in out]
-            chosen = stage
     allocations = [e for e in kept if e.get("url") == ALLOCATION]
     allocations += [e for e in part or [] if e.get("url") == ALLOCATION]
     return out + allocations
 
 
-def _stage_rank(extension: dict[str, Any]) -> int:
-    """How far along the IPC stages an ipc-stage extension is (-1 if its code is not one): a
-    feed reports what it sees happening, so the plan is as far along as any source has seen it
-    (the council arranging services means the plan is being made to happen, whatever stage the
-    MOD's draft was at). A coordinator moves a plan back through the API, not through a feed."""
-    codes = [c.get("code") for c in (extension.get("valueCodeableConcept") or {}).get("coding") or []]
-    return max((STAGES.index(code) for code in codes if code in STAGES), default=-1)

@@ -20,7 +20,7 @@ from hub.fhir import jsontext
 from hub.search.access import Access
 from hub.store import index, integrity, placing
 from hub.store.audit import record_consent_change
-from hub.store.plans import check_plans_written_together
+from hub.store.plans import check_plans_written_together, queue_followups, settle_plan
 from hub.store.resources import Version, same_content, stamp
 
 _LOCK_MANY = (
@@ -105,6 +105,7 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
     (FhirError) when a resource refers to something neither the record nor the batch holds."""
     if not staged:
         return
+    staged = await _settle_plans(conn, staged)
     staged = await _settle_places(conn, staged)
     last: dict[tuple[str, str], Staged] = {}
     for s in staged:
@@ -159,3 +160,32 @@ async def write_staged(conn: AsyncConnection, staged: list[Staged], existing: se
                 conn, consent_id=res_id, version=s.version.version, method="PUT",
                 patient_ids=[p for p in (was_patient, s.version.patient_id) if p], policy=POLICY_BASE + FEED,
                 client_id=None, organisation=None, organisation_system=None, partner_class=None, user_ref=None)
+    await queue_followups(conn, [(s.resource, res_id) for (_, res_id), s in last.items() if s.resource is not None])
+
+
+async def _settle_plans(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
+    """Each care and support plan's last version in the batch passed through the plan's life
+    cycle (hub.store.plans.settle_plan), judged with the batch's own budget statements: a
+    derived status or review date is staged in its place."""
+    last = {}
+    for index_, s in enumerate(staged):
+        if s.version.res_type == "CarePlan":
+            last[s.version.res_id] = index_
+    if not last:
+        return staged
+    pending = [(staged[i].resource, res_id) for res_id, i in last.items() if staged[i].resource is not None]
+    out = list(staged)
+    for res_id, i in last.items():
+        s = staged[i]
+        if s.resource is None:
+            continue
+        settled = await settle_plan(conn, s.resource, res_id, pending)
+        if settled is not s.resource:
+            v = s.version
+            content = stamp(settled, res_id, v.version, v.last_updated)
+            rows = index.rows_for(settled)
+            found = pointers("CarePlan", res_id, settled, rows.search)
+            place = decide(found, people={}, entry_places={}, owners={}, writer="hub")
+            out[i] = Staged(replace(v, content=content, patient_id=place.patient_id, part=place.part,
+                                    owner=place.owner), rows, place.part, settled, found)
+    return out

@@ -22,7 +22,7 @@ from hub.fhir.errors import FhirError, gone, not_found
 from hub.search.access import Access, visible_sql
 from hub.store import index, placing
 from hub.store.audit import record_consent_change
-from hub.store.plans import check_one_plan_per_period
+from hub.store.plans import check_one_plan_per_period, queue_followups, settle_plan
 
 _READ = ("SELECT version, last_updated, deleted, content::text, patient_id FROM resource r "
          "WHERE res_type = %s AND res_id = %s")
@@ -397,6 +397,12 @@ async def _put(
     await check_may_write(conn, access, res_type, place)
     if hold_apart:
         place = Place(place.patient_id, place.part, access.owner_key)
+    settled = await settle_plan(conn, resource, res_id)
+    if settled is not resource:   # the plan's life cycle derived something (status, next review date)
+        resource = settled
+        rows = index.rows_for(resource)
+        replaced = await placing.place(conn, access, res_type, res_id, resource, rows.search)
+        place = Place(replaced.patient_id, replaced.part, place.owner)
     consent = await _consent_change(conn, access, res_type, res_id, resource, place, previous)
     if res_type == "Organization" and previous is not None and not previous.deleted:
         await _check_organisation_identity(conn, access, res_id, resource)
@@ -430,6 +436,7 @@ async def _put(
         if res_type == "Consent":
             await write_grants(conn, res_id, resource, patient_id)
             await _audit_consent(conn, access, consent, res_id, version, method)
+        await queue_followups(conn, [(resource, res_id)])
         return Version(res_type, res_id, version, moment, content, method=method, patient_id=patient_id,
                        part=part, owner=owner)
 

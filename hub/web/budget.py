@@ -2,17 +2,22 @@
 allocation and how it is managed, what it is for, and spend so far and the balance as the hub
 computes them from the spend lines (`$budget-position`; a statement never holds spend), with a
 bar chart (SVG drawn on the server, with the same figures in a table for screen readers and
-without images)."""
+without images). A funder whose commissioner has not agreed the plan the statement is part of (a
+funder added after the plan was agreed, or one that withdrew) is marked: its allocation is not in
+effect until it agrees (hub.plans.agreement.awaiting)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from hub.plans import agreement
+from hub.plans.model import parent_plans
 from hub.web import facts
 from hub.web.access import signed_in
 from hub.web.context import page_context
 from hub.web.errors import PageError
 from hub.web.pages import render
+from hub.web.record import Record
 
 router = APIRouter(include_in_schema=False)
 
@@ -28,6 +33,9 @@ async def budget(budget_id: str, request: Request) -> Response:
     patient_ref = (statement.get("subject") or {}).get("reference", "")
     patient = await record.read("Patient", patient_ref.split("/", 1)[1]) if patient_ref.startswith("Patient/") else None
     rows = facts.allocations(statement, await record.budget_position(budget_id))
+    awaiting = await _awaiting(record, statement, {r["source_code"] for r in rows})
+    for r in rows:
+        r["awaiting"] = awaiting.get(r["source_code"])
     indicative = (facts.ext_value(statement, "indicative-amount") or {}).get("value")
     agreed = (facts.ext_value(statement, "agreed-amount") or {}).get("value")
     total = sum(r["amount"] for r in rows)
@@ -37,3 +45,18 @@ async def budget(budget_id: str, request: Request) -> Response:
         workspace, "caseload", statement.get("title") or "Budget statement", statement=statement, patient=patient,
         rows=rows, indicative=indicative, agreed=agreed, total=total, spent=spent, shared=shared,
         chart=facts.chart(rows, indicative), budget_type=facts.ext_value(statement, "budget-type")))
+
+
+async def _awaiting(record: Record, statement: dict, sources: set[str]) -> dict[str, str]:
+    """Funding source → who has still to agree, for the funders of an agreed plan whose
+    commissioner has not agreed it (nothing while the plan is a draft: nothing is in effect)."""
+    out: dict[str, str] = {}
+    for plan_id in parent_plans(statement):
+        plan = await record.read("CarePlan", plan_id)
+        if plan is None or plan.get("status") not in ("active", "on-hold"):
+            continue
+        missing = set(agreement.awaiting(plan, sources))
+        for source, role in agreement.ROLE_FOR_FUNDER.items():
+            if role in missing:
+                out[source] = agreement.ROLE_NAMES[role]
+    return out

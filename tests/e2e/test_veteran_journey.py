@@ -13,7 +13,15 @@ direct payment support service sends a month's statement (a real `ipc-hub connec
 import`). Then the one record is checked: one person, one plan, one budget statement whose NHS and
 council shares add up to the agreed amount, one account per allocation and management option, the
 month's spend computed from its lines, every resource valid against the IPC profiles, and where
-every fact came from."""
+every fact came from.
+
+Then the plan's life (issue 13), with the plan worker running as `ipc-hub worker plans`: the
+plan (which the council's extract agreed for its part) waits in draft with a sign-off request to
+the ICB; he agrees, then the ICB (with its own token, finding the request by the standard
+search); the last agreement makes the plan active with its next review date a year on and
+closes the request; his review meeting moves the plan to 'review'
+and back, and the plan's next version carries the new review date while the agreed version stays
+readable in its history."""
 from __future__ import annotations
 
 import csv
@@ -149,6 +157,7 @@ def stack(clean_db, bus, hub_api, tmp_path):
     env = worker_env(bus, clean_db)
     running.workers.start("mapper", env)
     running.workers.start("recorder", env)
+    running.workers.start("plans", env)   # the plan worker: sign-off requests, review meetings
     running.start_connector()
     mod = ModConnector(bus, clean_db, hub_api, tmp_path, running.workers)
     yield running, mod
@@ -400,6 +409,80 @@ class Journey:
 
         assert wait_for(spent, 30, "the month's spend on his NHS direct payment account") == SEPTEMBER_SPEND
 
+    def agreement(self) -> None:
+        """6. The plan is agreed: draft with a sign-off request to each commissioner until he, the
+        ICB (its own client) and the council have all agreed; then active, reviewed yearly."""
+        plan = plan_of(self.fhir, self.patient_id, "care-support-plan")
+        self.ids["plan"] = plan["id"]
+        assert plan["status"] == "draft" and stage(plan) == "record-and-agree"
+        # The council's extract recorded its own agreement (services arranged); the ICB has not agreed.
+        assert [a for a in plan["extension"] if a["url"] == f"{SD}/plan-agreement"
+                and "local-authority-commissioner" in json.dumps(a)]
+        wait_for(lambda: sign_offs(self.fhir, plan["id"]) == {"nhs-commissioner": "requested"}, 60,
+                 "a sign-off request to the ICB")
+        plan = self._agreed_by("person", f"Patient/{self.patient_id}", "2026-08-20T10:00:00Z", self.fhir)
+        assert plan["status"] == "draft"   # the ICB funds part of his budget and has not agreed
+        icb = self.fhir_as(partner_class="nhs", organisation=COMMISSIONER, client_id=COMMISSIONER_CLIENT,
+                           scopes=["system/CarePlan.rus", "system/Task.rs"])
+        icb_org = created_org(self.fhir, COMMISSIONER)
+        [request] = found(icb, "/Task", code=f"{CS}/ipc-plan-task|plan-sign-off",
+                          performer=f"{CS}/ipc-agreement-role|nhs-commissioner", status="requested")
+        assert request["focus"] == {"reference": f"CarePlan/{plan['id']}"}
+        plan = self._agreed_by("nhs-commissioner", f"Organization/{icb_org['id']}", "2026-08-24T09:30:00Z", icb)
+        assert plan["status"] == "active"
+        assert next_review(plan) == "2027-08-24"   # IPC for Veterans: yearly from the last agreement
+        wait_for(lambda: sign_offs(self.fhir, plan["id"]) == {"nhs-commissioner": "completed"}, 60,
+                 "the ICB's sign-off request closed by its agreement")
+        self.ids["agreed-version"] = plan["meta"]["versionId"]
+
+    def _agreed_by(self, role: str, who: str, when: str, client: httpx.Client) -> dict[str, Any]:
+        current = client.get(f"/CarePlan/{self.ids['plan']}")
+        assert current.status_code == 200, current.text
+        plan = jsontext.loads(current.content)
+        plan["extension"].append({"url": f"{SD}/plan-agreement", "extension": [
+            {"url": "agreedBy", "valueReference": {"reference": who}},
+            {"url": "role", "valueCodeableConcept": {"coding": [{"system": f"{CS}/ipc-agreement-role", "code": role}]}},
+            {"url": "date", "valueDateTime": when},
+            {"url": "method", "valueCodeableConcept": {"coding": [
+                {"system": f"{CS}/ipc-agreement-method", "code": "written"}]}}]})
+        written = put(client, plan, etag_version(current))
+        assert written.status_code == 200, written.text
+        return written.json()
+
+    def review(self) -> None:
+        """7. His review: the meeting in progress moves the plan to 'review'; finished, back to
+        'make it happen' with the next review a year from the meeting, in a new plan version."""
+        current = self.fhir.get(f"/CarePlan/{self.ids['plan']}")
+        plan = current.json()
+        plan["extension"] = [e for e in plan["extension"] if e["url"] != f"{SD}/ipc-stage"] + [
+            {"url": f"{SD}/ipc-stage", "valueCodeableConcept": {"coding": [
+                {"system": f"{CS}/ipc-stage", "code": "make-it-happen"}]}}]
+        assert put(self.fhir, plan, etag_version(current)).status_code == 200
+        coordinator = next(e for e in plan["extension"] if e["url"] == f"{SD}/care-coordinator")["valueReference"]
+        meeting = {"resourceType": "Encounter", "meta": {"profile": [f"{SD}/ipc-plan-meeting"]},
+                   "extension": [{"url": f"{SD}/care-plan", "valueReference": {"reference": f"CarePlan/{self.ids['plan']}"}},
+                                 {"url": f"{SD}/plan-change", "extension": [
+                                     {"url": "description", "valueString": "Day care down to fortnightly; gym added"}]}],
+                   "status": "in-progress",
+                   "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+                   "type": [{"coding": [{"system": f"{CS}/ipc-plan-contact-type", "code": "plan-review"}]}],
+                   "subject": {"reference": f"Patient/{self.patient_id}"},
+                   "participant": [{"individual": {"reference": coordinator["reference"]}}],
+                   "period": {"start": "2027-02-10T10:00:00Z"}}
+        posted = self.fhir.post("/Encounter", content=json.dumps(meeting), headers=FHIR_JSON)
+        assert posted.status_code == 201, posted.text
+        wait_for(lambda: stage(self.fhir.get(f"/CarePlan/{self.ids['plan']}").json()) == "review", 60,
+                 "the plan at 'review'")
+        held = posted.json()
+        held.update(status="finished", period={"start": "2027-02-10T10:00:00Z", "end": "2027-02-10T11:00:00Z"})
+        assert put(self.fhir, held, held["meta"]["versionId"]).status_code == 200
+        reviewed = wait_for(lambda: (p := self.fhir.get(f"/CarePlan/{self.ids['plan']}").json())
+                            and stage(p) == "make-it-happen" and next_review(p) == "2028-02-10" and p,
+                            60, "the plan reviewed")
+        assert reviewed["status"] == "active"
+        agreed = self.fhir.get(f"/CarePlan/{self.ids['plan']}/_history/{self.ids['agreed-version']}").json()
+        assert next_review(agreed) == "2027-08-24" and int(reviewed["meta"]["versionId"]) > int(self.ids["agreed-version"])
+
     def _sees_only_what_he_shared(self, charity: httpx.Client, plan: dict[str, Any]) -> None:
         """His plan, yes; his budget and his Service-attributable conditions, no: absent from
         reads (404, never 403), from search results and from totals, and not writable (an update
@@ -414,6 +497,33 @@ class Journey:
         assert searched.status_code == 200, searched.text
         assert searched.json()["total"] == 0 and not searched.json().get("entry")
         assert len(found(self.fhir, "/Condition", subject=f"Patient/{self.patient_id}")) == len(conditions)
+
+
+def stage(plan: dict[str, Any]) -> str | None:
+    found_ = [e for e in plan.get("extension", []) if e["url"] == f"{SD}/ipc-stage"]
+    return found_[0]["valueCodeableConcept"]["coding"][0]["code"] if found_ else None
+
+
+def next_review(plan: dict[str, Any]) -> str | None:
+    found_ = [e for e in plan.get("extension", []) if e["url"] == f"{SD}/next-review-date"]
+    return found_[0]["valueDate"] if found_ else None
+
+
+def sign_offs(client: httpx.Client, plan_id: str) -> dict[str, str]:
+    """The plan's sign-off requests: the commissioner role each goes to → its status."""
+    return {t["performerType"][0]["coding"][0]["code"]: t["status"]
+            for t in found(client, "/Task", code=f"{CS}/ipc-plan-task|plan-sign-off", focus=f"CarePlan/{plan_id}")}
+
+
+def created_org(client: httpx.Client, ods: str) -> dict[str, Any]:
+    """The commissioner as an Organization the agreement can name."""
+    ods_system = "https://fhir.nhs.uk/Id/ods-organization-code"
+    made = client.post("/Organization", headers={**FHIR_JSON, "If-None-Exist": f"identifier={ods_system}|{ods}"},
+                       content=json.dumps({
+        "resourceType": "Organization", "name": f"Commissioner {ods}",
+        "identifier": [{"system": ods_system, "value": ods}]}))
+    assert made.status_code in (200, 201), made.text
+    return made.json()
 
 
 def support_offered(patient_id: str, plan_id: str) -> dict[str, Any]:
@@ -589,3 +699,7 @@ def test_a_veterans_journey_makes_one_shared_record(stack, fhir, fhir_as, token_
     assert fhir.get(f"/Task/{journey.ids['task']}").json()["status"] == "completed"
     check_provenance(fhir, journey, plan, budget, carer, goals)
     check_api_writers_audited(fhir_as, journey, plan)
+
+    journey.agreement()
+    journey.review()
+    check_valid(fhir, journey, [fhir.get(f"/CarePlan/{plan['id']}").json()])

@@ -167,3 +167,33 @@ def _alarm(line: str) -> bool:
         return False
     return (record.get("level") == "error" and "stopped by the dead-letter limit" in record.get("event", "")
             and record.get("args", [None])[0] == "mapper")
+
+
+def test_up_supervises_the_plan_worker(tmp_path):
+    """`up` runs the plan worker (`ipc-hub worker plans`) as a supervised child: /readyz names
+    it, and an outcome questionnaire written to the API becomes an Observation through it."""
+    hub = RunningHub(tmp_path / "hub-data", free_port(), free_port())
+    try:
+        status, body = _readiness(hub)
+        assert status == 200 and body["processes"]["plans"]["ready"] is True
+        assert _child(hub, "worker plans")
+        auth = {**hub.bearer(), "Content-Type": "application/fhir+json"}
+        fhir = f"{hub.base}/fhir"
+        person = httpx.post(f"{fhir}/Patient", headers=auth, json={
+            "resourceType": "Patient", "name": [{"family": "Upton", "given": ["Pat"]}]}).json()
+        plan = httpx.post(f"{fhir}/CarePlan", headers=auth, json={
+            "resourceType": "CarePlan", "status": "draft", "intent": "plan",
+            "subject": {"reference": f"Patient/{person['id']}"}}).json()
+        ipc = "https://ipc-hub.example.org/fhir/"
+        response = httpx.post(f"{fhir}/QuestionnaireResponse", headers=auth, json={
+            "resourceType": "QuestionnaireResponse", "meta": {"profile": [f"{ipc}StructureDefinition/ipc-outcome-response"]},
+            "questionnaire": f"{ipc}Questionnaire/goal-attainment-scaling", "status": "completed",
+            "subject": {"reference": f"Patient/{person['id']}"}, "basedOn": [{"reference": f"CarePlan/{plan['id']}"}],
+            "authored": "2026-06-01T10:00:00Z", "item": [{"linkId": "attainment", "answer": [{"valueInteger": 1}]}]})
+        assert response.status_code == 201, response.text
+        derived = wait_for(lambda: httpx.get(f"{fhir}/Observation", headers=auth, params={
+            "derived-from": f"QuestionnaireResponse/{response.json()['id']}"}).json().get("entry"), 60,
+            "the score as an Observation")
+        assert derived[0]["resource"]["valueQuantity"]["value"] == 1
+    finally:
+        assert hub.stop() == 0

@@ -146,16 +146,36 @@ def test_single_valued_extensions_are_the_profiles_max_one_slices():
     assert single == SINGLE_VALUED
 
 
-def test_joined_parts_keep_the_furthest_ipc_stage_any_source_has_seen():
-    from hub.pipeline.plans import STAGE
+def _stage(code: str) -> dict:
+    return {"url": STAGE, "valueCodeableConcept": {"coding": [
+        {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-stage", "code": code}]}}
 
-    def stage(code: str) -> dict:
-        return {"url": STAGE, "valueCodeableConcept": {"coding": [
-            {"system": f"{CANONICAL_BASE}/CodeSystem/ipc-stage", "code": code}]}}
 
-    drafted = _plan(extension=[stage("preparation")])
-    services = _plan(id="la", extension=[stage("make-it-happen")])
-    assert join(drafted, services, own=False)["extension"] == [stage("make-it-happen")]
-    # The drafting source restating its earlier stage does not move the plan back.
+def _stage_of(plan: dict) -> str:
+    return next(e for e in plan["extension"] if e["url"] == STAGE)["valueCodeableConcept"]["coding"][0]["code"]
+
+
+def test_a_feed_moves_the_stage_forward_only_as_far_as_the_entry_rules_allow():
+    coordinated = {"goal": [{"reference": "Goal/1"}],
+                   "extension": [_stage("preparation"), {"url": f"{CANONICAL_BASE}/StructureDefinition/care-coordinator",
+                                                         "valueReference": {"reference": "Practitioner/1"}}]}
+    drafted = _plan(**coordinated)
+    services = _plan(id="la", extension=[_stage("make-it-happen")])
+    # Not agreed: 'make it happen' (ipc-stage-2) is out of reach; 'record and agree' is not
+    # (a coordinator and a goal: ipc-stage-1).
     moved_on = join(drafted, services, own=False)
-    assert join(moved_on, drafted, own=True)["extension"] == [stage("make-it-happen")]
+    assert _stage_of(moved_on) == "record-and-agree"
+    # The drafting source restating its earlier stage does not move the plan back.
+    assert _stage_of(join(moved_on, drafted, own=True)) == "record-and-agree"
+    # Without a coordinator the furthest is 'conversation'; a new plan from a feed is clamped too.
+    assert _stage_of(join(_plan(extension=[_stage("preparation")]), services, own=False)) == "conversation"
+    assert _stage_of(join(None, services, own=True)) == "conversation"
+
+
+def test_a_feed_leaves_an_agreed_plan_at_the_stage_its_coordinator_chose():
+    agreed = _plan(status="active", goal=[{"reference": "Goal/1"}], extension=[_stage("conversation")])
+    services = _plan(id="la", extension=[_stage("make-it-happen")])
+    merged = join(agreed, services, own=True)
+    assert _stage_of(merged) == "conversation"   # moved back at a review; the extract does not undo it
+    assert merged["status"] == "active"          # and its "draft" does not take the agreement back
+

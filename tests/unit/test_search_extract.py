@@ -73,7 +73,18 @@ PATIENT: dict[str, Any] = {
 CAREPLAN: dict[str, Any] = {
     "resourceType": "CarePlan", "id": "cp-1",
     "extension": [{"url": "https://ipc-hub.example.org/fhir/StructureDefinition/care-coordinator",
-                   "valueReference": {"reference": "Practitioner/vwm-1"}}],
+                   "valueReference": {"reference": "Practitioner/vwm-1"}},
+                  # The plan's life (issue 13): the guide's stage, next-review-date and need parameters.
+                  {"url": "https://ipc-hub.example.org/fhir/StructureDefinition/ipc-stage", "valueCodeableConcept": {
+                      "coding": [{"system": "https://ipc-hub.example.org/fhir/CodeSystem/ipc-stage",
+                                  "code": "make-it-happen"}]}},
+                  {"url": "https://ipc-hub.example.org/fhir/StructureDefinition/next-review-date",
+                   "valueDate": "2027-02-05"},
+                  {"url": "https://ipc-hub.example.org/fhir/StructureDefinition/life-area-need", "extension": [
+                      {"url": "lifeArea", "valueCodeableConcept": {"coding": [
+                          {"system": "https://ipc-hub.example.org/fhir/CodeSystem/ipc-life-area",
+                           "code": "accommodation-own"}]}},
+                      {"url": "notWorking", "valueString": "Stairs to the flat"}]}],
     "identifier": [{"system": "https://example.org/ipc/careplan", "value": "PSP-001"}],
     "instantiatesCanonical": ["https://example.org/PlanDefinition/ipc|1.0"],
     "instantiatesUri": ["https://example.org/guidance/ipc"],
@@ -201,6 +212,8 @@ PRACTITIONER: dict[str, Any] = {
 
 ENCOUNTER: dict[str, Any] = {
     "resourceType": "Encounter", "id": "enc-1", "status": "finished",
+    "extension": [{"url": "https://ipc-hub.example.org/fhir/StructureDefinition/care-plan",
+                   "valueReference": {"reference": "CarePlan/cp-1"}}],
     "identifier": [{"system": "https://example.org/ipc/encounter", "value": "E-1"}],
     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
     "type": [{"coding": [{"system": SCT, "code": "11429006", "display": "Consultation"}]}],
@@ -223,6 +236,8 @@ ENCOUNTER: dict[str, Any] = {
 
 FLAG: dict[str, Any] = {
     "resourceType": "Flag", "id": "flag-1", "status": "active",
+    "extension": [{"url": "https://ipc-hub.example.org/fhir/StructureDefinition/care-plan",
+                   "valueReference": {"reference": "CarePlan/cp-1"}}],
     "identifier": [{"system": "https://example.org/ipc/flag", "value": "F-1"}],
     "code": {"text": "Lives alone"}, "subject": {"reference": "Patient/pat-1"},
     "period": {"start": "2024-01-01"}, "encounter": {"reference": "Encounter/enc-1"},

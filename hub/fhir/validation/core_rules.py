@@ -29,6 +29,9 @@ _CORRECTED = {
     "ref-1": "reference.exists() implies (reference.startsWith('#').not() or "
              "(reference.substring(1).trace('url') in %rootResource.contained.id.trace('ids')) or "
              "(reference='#' and %rootResource!=%resource))",
+    # ras-2 (a probability is at most 100): R4's expression is empty, not true, for a prediction
+    # without a probability (a qualitative risk only); as HL7 later corrected it, it holds then.
+    "ras-2": "probability.exists() implies (probability is decimal implies (probability as decimal) <= 100)",
 }
 # Format checks for required bindings whose codes come from standards the hub does not list.
 _CURRENCY = re.compile(r"[A-Z]{3}")

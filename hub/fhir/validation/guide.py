@@ -1,5 +1,5 @@
 """The IPC implementation guide as loaded from `profiles/`: StructureDefinitions, CodeSystems,
-ValueSets and examples, read once per process (the files are data; nothing here writes them)."""
+ValueSets, SearchParameters, Questionnaires and examples, read once per process (the files are data; nothing here writes them)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,9 @@ from typing import Any
 from hub.fhir.identifiers import CANONICAL_BASE
 
 # ChargeItemDefinition: the activity tariffs shipped as data (profiles/ChargeItemDefinition/, see
-# profiles/README.md), served and loaded with the guide.
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ChargeItemDefinition")
+# profiles/README.md), served and loaded with the guide; Questionnaire: the outcome measures.
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "ChargeItemDefinition",
+                     "Questionnaire")
 
 
 def profiles_dir() -> Path:
@@ -31,13 +32,16 @@ class Guide:
     search_parameters: dict[str, dict[str, Any]]
     # Definitions loaded as data: the illustrative NHS activity tariffs (ipc-tariff).
     charge_item_definitions: dict[str, dict[str, Any]]
+    # The outcome measures (ONS personal wellbeing, goal attainment scaling, the licensed
+    # instruments' structure): what an outcome QuestionnaireResponse answers.
+    questionnaires: dict[str, dict[str, Any]]
 
     def conformance_resources(self) -> list[dict[str, Any]]:
-        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet and
-        /SearchParameter."""
+        """Everything the hub serves at /fhir/StructureDefinition, /CodeSystem, /ValueSet,
+        /SearchParameter and /Questionnaire."""
         return [*self.structure_definitions.values(), *self.code_systems.values(),
                 *self.value_sets.values(), *self.search_parameters.values(),
-                *self.charge_item_definitions.values()]
+                *self.charge_item_definitions.values(), *self.questionnaires.values()]
 
     def profiles(self) -> list[dict[str, Any]]:
         """The resource profiles (not the extensions)."""
@@ -61,7 +65,7 @@ def read_guide(folder: Path) -> Guide:
             found[res_type][f"{resource['url']}|{resource.get('version', '')}"
                             if res_type == "ChargeItemDefinition" else resource["url"]] = resource
     return Guide(found["StructureDefinition"], found["CodeSystem"], found["ValueSet"], found["SearchParameter"],
-                 found["ChargeItemDefinition"])
+                 found["ChargeItemDefinition"], found["Questionnaire"])
 
 
 def example_paths(folder: Path | None = None) -> list[Path]:

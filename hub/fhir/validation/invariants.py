@@ -37,8 +37,10 @@ def service_number_format(value: Any) -> bool:
 
 
 def active_plan_agreed(plan: dict[str, Any]) -> bool:
-    return plan.get("status") != "active" or bool(
-        _extensions(plan, _SD + "plan-agreement") and _extensions(plan, _SD + "next-review-date"))
+    """ipc-cp-1: a plan written as active carries an agreement. Who must have agreed (ipc-agree-1)
+    needs the plan's budget statements, so the store judges that (hub.plans.lifecycle); the
+    store also sets the next review date when the plan becomes active, so the writer need not."""
+    return plan.get("status") != "active" or bool(_extensions(plan, _SD + "plan-agreement"))
 
 
 def active_plan_has_coordinator(plan: dict[str, Any]) -> bool:
@@ -104,6 +106,22 @@ def one_coordinator(team: dict[str, Any]) -> bool:
     return found == 1
 
 
+def declined_request_says_why(task: dict[str, Any]) -> bool:
+    return task.get("status") != "rejected" or bool(task.get("statusReason"))
+
+
+def finished_meeting_has_end(encounter: dict[str, Any]) -> bool:
+    return encounter.get("status") != "finished" or bool((encounter.get("period") or {}).get("end"))
+
+
+def answers_a_guide_questionnaire(response: dict[str, Any]) -> bool | None:
+    """ipc-or-1. None (no verdict) without a questionnaire: cardinality reports that."""
+    questionnaire = response.get("questionnaire")
+    if questionnaire is None:
+        return None
+    return isinstance(questionnaire, str) and questionnaire.startswith(f"{CANONICAL_BASE}/Questionnaire/")
+
+
 NATIVE: dict[str, Callable[[Any], bool | None]] = {
     "ipc-nhs-1": is_valid_nhs_number,
     "ipc-mod-1": service_number_format,
@@ -113,4 +131,7 @@ NATIVE: dict[str, Callable[[Any], bool | None]] = {
     "ipc-bud-3": budget_type_follows_mix,
     "ipc-car-1": carer_has_contingency,
     "ipc-ct-1": one_coordinator,
+    "ipc-rr-1": declined_request_says_why,
+    "ipc-mt-1": finished_meeting_has_end,
+    "ipc-or-1": answers_a_guide_questionnaire,
 }
