@@ -3,12 +3,13 @@ router finds an operation here by name; the HTTP layer makes its routes from thi
 CapabilityStatement advertises exactly what it holds."""
 from __future__ import annotations
 
-from hub.interactions.operations import everything, terminology, validate
+from hub.interactions.operations import everything, export, terminology, validate
 from hub.interactions.operations.operation import Operation
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     validate.OPERATION,
     everything.OPERATION,
+    export.OPERATION,
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,
