@@ -94,6 +94,15 @@ def compartment_patient(res_type: str, res_id: str, references: Iterable[tuple])
     return None
 
 
+def outside_part(resource: dict[str, Any]) -> str | None:
+    """The part a resource outside every person's record is held in: the part its `meta.tag`
+    names, or None (visible to any client with the type's scope, as before). Data about many
+    people at once that no single record holds — a cohort's member Group, which says who has
+    which conditions — is tagged so, and only clients whose class sees that part by default see
+    it (hub/search/access.py)."""
+    return _tagged_part(resource)
+
+
 def record_part(resource: dict[str, Any]) -> str:
     """The one record part a resource in a patient's compartment belongs to."""
     res_type = resource.get("resourceType", "")

@@ -14,21 +14,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from hub.fhir.errors import FhirError
 from hub.fhir.resources import SUPPORTED_TYPES
 from hub.search.access import Access
-from hub.search.parse import SearchRequest, parse_search
+from hub.search.parse import parse_criteria
 
 OUTPUT_FORMATS = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 # Exported only by their own routes, never in bulk: the audit trail is not a resource table.
 NOT_EXPORTED = frozenset({"AuditEvent"})
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 _KNOWN = frozenset({"_outputFormat", "_since", "_type", "_typeFilter", "patient"})
-# Search result parameters make no sense in a filter: it selects, it does not page or shape.
-_NOT_IN_FILTERS = ("_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
-                   "_total", "_contained", "_containedType", "_format", "_pretty")
 
 
 @dataclass(slots=True)
@@ -125,25 +121,9 @@ def _type_filters(pairs: list[tuple[str, str]], types: list[str] | None) -> dict
                             "type and '?'", status=400)
         if types is not None and res_type not in types:
             raise FhirError("invalid", f"_typeFilter on {res_type}, which _type does not ask for", status=400)
-        parse_filter(res_type, query)
+        parse_criteria(res_type, query, where=f"the filter on {res_type}")
         filters.setdefault(res_type, []).append(query)
     return filters
-
-
-def parse_filter(res_type: str, query: str) -> SearchRequest:
-    """A `_typeFilter` (or cohort criterion) query, parsed strictly: an unknown parameter or a bad
-    value is an error, never ignored (ignoring a criterion would select more than was asked)."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not pairs:
-        raise FhirError("invalid", f"the filter on {res_type} has no criteria", status=400)
-    for name, _ in pairs:
-        if name.split(":")[0] in _NOT_IN_FILTERS:
-            raise FhirError("invalid", f"'{name[:40]}' is not a search criterion (in the filter on {res_type})",
-                            status=400)
-    try:
-        return parse_search(res_type, pairs, strict=True)
-    except FhirError as exc:
-        raise FhirError("invalid", f"the filter on {res_type}: {exc.issues[0].diagnostics}", status=400) from None
 
 
 def _patients(level: str, pairs: list[tuple[str, str]], body: dict[str, Any] | None) -> list[str] | None:

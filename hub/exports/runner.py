@@ -26,10 +26,11 @@ import orjson
 import psycopg
 from psycopg import IsolationLevel
 
-from hub.exports.kickoff import NOT_EXPORTED, ExportSpec, access_from_record, parse_filter
+from hub.exports.kickoff import NOT_EXPORTED, ExportSpec, access_from_record
 from hub.fhir.errors import FhirError, Issue, operation_outcome
 from hub.fhir.resources import SUPPORTED_TYPES
 from hub.search.access import Access
+from hub.search.parse import parse_criteria
 from hub.search.sql import build_rows_sql
 from hub.store import exports
 from hub.store.exports import ExportFile, Job
@@ -150,7 +151,7 @@ class ExportRunner:
                     filters = []
                     for query in spec.type_filters.get(res_type, []):
                         try:
-                            filters.append(parse_filter(res_type, query))
+                            filters.append(parse_criteria(res_type, query, where=f"the filter on {res_type}"))
                         except FhirError as exc:  # checked at kick-off; a definition may have changed
                             problems.append(Issue("invalid", exc.issues[0].diagnostics))
                     if spec.type_filters.get(res_type) and not filters:

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from hub.consent.grants import write_grants
-from hub.consent.parts import compartment_patient, record_part
+from hub.consent.parts import compartment_patient, outside_part, record_part
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError, gone, not_found
 from hub.search.access import Access, visible_sql
@@ -233,7 +233,7 @@ def place_of(res_type: str, res_id: str, resource: dict[str, Any], rows: IndexRo
     """(patient id, record part) of a resource about to be stored; (None, None) outside every
     patient's compartment."""
     patient_id = compartment_patient(res_type, res_id, rows.references)
-    return (patient_id, record_part(resource)) if patient_id else (None, None)
+    return (patient_id, record_part(resource)) if patient_id else (None, outside_part(resource))
 
 
 def provenance_targets(rows: IndexRows) -> list[tuple[str, str]]:
