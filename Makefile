@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install lock clean browser oidc
+.PHONY: run test bench chaos install lock clean browser oidc
 
 run: $(STAMP)
 	$(BIN)/ipc-hub up
@@ -30,6 +30,11 @@ tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-l
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || true
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# At least 100,000 envelopes from all four sources while parts of the hub are killed with kill -9;
+# prints what was acknowledged and recorded (tests/chaos/run.py). A short run is part of `make test`.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 install: $(STAMP)
 

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # uvicorn worker processes for `ipc-hub api`.
     http_workers: int = 1
     log_level: str = "info"
+    # Log lines as JSON objects (`json`, for collectors) or plain text (`console`); `auto`: JSON
+    # unless standard error is a terminal.
+    log_format: str = "auto"
     # The event pipeline (see hub/bus/kafka.py for why these defaults suit Apache Kafka and Tansu).
     topic_prefix: str = "ipc"
     topic_partitions: int = 4
@@ -39,6 +42,10 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 1500
     kafka_max_poll_records: int = 500
     dlq_max_consecutive: int = 100
+    # Largest record on the bus (a 10 MiB MOD handover document, base64 in its Bundle, fits).
+    kafka_max_message_bytes: int = 32 * 1024 * 1024
+    # The bus journal (hub/bus/journal.py): `auto` on for the embedded broker, off for Kafka.
+    bus_journal: str = "auto"
     retry_max_delay_s: float = 5.0
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
     mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la"
@@ -169,6 +176,17 @@ class Settings(BaseSettings):
                 text = "***"
             shown[f"HUB_{name.upper()}"] = text
         return shown
+
+
+def settings_help() -> str:
+    """Every setting as `HUB_NAME  default` lines, for `ipc-hub --help` (read from the model, so
+    the list cannot fall behind it)."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        lines.append(f"  HUB_{name.upper():<34} {shown}")
+    return "\n".join(lines)
 
 
 def load_settings() -> Settings:

@@ -3,8 +3,8 @@ restarted connector and several connectors behind one load balancer agree on dup
 
 A connector persists nothing of the record (DESIGN: connectors never import the store). This
 table is the connector's, not the record's: one row per accepted message, keyed by
-sender + MSH-10 + content digest (`server.dedupe_key`), written only after Kafka acknowledged
-the envelope. The table is created here on first use (`CREATE TABLE IF NOT EXISTS`), so the
+sender + MSH-10 + content digest (`server.dedupe_key`), with the instant its first copy was
+received (a resend is published with it), written only after Kafka acknowledged the envelope. The table is created here on first use (`CREATE TABLE IF NOT EXISTS`), so the
 connector needs no migration from the store and can point at a database of its own.
 
 Failure cases, each safe: a crash between Kafka's ack and the insert means no AA was sent, the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -46,7 +47,7 @@ class PostgresDedupe:
                                          kwargs={"autocommit": True})
         self._retention_days = retention_days
         self._flush_interval = flush_interval
-        self._queued: set[str] = set()
+        self._queued: dict[str, datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -71,25 +72,29 @@ class PostgresDedupe:
         finally:
             await self._pool.close()
 
-    async def seen(self, key: str) -> bool:
+    async def seen(self, key: str) -> datetime | None:
         if key in self._queued:
-            return True
+            return self._queued[key]
         async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM hl7v2_accepted WHERE key = %s", (key,))
-            return await cur.fetchone() is not None
+            cur = await conn.execute("SELECT accepted_at FROM hl7v2_accepted WHERE key = %s", (key,))
+            row = await cur.fetchone()
+            return None if row is None else row[0]
 
-    async def remember(self, key: str) -> None:
-        self._queued.add(key)
+    async def remember(self, key: str, received_at: datetime) -> None:
+        self._queued[key] = received_at
 
     async def flush(self) -> None:
         """Write every queued key now (also called by the background task)."""
         if not self._queued:
             return
-        keys = list(self._queued)
+        queued = dict(self._queued)
         async with self._pool.connection() as conn:
-            await conn.execute("INSERT INTO hl7v2_accepted (key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                               (keys,))
-        self._queued.difference_update(keys)
+            # accepted_at: when the first copy was received (the envelope's received-at).
+            await conn.execute("INSERT INTO hl7v2_accepted (key, accepted_at) "
+                               "SELECT * FROM unnest(%s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING",
+                               (list(queued), list(queued.values())))
+        for key in queued:
+            self._queued.pop(key, None)
 
     async def _flush_forever(self) -> None:
         while True:

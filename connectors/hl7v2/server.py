@@ -1,12 +1,15 @@
 """The MLLP listener: frames in, ACKs out, each accepted message handed to an injected async
 `publish(message_bytes, meta)`. AA (CA) is sent only after publish returns; if it raises, the
 sender gets AR and will resend. `meta` holds exactly the Envelope fields other than the payload
-(source, kind, person_key, content_type, correlation_id), so the Kafka wiring is
+(source, kind, person_key, content_type, correlation_id, received_at), so the Kafka wiring is
 `await producer.send(Envelope(payload=message, **meta))`.
 
-Duplicates (same sender, control id and content, MSH-7 aside) are acknowledged again without a
-second publish, through an injected dedupe store. One connection's messages are handled in
-order; connections run concurrently."""
+Resends (same sender, control id and content, MSH-7 aside), known through an injected dedupe
+store, are acknowledged AA "duplicate: accepted again" and published again: the first copy may
+not be in the record yet. The resend keeps the first copy's received-at, so the recorder sees it
+as the same, older statement (hub.store.freshness): resending a whole stream in which later
+messages changed the person writes no intermediate version. One connection's messages are
+handled in order; connections run concurrently."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +19,10 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
+
+from prometheus_client import Counter
 
 from connectors.hl7v2.ack import Header, build_ack, read_header, wants_ack
 from connectors.hl7v2.errors import (
@@ -27,6 +33,7 @@ from connectors.hl7v2.errors import (
 )
 from connectors.hl7v2.framing import DEFAULT_MAX_SIZE, MllpFramer, frame
 from connectors.hl7v2.strict import NotStandard, check_strictly
+from hub.bus.envelope import received_now
 from hub.fhir.identifiers import NHS_NUMBER
 from mappings.hl7v2.adt import (
     MappingError,
@@ -52,25 +59,30 @@ KIND = "hl7v2-adt"
 # written), then as MERGE_KIND (the pipeline's person merge links them and moves the links).
 MERGE_KIND = "hl7v2-merge"
 
-Publish = Callable[[bytes, dict[str, str]], Awaitable[None]]
+Publish = Callable[[bytes, dict[str, object]], Awaitable[None]]
+# For /metrics: what each message was answered (counted when MSH-15/16 ask for no ACK too).
+ANSWERS = Counter("ipc_mllp_messages", "HL7 v2 messages the MLLP listener answered, by acknowledgement code",
+                  ["ack"])
 
 
 class Dedupe(Protocol):
-    async def seen(self, key: str) -> bool: ...
-    async def remember(self, key: str) -> None: ...
+    async def seen(self, key: str) -> datetime | None:
+        """When the first copy of this message was received, if it was accepted before."""
+
+    async def remember(self, key: str, received_at: datetime) -> None: ...
 
 
 @dataclass
 class MemoryDedupe:
     """The in-process default: the last `capacity` keys. Production injects a shared store."""
     capacity: int = 100_000
-    _keys: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _keys: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
 
-    async def seen(self, key: str) -> bool:
-        return key in self._keys
+    async def seen(self, key: str) -> datetime | None:
+        return self._keys.get(key)
 
-    async def remember(self, key: str) -> None:
-        self._keys[key] = None
+    async def remember(self, key: str, received_at: datetime) -> None:
+        self._keys[key] = received_at
         if len(self._keys) > self.capacity:
             self._keys.popitem(last=False)
 
@@ -169,6 +181,7 @@ class MllpServer:
         text = decode(data)
         header = read_header(text)
         if header is None:
+            ANSWERS.labels("AR").inc()
             return build_ack(None, "AR", "not an HL7 v2 message: no readable MSH segment", 100, "MSH")
         try:
             msg = parse(text, only=READ_SEGMENTS)
@@ -176,16 +189,21 @@ class MllpServer:
             if self.strict:
                 await asyncio.to_thread(check_strictly, text)
             key = dedupe_key(header, msg.text)
-            if await self.dedupe.seen(key):
-                return _answer(header, "AA", "duplicate: already accepted")
+            # A resend is published again all the same: the first copy may not be in the record
+            # yet (or ever, if it was dead-lettered), and the recorder's idempotence absorbs it
+            # if it is. It keeps the first copy's received-at (see the module's docstring).
+            first_received = await self.dedupe.seen(key)
+            received_at = first_received or received_now()
             try:
-                meta = envelope_meta(msg)
+                meta = {**envelope_meta(msg), "received_at": received_at}
                 await self.publish(data, meta)
                 if msg.trigger_event == "A40":
                     await self.publish(data, {**meta, "kind": MERGE_KIND})
             except Exception as exc:  # the bus refused: never AA
                 raise PublishFailed(f"the message could not be stored ({type(exc).__name__}); resend it") from None
-            await self.dedupe.remember(key)
+            if first_received is not None:
+                return _answer(header, "AA", "duplicate: accepted again")
+            await self.dedupe.remember(key, received_at)
             return _answer(header, "AA", "")
         except (Er7Error, MappingError) as exc:
             return _answer(header, "AE", str(exc), exc.code, exc.location)
@@ -245,6 +263,7 @@ class MllpServer:
 
 
 def _answer(header: Header, code: str, text: str, error: int | None = None, location: str = "") -> bytes | None:
+    ANSWERS.labels(code).inc()
     if not wants_ack(header, code == "AA"):
         return None
     return build_ack(header, code, text, error, location)

@@ -72,7 +72,9 @@ class DropFolder:
             (folder / (name + ".reason.txt")).write_text(
                 f"{report.status}: {report.reason}\n", encoding="utf-8")
         report.path = folder / name
-        log.info("LA extract file %s", report.summary())
+        # The file's name is the council's and may name a person: the counts only.
+        log.info("LA extract file %s: %d rows read, %d published in %d envelopes, %d rejected",
+                 report.status, report.rows_read, report.rows_good, report.envelopes, report.rows_bad)
 
     def watch(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         """Scan until `stop` is set. A failing scan is logged and retried at the next tick

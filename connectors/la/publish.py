@@ -1,59 +1,82 @@
 """The Kafka side of an import: envelopes to the inbound topic with a bounded number waiting
 for the broker's acknowledgement (acks=all, idempotent producer). A million-row file must not
-become a million pending futures: past `max_in_flight` the oldest is waited for first."""
+become a million pending futures: past `max_in_flight` the client's deliveries are served
+until there is room. Where the bus has a journal (hub/bus/journal.py: the embedded default),
+each chunk of envelopes is also committed there before `flush` returns, so a file moved to
+`processed/` is never lost with a broker that keeps topics in memory."""
 from __future__ import annotations
-
-from collections import deque
-from typing import Any
 
 from connectors.la.extract import PublishError
 from hub.bus.envelope import Envelope
-from hub.bus.kafka import BusSettings, make_producer
+from hub.bus.journal import Journal
+from hub.bus.kafka import BusSettings, make_producer, produce
 from hub.bus.topics import Topics
 
 
 class KafkaSink:
     def __init__(self, settings: BusSettings, *, max_in_flight: int = 10_000, timeout_s: float = 30.0,
-                 client_id: str = "ipc-hub-la") -> None:
+                 client_id: str = "ipc-hub-la", journal: Journal | None = None,
+                 journal_chunk: int = 2000) -> None:
         self._producer = make_producer(settings, client_id)
         self._topic = Topics(settings.topic_prefix).inbound
-        self._pending: deque[Any] = deque()
         self._max = max(1, max_in_flight)
         self._timeout_s = timeout_s
+        self._journal = journal
+        self._chunk: list[Envelope] = []
+        self._journal_chunk = journal_chunk
+        self._waiting = 0
+        self._failed: str | None = None
         self.sent = 0
 
     @property
     def in_flight(self) -> int:
-        """Envelopes sent whose acknowledgement has not been taken yet."""
-        return len(self._pending)
+        """Envelopes sent whose acknowledgement has not come yet."""
+        return self._waiting
+
+    def _delivered(self, error, _message) -> None:
+        self._waiting -= 1
+        if error is not None and self._failed is None:
+            self._failed = error.name()
 
     def send(self, envelope: Envelope) -> None:
-        if len(self._pending) >= self._max:
-            self._make_room()
-        self._pending.append(self._producer.send(self._topic, key=envelope.key(), value=envelope.payload,
-                                                 headers=envelope.headers()))
+        while self._waiting >= self._max:
+            self._producer.poll(0.05)
+        self._check()
+        if self._journal is not None:
+            self._chunk.append(envelope)
+            if len(self._chunk) >= self._journal_chunk:
+                self._write_journal()
+        try:
+            produce(self._producer, self._topic, envelope.key(), envelope.payload, envelope.headers(),
+                    self._delivered)
+        except Exception as exc:  # noqa: BLE001 - every client error means "not held"
+            raise PublishError(f"the broker did not take an envelope ({type(exc).__name__})") from None
+        self._waiting += 1
         self.sent += 1
+        self._producer.poll(0)
 
     def flush(self) -> None:
-        self._producer.flush(self._timeout_s)
-        while self._pending:
-            self._settle(self._pending.popleft())
+        self._write_journal()
+        remaining = self._producer.flush(self._timeout_s)
+        if remaining:
+            raise PublishError(f"the broker did not acknowledge {remaining} envelopes in time")
+        self._check()
 
-    def _make_room(self) -> None:
-        """Settle what the broker already answered; block on the oldest only while still full
-        (a blocking wait per send costs more than the send itself)."""
-        while self._pending:
-            if self._pending[0].is_done or len(self._pending) >= self._max:
-                self._settle(self._pending.popleft())
-            else:
-                return
-
-    def _settle(self, future: Any) -> None:
+    def _write_journal(self) -> None:
+        if self._journal is None or not self._chunk:
+            return
         try:
-            future.get(timeout=self._timeout_s)
-        except Exception as exc:  # noqa: BLE001 - every client error (timeout, refusal) means "not held"
-            self._pending.clear()
-            raise PublishError(f"the broker did not acknowledge an envelope ({type(exc).__name__})") from None
+            self._journal.accept_many(self._chunk)
+        except Exception as exc:  # noqa: BLE001 - the database away: the file is not processed
+            raise PublishError(f"the journal did not take the envelopes ({type(exc).__name__})") from None
+        self._chunk = []
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise PublishError(f"the broker did not acknowledge an envelope ({failed})")
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        self._producer.flush(5)
+        if self._journal is not None:
+            self._journal.close()

@@ -90,7 +90,24 @@ def problems(document: Any) -> list[Issue]:
     found = [_schema_issue(error) for error in _validator().iter_errors(document)]
     if isinstance(document, dict):
         found += _check_digits(document)
+    found += _control_characters(document)
     return sorted(found, key=lambda issue: issue.expression or "")
+
+
+def _control_characters(value: Any, path: tuple = ()) -> list[Issue]:
+    """Text the record can never hold (NUL, and the other C0 controls but tab, CR and LF:
+    PostgreSQL refuses U+0000 in text), refused here, before the 202, rather than accepted and
+    then dead-lettered."""
+    if isinstance(value, str):
+        if any(ord(c) < 32 and c not in "\t\r\n" for c in value):
+            where = pointer(path) or "/"
+            return [Issue("value", f"{where}: control characters (such as NUL) are not allowed in text", where)]
+        return []
+    if isinstance(value, dict):
+        return [i for k, v in value.items() for i in _control_characters(v, (*path, k))]
+    if isinstance(value, list):
+        return [i for n, v in enumerate(value) for i in _control_characters(v, (*path, n))]
+    return []
 
 
 def check(body: bytes) -> dict[str, Any]:

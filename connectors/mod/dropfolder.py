@@ -113,7 +113,7 @@ class DropFolder:
             return
         target = self._free(self.processed, name)
         os.rename(claimed, target)
-        log.info("drop folder: a handover was published as envelope %s", envelope_id)
+        log.info("drop folder: a handover was published", extra={"envelope_id": envelope_id})
 
     def _fail(self, claimed: Path, name: str, error: FhirError) -> None:
         target = self._free(self.failed, name)

@@ -16,7 +16,8 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.api import access, audit, capability, exports, health, oauth, openapi, operations, rest
+from hub.api import access, audit, capability, docs, exports, health, oauth, openapi, operations, rest
+from hub.api.metrics import RequestMetrics
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub import web
 from hub.api.security import SecurityMiddleware
@@ -59,7 +60,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         summary="FHIR R4 shared record for Integrated Personal Commissioning",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by hub.api.docs, without a CDN
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
@@ -69,7 +70,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
     # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
-    for module in (audit, operations, exports, rest, capability, health, oauth):
+    for module in (audit, operations, exports, rest, capability, health, oauth, docs):
         _add_routes(app, module.router)
     _install_error_handlers(app)
     web.install(app)  # the sign-in pages and the workspace (after the FHIR routes: they match first)
@@ -80,6 +81,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                    Middleware(SecurityMiddleware, auth=app.state.auth, max_body_bytes=settings.max_body_bytes)]
     if settings.audit_enabled:
         middlewares.append(Middleware(audit.AuditMiddleware, settings=settings, database_url=database_url))
+    middlewares.append(Middleware(RequestMetrics))  # outermost: every request, refusals too
     for middleware in middlewares:
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     return app

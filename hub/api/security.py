@@ -18,12 +18,14 @@ from hub.auth.ratelimit import retry_after
 from hub.auth.runtime import AuthRuntime
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError, operation_outcome
+from hub.runtime import logs
 
 # Reachable without a token: the CapabilityStatement, discovery documents, the OAuth endpoints
 # (their clients authenticate themselves there) and what orchestrators poll.
 OPEN_PATHS = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/auth/token",
                         "/auth/revoke", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
-                        "/docs/oauth2-redirect"})
+                        "/docs/oauth2-redirect", "/docs/assets/swagger-ui-bundle.js",
+                        "/docs/assets/swagger-ui.css", "/docs/assets/favicon.png"})
 OPEN_PREFIX = "/.well-known/"
 # Pages (hub.web): the sign-in pages, the workspace and their stylesheet. No bearer token here:
 # a person's browser holds a session cookie instead, which the pages check themselves (and each
@@ -40,10 +42,9 @@ _OAUTH_MAX_BODY = 64 * 1024
 _OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke"})
 
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# Swagger UI at /docs is a page with inline script and assets from the CDN FastAPI names.
-_DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
-             b"https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+# Swagger UI at /docs is a page with inline script; its assets are the hub's own (hub/api/docs.py).
+_DOCS_CSP = (b"default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+             b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 _COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
            (b"x-frame-options", b"DENY")]
 _API_HEADERS = _COMMON + [(b"content-security-policy", _API_CSP)]
@@ -85,6 +86,7 @@ class SecurityMiddleware:
             elif self.auth.enabled:
                 principal = self.auth.authenticate(_header(scope, b"authorization"))
                 state["principal"] = principal
+                logs.bind(client_id=principal.client_id)  # on every log line of this request
                 # An app used by many people (the workspace) gets a bucket per person.
                 self._throttle(principal.user or principal.client_id)
         except FhirError as exc:

@@ -6,12 +6,28 @@ dead-letter topic. `ipc-schema` names the envelope version; a reader refuses ver
 not know rather than guessing."""
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 SCHEMA_VERSION = "1"
 _PREFIX = "ipc-"
+
+
+_clock = threading.Lock()
+_last = datetime.min.replace(tzinfo=UTC)
+
+
+def received_now() -> datetime:
+    """Now, but never the same instant twice in one process: the recorder takes a message with
+    the same received-at as the newest one it recorded from a source for the resource as that
+    message again (a resend), so two envelopes must never share one (header precision: µs)."""
+    global _last
+    with _clock:
+        now = datetime.now(UTC)
+        _last = now if now > _last else _last + timedelta(microseconds=1)
+        return _last
 
 
 class EnvelopeError(ValueError):
@@ -26,7 +42,7 @@ class Envelope:
     person_key: str  # keys the record so one person's events stay in order
     content_type: str = "application/octet-stream"
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    received_at: datetime = field(default_factory=received_now)
     correlation_id: str = ""
     # Where this envelope came from in an earlier step ("topic:partition:offset"), if any.
     origin: str = ""

@@ -29,9 +29,31 @@ LAG = Gauge("ipc_consumer_lag", "Records produced to a partition and not yet com
 PUBLISHED_EVENTS = Counter("ipc_record_events_published", "Change events the outbox relay published")
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus text format, and its content type."""
-    return generate_latest(), CONTENT_TYPE_LATEST
+def exposition(others: list[bytes] | None = None) -> tuple[bytes, str]:
+    """The metrics in Prometheus text format, and its content type; with `others` (other
+    processes' expositions: the workers under `ipc-hub up`), their samples merged in, family by
+    family, so the result is still one valid exposition."""
+    local = generate_latest()
+    if not others:
+        return local, CONTENT_TYPE_LATEST
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.registry import CollectorRegistry
+
+    families: dict[str, object] = {}
+    for text in [local, *others]:
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name in families:
+                families[family.name].samples.extend(family.samples)
+            else:
+                families[family.name] = family
+
+    class Merged:
+        def collect(self):
+            return list(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Merged())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def serve_health(host: str, port: int, alive: Callable[[], bool], ready: Callable[[], bool]) -> ThreadingHTTPServer:
@@ -59,7 +81,14 @@ def serve_health(host: str, port: int, alive: Callable[[], bool], ready: Callabl
         def log_message(self, *args) -> None:  # no access log
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            # A prober that gave up (the supervisor waits 1 s) leaves a broken pipe: nothing to
+            # report, and socketserver's default would print a traceback into the worker's log.
+            return
+
+    server = Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
     return server

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from hub.bus.kafka import BusSettings
+from hub.bus.kafka import BusSettings, make_consumer
 from hub.bus.replay import dead_letter_field, read_topic
 from hub.bus.topics import Topics
 
@@ -102,15 +102,14 @@ def _lags(settings: BusSettings, groups: dict[str, str], ends: dict[tuple[str, i
         if not partitions:
             continue
         # A consumer that names the group but never subscribes does not join it: it only reads
-        # the group's committed offsets.
-        peek = KafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group, client_id="ipc-hub-operations",
-                             enable_auto_commit=False)
+        # the group's committed offsets (negative where the group has committed none).
+        peek = make_consumer(settings, group, "ipc-hub-operations")
         try:
-            for partition in partitions:
-                committed = peek.committed(TopicPartition(topic, partition)) or 0
-                found.append(Lag(group, topic, partition, ends[(topic, partition)], committed))
+            asked = [TopicPartition(topic, partition) for partition in partitions]
+            for tp in peek.committed(asked, timeout=10):
+                found.append(Lag(group, topic, tp.partition, ends[(topic, tp.partition)], max(tp.offset, 0)))
         finally:
-            peek.close(autocommit=False)
+            peek.close()
     return found
 
 

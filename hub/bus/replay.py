@@ -3,16 +3,22 @@ record processed twice changes nothing).
 
 Dead letters go back to the topic they came from with their original key, bytes and headers;
 a topic range is re-published to the same topic. The end of a topic is read from the high
-watermark the fetches report, never from end_offsets() (wrong on Tansu)."""
+watermark the fetches report (partition EOF events), never from end_offsets() (wrong on Tansu).
+
+Where the bus has a journal (hub/bus/journal.py), `republish_journal` puts every pending
+envelope back on the inbound topic after the broker (re)started, and dead-letter replay also
+re-opens dead letters the journal keeps (a restarted embedded broker has forgotten its topics)."""
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from kafka import TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
+from hub.bus import journal
 from hub.bus.kafka import BusSettings, Publisher, make_reader
+from hub.bus.topics import Topics
 from hub.bus.worker import DLQ_PREFIX
 
 
@@ -31,23 +37,24 @@ def read_topic(settings: BusSettings, topic: str, *, partition: int | None = Non
     """Every record now in `topic` (one partition, from an offset, if given), then stop."""
     reader = make_reader(settings, "ipc-hub-replay")
     try:
-        parts = reader.partitions_for_topic(topic) or set()
-        chosen = [TopicPartition(topic, p) for p in sorted(parts) if partition is None or p == partition]
+        meta = reader.list_topics(topic, timeout=10).topics.get(topic)
+        parts = sorted(meta.partitions) if meta is not None and meta.error is None else []
+        chosen = [p for p in parts if partition is None or p == partition]
         if not chosen:
             return
-        reader.assign(chosen)
-        for tp in chosen:
-            reader.seek(tp, from_offset if partition is not None else 0)
+        start = from_offset if partition is not None else 0
+        # The end is where the fetches say it is (partition EOF): Tansu answers ListOffsets wrongly.
+        todo = set(chosen)
+        reader.assign([TopicPartition(topic, p, start if start > 0 else OFFSET_BEGINNING) for p in chosen])
         deadline = time.monotonic() + timeout
-        done: set[TopicPartition] = set()
-        while len(done) < len(chosen) and time.monotonic() < deadline:
-            for records in reader.poll(timeout_ms=200).values():
-                for r in records:
-                    yield Record(r.partition, r.offset, r.key, r.value, dict(r.headers or []), list(r.headers or []))
-            for tp in chosen:
-                high = reader.highwater(tp)
-                if high is not None and reader.position(tp) >= high:
-                    done.add(tp)
+        while todo and time.monotonic() < deadline:
+            for r in reader.consume(500, 0.2):
+                if r.error() is not None:
+                    if r.error().code() == KafkaError._PARTITION_EOF:
+                        todo.discard(r.partition())
+                    continue
+                headers = list(r.headers() or [])
+                yield Record(r.partition(), r.offset(), r.key(), r.value(), dict(headers), headers)
     finally:
         reader.close()
 
@@ -85,6 +92,33 @@ def replay_topic(settings: BusSettings, topic: str, partition: int, from_offset:
         # Read to the end first: what we publish lands on the same partition, after that end.
         for record in list(read_topic(settings, topic, partition=partition, from_offset=from_offset)):
             publisher.send(topic, record.key, record.value or b"", record.raw_headers)
+            count += 1
+        publisher.flush()
+    finally:
+        publisher.close()
+    return count
+
+
+def reopen_journal_dead_letters(settings: BusSettings, database_url: str, reason: str | None = None) -> int:
+    """Dead letters the journal keeps go back to pending and are published again, so a replay
+    whose topic records are gone (a restarted embedded broker) still re-runs them; returns how
+    many were re-opened."""
+    reopened = sum(1 for _ in journal.pending(database_url, dead_letters=True, reason=reason))
+    if reopened:
+        journal.clear_dead_letters(database_url, reason)
+        republish_journal(settings, database_url)
+    return reopened
+
+
+def republish_journal(settings: BusSettings, database_url: str) -> int:
+    """Publish every pending journal envelope to the inbound topic again (the broker started or
+    restarted); returns how many. Safe to repeat: the recorder absorbs what it already holds."""
+    publisher = Publisher(settings, "ipc-hub-journal")
+    topic = Topics(settings.topic_prefix).inbound
+    count = 0
+    try:
+        for key, value, headers in journal.pending(database_url):
+            publisher.send(topic, key, value, headers)
             count += 1
         publisher.flush()
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,23 @@ class Topics:
         return f"{self.prefix}.{worker}"
 
 
-def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
-    """Create the hub's topics if absent (an existing topic keeps its partitions)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ipc-hub-admin")
-    try:
-        existing = set(admin.list_topics())
-        wanted = [NewTopic(name, partitions, 1) for name in topics.all() if name not in existing]
-        if wanted:
-            try:
-                admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another process created them first
-            log.info("created topics %s", ", ".join(t.name for t in wanted))
-    finally:
-        admin.close()
+def ensure_topics(bootstrap: str, topics: Topics, partitions: int, max_message_bytes: int | None = None) -> None:
+    """Create the hub's topics if absent (an existing topic keeps its partitions). On Apache
+    Kafka each topic allows records up to `max_message_bytes` (the broker's default is 1 MB)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "ipc-hub-admin", "log_level": 3,
+                         "error_cb": lambda _err: None})
+    existing = set(admin.list_topics(timeout=30).topics)
+    config = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
+    wanted = [NewTopic(name, partitions, 1, config=config) for name in topics.all() if name not in existing]
+    if not wanted:
+        return
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=30).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another process created it first
+                raise
+    if created:
+        log.info("created %d topics", len(created))

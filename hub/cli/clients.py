@@ -28,14 +28,14 @@ from hub.store import clients as store
 
 
 def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
-    from hub.cli.main import _database_url
+    from hub.cli.common import database_url, locate_data_dir
 
     async def go(url: str) -> Any:
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
             return await work(conn)
 
     with ExitStack() as stack:
-        return asyncio.run(go(_database_url(settings, stack)))
+        return asyncio.run(go(database_url(locate_data_dir(settings, must_exist=True), stack)))
 
 
 def _fail(message: str) -> None:

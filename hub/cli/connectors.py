@@ -1,10 +1,11 @@
-"""`ipc-hub connector hl7v2`: the HL7 v2 MLLP listener wired to Kafka and its dedupe table, and
-the same listener on a thread of its own for `ipc-hub up`.
+"""`ipc-hub connector hl7v2`: the HL7 v2 MLLP listener wired to Kafka (and the bus journal on
+the embedded default) and its dedupe table; `ipc-hub up` runs it as a child process.
 
 Each accepted message becomes an Envelope on the inbound topic; the sender's AA goes out only
 after Kafka acknowledged it (acks=all). Accepted messages are remembered in PostgreSQL
-(`connectors.hl7v2.dedupe`), so a restarted connector, or another one, still answers a resend
-without publishing it twice."""
+(`connectors.hl7v2.dedupe`) with when each was first received, so a restarted connector, or
+another one, answers a resend as one and publishes it again under the first copy's received-at
+(the recorder takes it as the same statement: nothing new is written)."""
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,11 @@ from contextlib import ExitStack
 
 from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
+from hub.bus.journal import AsyncJournal
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
-from hub.cli.background import serve_on_thread, serve_until_signalled
+from hub.cli.background import serve_until_signalled
+from hub.cli.common import bus_settings, database_url, journal_enabled, kafka_bootstrap, locate_data_dir
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -52,18 +55,21 @@ def check_mllp_port(settings: Settings) -> None:
 
 
 async def serve_mllp(settings: Settings, database_url: str, bus: BusSettings, stop: asyncio.Event,
-                     started: Callable[[int], None] | None = None) -> None:
+                     started: Callable[[int], None] | None = None, *, journal: bool = False) -> None:
     """Listen until `stop` is set, then stop taking connections and close the open ones."""
     from connectors.hl7v2 import MllpServer
     from connectors.hl7v2.dedupe import PostgresDedupe
 
     context = tls_context(settings)
-    # No linger: each sender waits for its ACK, so a record held back to fill a batch is
-    # latency only (the client's I/O thread still batches whatever is waiting).
-    producer = EnvelopeProducer(dataclasses.replace(bus, linger_ms=0), "ipc-hub-mllp")
+    held = AsyncJournal(database_url) if journal else None
+    # A millisecond of linger: concurrent senders' records share a produce request; each sender
+    # waits for its ACK anyway, so this is latency only.
+    producer = EnvelopeProducer(dataclasses.replace(bus, linger_ms=1), "ipc-hub-mllp", journal=held)
     dedupe = PostgresDedupe(database_url)
     try:
         await dedupe.open()
+        if held is not None:
+            await held.open()
 
         async def publish(message: bytes, meta: dict[str, str]) -> None:
             await producer.send(Envelope(payload=message, **meta))
@@ -83,21 +89,12 @@ async def serve_mllp(settings: Settings, database_url: str, bus: BusSettings, st
     finally:
         await dedupe.close()
         await asyncio.get_running_loop().run_in_executor(None, producer.close)
-
-
-def start_mllp(settings: Settings, database_url: str, bootstrap: str, stack: ExitStack) -> None:
-    """For `ipc-hub up`: the listener on a thread with its own event loop, stopped with the stack."""
-    from hub.cli.workers import bus_settings
-
-    bus = bus_settings(settings, bootstrap)
-    serve_on_thread("mllp", lambda stop, started: serve_mllp(settings, database_url, bus, stop, started), stack)
+        if held is not None:
+            await held.close()
 
 
 def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
     """One connector as its own process (production runs several behind a TCP load balancer)."""
-    from hub.cli.main import _database_url, _kafka_bootstrap
-    from hub.cli.workers import bus_settings
-
     if args.options and args.name != "la":  # only `la` takes arguments of its own (import, watch)
         if args.options[0] not in ("-h", "--help"):
             args.connector_parser.error("unrecognized arguments: " + " ".join(args.options))
@@ -106,13 +103,20 @@ def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
         return importlib.import_module(CONNECTORS[args.name]).run(args, settings)
     check_mllp_port(settings)
     tls_context(settings)  # a bad TLS setting fails before anything starts
+    settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
-        database_url = _database_url(settings, stack)
-        bootstrap = _kafka_bootstrap(settings, stack)
+        url = database_url(settings, stack)
+        bootstrap = kafka_bootstrap(settings, stack)
         bus = bus_settings(settings, bootstrap)
-        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
+        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
+        journal = journal_enabled(settings)
+        if settings.worker_http_port:  # /metrics (messages by ACK code) beside the listener
+            from hub.bus.metrics import serve_health
 
-        serve_until_signalled(lambda stop: serve_mllp(settings, database_url, bus, stop))
+            server = serve_health(settings.http_host, settings.worker_http_port, lambda: True, lambda: True)
+            stack.callback(server.shutdown)
+
+        serve_until_signalled(lambda stop: serve_mllp(settings, url, bus, stop, journal=journal))
 
 
 def _add_connector(sub: argparse._SubParsersAction) -> None:
@@ -122,8 +126,8 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "(default 127.0.0.1:2575) for HL7 v2 ADT messages (v2.3 to 2.8). Each accepted message is "
         "published to Kafka (HUB_KAFKA_BOOTSTRAP) and acknowledged AA only once Kafka holds it; "
         "malformed messages get AE, other message types and unknown events AR, each with an ERR "
-        "segment; a resent message is acknowledged without being published twice (remembered in "
-        "HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
+        "segment; a resent message is acknowledged as a resend and published again, which changes "
+        "nothing already recorded (accepted messages are remembered in HUB_DATABASE_URL). TLS when HUB_MLLP_TLS_CERT and HUB_MLLP_TLS_KEY are set; "
         "HUB_MLLP_MAX_MESSAGE_SIZE (bytes) and HUB_MLLP_IDLE_TIMEOUT (seconds) bound each "
         "connection. `ipc-hub up` runs this listener too. mod: POST /handover on "
         "HUB_MOD_HOST:HUB_MOD_PORT for defence clients' MOD transition handover documents, and the "

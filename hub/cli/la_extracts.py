@@ -18,9 +18,11 @@ from pathlib import Path
 
 from connectors.la import DropFolder, FileReport, Importer, Ledger
 from connectors.la.publish import KafkaSink
+from hub.bus.journal import Journal
 from hub.bus.topics import Topics, ensure_topics
+from hub.cli.common import bus_settings, journal_enabled, locate_data_dir
 from hub.config import Settings
-from hub.runtime.embedded import EmbeddedError
+from hub.runtime.embedded import EmbeddedError, running_postgres_url
 
 log = logging.getLogger("hub")
 
@@ -57,13 +59,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def importer(settings: Settings, bootstrap: str, stack: ExitStack) -> Importer:
-    """An Importer publishing to the hub's inbound topic, its producer closed with the stack."""
-    from hub.cli.workers import bus_settings
-
+    """An Importer publishing to the hub's inbound topic (and the bus journal on the embedded
+    default), its producer closed with the stack."""
     bus = bus_settings(settings, bootstrap)
     _check_reachable(bootstrap)
-    ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
-    sink = KafkaSink(bus, max_in_flight=settings.la_max_in_flight)
+    ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
+    held = None
+    if journal_enabled(settings):
+        url = settings.database_url or running_postgres_url(settings.data_dir)
+        if url is None:
+            raise EmbeddedError("no running hub's database found for the bus journal: start `ipc-hub up`, "
+                                "or set HUB_DATA_DIR or HUB_DATABASE_URL")
+        held = Journal(url)
+    sink = KafkaSink(bus, max_in_flight=settings.la_max_in_flight, journal=held)
     stack.callback(sink.close)
     return Importer(sink, Ledger(ledger_dir(settings)))
 
@@ -95,6 +103,7 @@ def _check_reachable(bootstrap: str) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
     options = _parser().parse_args(args.options)
+    settings = locate_data_dir(settings, must_exist=options.action == "import")
     bootstrap = bootstrap_of(settings)
     with ExitStack() as stack:
         if options.action == "import":

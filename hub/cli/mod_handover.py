@@ -3,7 +3,8 @@ HUB_MOD_DROP_DIR is set, a watched drop folder) wired to Kafka, and `serve_mod` 
 it inside another command's event loop (as `ipc-hub up` runs the MLLP listener).
 
 Bearer tokens are checked against the hub's JWKS, fetched once at start from HUB_AUTH_JWKS_URL
-(default: the issuer's /.well-known/jwks.json), so the connector needs no database."""
+(default: the issuer's /.well-known/jwks.json), so the connector needs no database of its own;
+on the embedded default it writes the bus journal (hub/bus/journal.py) in the hub's database."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,11 @@ from typing import Any
 
 from hub.auth.tokens import TokenVerifier
 from hub.bus.kafka import BusSettings
+from hub.bus.journal import AsyncJournal
 from hub.bus.produce import EnvelopeProducer
 from hub.bus.topics import Topics, ensure_topics
 from hub.cli.background import serve_on_thread, serve_until_signalled
+from hub.cli.common import bus_settings, database_url, journal_enabled, kafka_bootstrap, locate_data_dir
 from hub.config import Settings
 from hub.runtime.embedded import EmbeddedError, ensure_port_free
 
@@ -103,15 +106,19 @@ class _EmbeddedServer:
 
 
 async def serve_mod(settings: Settings, bus: BusSettings, stop: asyncio.Event,
-                    started: Callable[[int], None] | None = None, *, jwks: dict[str, Any] | None = None) -> None:
+                    started: Callable[[int], None] | None = None, *, jwks: dict[str, Any] | None = None,
+                    journal_url: str | None = None) -> None:
     """Serve POST /handover (and watch HUB_MOD_DROP_DIR) until `stop` is set. `jwks` replaces the
     fetch from HUB_AUTH_JWKS_URL (for a caller that holds the keys already)."""
     from connectors.mod import DropFolder, Intake, create_app
 
     keys = jwks if jwks is not None else await asyncio.to_thread(fetch_jwks, jwks_url(settings))
     verifier = TokenVerifier(keys, issuer=settings.token_issuer(), audience=settings.token_audience())
+    held = AsyncJournal(journal_url) if journal_url else None
+    if held is not None:
+        await held.open()
     # No linger: each sender waits for Kafka's acknowledgement.
-    producer = EnvelopeProducer(dataclasses.replace(bus, linger_ms=0), "ipc-hub-mod")
+    producer = EnvelopeProducer(dataclasses.replace(bus, linger_ms=0), "ipc-hub-mod", journal=held)
     try:
         intake = Intake(producer.send, settings.mod_source)
         server = _EmbeddedServer(create_app(intake, verifier, settings.mod_max_body_bytes), settings)
@@ -127,12 +134,12 @@ async def serve_mod(settings: Settings, bus: BusSettings, stop: asyncio.Event,
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await asyncio.get_running_loop().run_in_executor(None, producer.close)
+        if held is not None:
+            await held.close()
 
 
 def start_mod(settings: Settings, bootstrap: str, stack: ExitStack, jwks: dict[str, Any] | None = None) -> None:
     """For `ipc-hub up`: the connector on a thread with its own event loop, stopped with the stack."""
-    from hub.cli.workers import bus_settings
-
     bus = bus_settings(settings, bootstrap)
     serve_on_thread("mod-handover", lambda stop, started: serve_mod(settings, bus, stop, started, jwks=jwks), stack)
 
@@ -140,15 +147,14 @@ def start_mod(settings: Settings, bootstrap: str, stack: ExitStack, jwks: dict[s
 def run(args: argparse.Namespace, settings: Settings) -> None:
     """`ipc-hub connector mod` as its own process (production runs several behind a load balancer;
     they may share one drop folder)."""
-    from hub.cli.main import _kafka_bootstrap
-    from hub.cli.workers import bus_settings
-
     ensure_port_free(settings.mod_host, settings.mod_port, "HUB_MOD_PORT")
     tls_files(settings)  # a bad TLS setting, or keys that cannot be read, fail before anything starts
     jwks = fetch_jwks(jwks_url(settings))
+    settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
-        bootstrap = _kafka_bootstrap(settings, stack)
+        bootstrap = kafka_bootstrap(settings, stack)
         bus = bus_settings(settings, bootstrap)
-        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
+        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
+        url = database_url(settings, stack) if journal_enabled(settings) else None
 
-        serve_until_signalled(lambda stop: serve_mod(settings, bus, stop, jwks=jwks))
+        serve_until_signalled(lambda stop: serve_mod(settings, bus, stop, jwks=jwks, journal_url=url))

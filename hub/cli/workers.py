@@ -1,5 +1,5 @@
-"""`ipc-hub worker <mapper|recorder|relay>` and `ipc-hub replay`: the pipeline's commands, and
-the wiring `ipc-hub up` uses to run the workers beside the API."""
+"""`ipc-hub worker <mapper|recorder|relay>` and `ipc-hub replay`: the pipeline's commands
+(`ipc-hub up` runs each worker as a child process of its own)."""
 from __future__ import annotations
 
 import argparse
@@ -8,65 +8,35 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from hub.bus.kafka import BusSettings
 from hub.bus.topics import Topics, ensure_topics
+from hub.bus.worker import DlqLimitExceeded
+from hub.cli.common import bus_settings, database_url, journal_enabled, kafka_bootstrap, locate_data_dir
 from hub.config import Settings
+from hub.runtime.supervisor import EXIT_DLQ_LIMIT
 
 log = logging.getLogger("hub")
-
-
-def bus_settings(settings: Settings, bootstrap: str) -> BusSettings:
-    """The bus settings; on the embedded Tansu broker (no HUB_KAFKA_BOOTSTRAP) with the timeouts
-    left at their defaults, the shorter ones Tansu allows, so workers join in about a second."""
-    session, heartbeat = settings.kafka_session_timeout_ms, settings.kafka_heartbeat_interval_ms
-    defaults = Settings.model_fields
-    if not settings.kafka_bootstrap and (session, heartbeat) == (
-            defaults["kafka_session_timeout_ms"].default, defaults["kafka_heartbeat_interval_ms"].default):
-        session, heartbeat = 2000, 500
-    return BusSettings(
-        bootstrap=bootstrap, topic_prefix=settings.topic_prefix, partitions=settings.topic_partitions,
-        session_timeout_ms=session, heartbeat_interval_ms=heartbeat,
-        max_poll_records=settings.kafka_max_poll_records,
-        dlq_max_consecutive=settings.dlq_max_consecutive, retry_max_delay_s=settings.retry_max_delay_s,
-    )
-
-
-def start_pipeline(settings: Settings, database_url: str, bootstrap: str, stack: ExitStack) -> None:
-    """Create the topics and run mapper, recorder and relay on threads until the stack closes."""
-    from hub.pipeline.service import Relay, mapper_worker, recorder_worker, run_all
-
-    bus = bus_settings(settings, bootstrap)
-    ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
-    stop = threading.Event()
-    workers = [mapper_worker(bus, settings.mappings.split(",")), recorder_worker(bus, database_url)]
-    threads = run_all(workers, Relay(bus, database_url), bus, stop)
-
-    def stop_all() -> None:
-        stop.set()
-        for t in threads:
-            t.join(15)
-
-    stack.callback(stop_all)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """One pipeline worker as its own process (production scales these by consumer group)."""
     from hub.bus.metrics import serve_health
-    from hub.cli.main import _database_url, _kafka_bootstrap
     from hub.pipeline.service import Relay, mapper_worker, recorder_worker, run_worker
     from hub.runtime.process import settle_heap
 
+    settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
-        bootstrap = _kafka_bootstrap(settings, stack)
+        bootstrap = kafka_bootstrap(settings, stack)
         bus = bus_settings(settings, bootstrap)
-        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions)
+        ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
         stop = threading.Event()
+        journal = journal_enabled(settings)
         if args.name == "mapper":
-            runner = mapper_worker(bus, settings.mappings.split(","))
+            url = database_url(settings, stack) if journal else None
+            runner = mapper_worker(bus, settings.mappings.split(","), journal_url=url)
         else:
-            database_url = _database_url(settings, stack)
-            runner = (recorder_worker(bus, database_url) if args.name == "recorder"
-                      else Relay(bus, database_url))
+            url = database_url(settings, stack)
+            runner = (recorder_worker(bus, url, journal_url=url if journal else None) if args.name == "recorder"
+                      else Relay(bus, url))
         if settings.worker_http_port:
             server = serve_health(settings.http_host, settings.worker_http_port, runner.alive, runner.ready)
             stack.callback(server.shutdown)
@@ -80,17 +50,23 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
                 runner.run(stop)
             else:
                 run_worker(runner, bus, stop)
+        except DlqLimitExceeded:
+            log.error("%s stopped by the dead-letter limit: more than %d messages rejected in a row, nothing "
+                      "committed after them; look at the dead-letter topic %s, fix the cause, then restart",
+                      args.name, bus.dlq_max_consecutive, Topics(bus.topic_prefix).deadletter)
+            raise SystemExit(EXIT_DLQ_LIMIT) from None
         finally:
             stop.set()
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
     """Re-run dead letters (all, by id, by reason) or a topic partition from an offset."""
-    from hub.bus.replay import replay_dead_letters, replay_topic
-    from hub.cli.main import _kafka_bootstrap
+    from hub.bus.replay import reopen_journal_dead_letters, replay_dead_letters, replay_topic
+    from hub.runtime.embedded import running_postgres_url
 
+    settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
-        bus = bus_settings(settings, _kafka_bootstrap(settings, stack))
+        bus = bus_settings(settings, kafka_bootstrap(settings, stack))
         topics = Topics(bus.topic_prefix)
         if args.topic:
             count = replay_topic(bus, args.topic, args.partition, args.from_offset)
@@ -101,6 +77,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
         ids = set(args.id) if args.id else None
         replayed = replay_dead_letters(bus, topics.deadletter, ids=ids, reason=args.reason)
         print(f"replayed {len(replayed)} dead letters")
+        url = settings.database_url or running_postgres_url(settings.data_dir)
+        if journal_enabled(settings) and url and ids is None:
+            reopened = reopen_journal_dead_letters(bus, url, args.reason)
+            print(f"re-opened {reopened} dead letters kept in the bus journal")
 
 
 def _add_worker(sub: argparse._SubParsersAction) -> None:

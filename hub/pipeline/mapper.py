@@ -40,4 +40,4 @@ def map_one(message: Message, registry: Registry, topics: Topics) -> Output | Re
         return Rejected(message, "exception", f"{type(exc).__name__} in mapping {envelope.kind}", "map")
     kind = "fhir-merge" if mapped.get("resourceType") == "Parameters" else "fhir-transaction"
     out = envelope.with_payload(jsontext.dumps(mapped), kind, FHIR_JSON, message.coordinates)
-    return Output(topics.bundles, out.key(), out.payload, out.headers())
+    return Output(topics.bundles, out.key(), out.payload, out.headers(), source=message)

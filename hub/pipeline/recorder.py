@@ -10,7 +10,9 @@ newer about (a late replay, hub.store.freshness), write every resource with
 update(skip_unchanged) under its deterministic id (a replay writes nothing), settle GP
 registration handovers (hub.pipeline.handover), and write one Provenance naming the source
 system and the envelope for the versions written. Change events come from the outbox rows each
-write adds. The worker loop commits Kafka offsets only after this transaction has committed."""
+write adds. The worker loop commits Kafka offsets only after this transaction has committed,
+and the same transaction deletes the messages' rows from the bus journal (hub/bus/journal.py):
+recorded exactly once."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from hub.bus import journal
 from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
 from hub.fhir import jsontext
@@ -123,6 +126,7 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
                 async with conn.transaction():
                     await record_together(conn, decoded)
                     await handover.settle(conn, decoded)
+                    await journal.settle(conn, [envelope.id for _, envelope, _ in decoded])
                 return outcome
             except _TRANSIENT:
                 raise
@@ -141,6 +145,9 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
             except psycopg.Error as exc:
                 outcome.rejected.append(Rejected(message, "exception", type(exc).__name__, "record"))
         await handover.settle(conn, decoded)
+        failed = {r.message.coordinates for r in outcome.rejected}
+        await journal.settle(conn, [envelope.id for message, envelope, _ in decoded
+                                    if message.coordinates not in failed])
     return outcome
 
 
@@ -227,9 +234,11 @@ def _freshness_key(resource: dict[str, Any], moved: dict[str, str], source: str)
 def _stale(newest: datetime | None, envelope: Envelope) -> bool:
     """Whether the source already said something newer about this resource: a late replay, or a
     message about the person on another partition (an A47 is keyed by the identifier it
-    changes) recorded after a newer one. A stale message's resources are skipped, but for its
+    changes) recorded after a newer one. The same instant counts too: it is this message again
+    (a resend keeps its first copy's received-at, and one process never stamps two envelopes
+    with one instant, hub.bus.envelope). A stale message's resources are skipped, but for its
     Patient, which it may not overwrite but may still add to (an A47's identifier change)."""
-    return newest is not None and newest > envelope.received_at
+    return newest is not None and newest >= envelope.received_at
 
 
 async def record_together(conn: AsyncConnection, items: list[tuple[Message, Envelope, dict[str, Any]]]) -> None:
@@ -451,18 +460,25 @@ def _merge_patient(incoming: dict[str, Any], target: str, current: Version | Non
         if existing.get("active") is False and "active" not in incoming:
             merged["active"] = False
     else:
-        merged = {**{k: v for k, v in incoming.items() if k != "meta"}, **existing, "id": target}
+        # The record's fields and their order stay (a body that differs only in key order would
+        # be a new version); the message fills only the gaps.
+        merged = {**existing, "id": target}
+        merged.update((k, v) for k, v in incoming.items() if k != "meta" and k not in existing)
+        # A stale message (older than what its source last said: a late replay or a resend) may
+        # add an identifier but not reword one: the newer wording stays.
         merged["identifier"] = _merge_identifiers(existing.get("identifier"), incoming.get("identifier"),
-                                                  incoming_first=False)
+                                                  incoming_first=False, incoming_wording=not stale)
     merged.pop("meta", None)
     return merged
 
 
-def _merge_identifiers(existing: list | None, incoming: list | None, *, incoming_first: bool) -> list:
+def _merge_identifiers(existing: list | None, incoming: list | None, *, incoming_first: bool,
+                       incoming_wording: bool = True) -> list:
     """Every identifier either list names, each (system, value) once, in the wording the
-    incoming message uses (the newer statement: after an A47 the prior identifier is `use: old`).
-    The owner of the person decides the order."""
-    newer = {_identifier_key(item): item for item in incoming or []}
+    incoming message uses (the newer statement: after an A47 the prior identifier is `use: old`)
+    unless `incoming_wording` is false (the message is older than the record). The owner of the
+    person decides the order."""
+    newer = {_identifier_key(item): item for item in (incoming if incoming_wording else existing) or []}
     first, second = (incoming, existing) if incoming_first else (existing, incoming)
     merged, seen = [], set()
     for item in [*(first or []), *(second or [])]:

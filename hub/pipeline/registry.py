@@ -25,7 +25,7 @@ class Registry:
         for name in names:
             module = importlib.import_module(name)
             self._mappings.update(getattr(module, "MAPPINGS", {}))
-        log.info("mappings loaded for kinds: %s", ", ".join(sorted(self._mappings)))
+        log.info("mappings loaded for %d kinds", len(self._mappings))
 
     def find(self, source: str, kind: str) -> Mapping | None:
         return self._mappings.get(f"{source}/{kind}") or self._mappings.get(kind)

@@ -1,8 +1,9 @@
 """Running the pipeline's workers: the mapper and recorder on hub.bus's worker loop, and the
-outbox relay that publishes change events. Each runs until its stop event is set, in a thread
-of `ipc-hub up` or as its own process (`ipc-hub worker <name>`)."""
+outbox relay that publishes change events. Each runs until its stop event is set, as its own
+process (`ipc-hub worker <name>`, which `ipc-hub up` supervises) or on a thread of a test."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import orjson
 import psycopg
 
-from hub.bus import metrics
+from hub.bus import journal, metrics
 from hub.bus.kafka import BusSettings, Publisher
 from hub.bus.topics import Topics
 from hub.bus.worker import Message, Outcome, Worker
@@ -22,19 +23,28 @@ from hub.store import outbox
 log = logging.getLogger(__name__)
 
 
-def mapper_worker(bus: BusSettings, mapping_modules: list[str]) -> Worker:
+def _dead_letter_hook(journal_url: str | None):
+    """Dead letters are marked in the bus journal (kept, not republished), where there is one."""
+    if journal_url is None:
+        return None
+    return functools.partial(journal.mark_dead_letters, journal_url)
+
+
+def mapper_worker(bus: BusSettings, mapping_modules: list[str], journal_url: str | None = None) -> Worker:
     topics = Topics(bus.topic_prefix)
     registry = Registry(mapping_modules)
 
     async def handle(batch: list[Message]) -> Outcome:
         return map_batch(batch, registry, topics)
 
-    return Worker("mapper", bus, topics.inbound, topics.deadletter, handle)
+    return Worker("mapper", bus, topics.inbound, topics.deadletter, handle,
+                  on_dead_letters=_dead_letter_hook(journal_url))
 
 
-def recorder_worker(bus: BusSettings, database_url: str) -> Worker:
+def recorder_worker(bus: BusSettings, database_url: str, journal_url: str | None = None) -> Worker:
     topics = Topics(bus.topic_prefix)
-    return Worker("recorder", bus, topics.bundles, topics.deadletter, Recorder(database_url))
+    return Worker("recorder", bus, topics.bundles, topics.deadletter, Recorder(database_url),
+                  on_dead_letters=_dead_letter_hook(journal_url))
 
 
 def run_worker(worker: Worker, bus: BusSettings, stop: threading.Event) -> None:
@@ -99,15 +109,3 @@ class Relay:
                 outbox.remove(conn, [e.seq for e in events])
                 metrics.PUBLISHED_EVENTS.inc(len(events))
                 metrics.MESSAGES_OUT.labels("relay", self.topic).inc(len(events))
-
-
-def run_all(workers: list[Worker], relay: Relay, bus: BusSettings, stop: threading.Event) -> list[threading.Thread]:
-    """Start each worker and the relay on its own thread (for `ipc-hub up`)."""
-    threads = [threading.Thread(target=run_worker, args=(w, bus, stop), name=f"ipc-{w.name}", daemon=True)
-               for w in workers]
-    threads.append(threading.Thread(target=relay.run, args=(stop,), name="ipc-relay", daemon=True))
-    for t in threads:
-        t.start()
-    return threads
-
-

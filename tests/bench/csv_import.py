@@ -120,7 +120,7 @@ def _child_csv(args: argparse.Namespace) -> dict:
 
 def _child_produce(args: argparse.Namespace) -> dict:
     from hub.bus.envelope import Envelope
-    from hub.bus.kafka import BusSettings, make_producer
+    from hub.bus.kafka import BusSettings, make_producer, produce
 
     producer = make_producer(BusSettings(bootstrap=args.bootstrap, topic_prefix=args.prefix), "bench-raw")
     payload = b"x" * args.size
@@ -130,10 +130,10 @@ def _child_produce(args: argparse.Namespace) -> dict:
         if args.headers:  # what the hub's envelope costs on the wire: nine headers per record
             headers = Envelope(source="la-E10000024", kind="la-cld-events", payload=payload,
                                person_key=f"la-E10000024:B{i:07d}", content_type="text/csv; charset=utf-8").headers()
-        producer.send(f"{args.prefix}.raw", key=str(i % 100_000).encode(), value=payload, headers=headers)
+        produce(producer, f"{args.prefix}.raw", str(i % 100_000).encode(), payload, headers or [], None)
+        producer.poll(0)
     producer.flush()
     seconds = time.perf_counter() - started
-    producer.close()
     return {"seconds": seconds, "records": args.count, "peak_mib": _peak_mib()}
 
 

@@ -235,12 +235,15 @@ function request()
   return requests_[math.random(#requests_)]
 end
 
-function done(summary, latency, requests)
+"""
+
+# Every generated wrk script ends with this: one JSON line the driver reads (run_wrk).
+LUA_SUMMARY = r"""function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH_JSON {"requests":%%.0f,"duration_us":%%.0f,"bytes":%%.0f,' ..
-    '"errors":{"connect":%%.0f,"read":%%.0f,"write":%%.0f,"status":%%.0f,"timeout":%%.0f},' ..
-    '"latency_us":{"min":%%.1f,"mean":%%.1f,"p50":%%.1f,"p75":%%.1f,"p90":%%.1f,"p99":%%.1f,"p999":%%.1f,"max":%%.1f}}\n',
+    'BENCH_JSON {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,' ..
+    '"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f},' ..
+    '"latency_us":{"min":%.1f,"mean":%.1f,"p50":%.1f,"p75":%.1f,"p90":%.1f,"p99":%.1f,"p999":%.1f,"max":%.1f}}\n',
     summary.requests, summary.duration, summary.bytes,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency.min, latency.mean, latency:percentile(50), latency:percentile(75),
@@ -269,7 +272,8 @@ def write_wrk_script(path: Path, template: str, ids: list[str], headers: dict[st
     sent = {"Accept": "application/fhir+json", **(headers or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_LUA % {"ids": ", ".join(lua_string(i) for i in ids), "template": lua_string(template),
-                            "headers": ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in sent.items())})
+                            "headers": ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in sent.items())}
+                    + LUA_SUMMARY)
     return path
 
 
@@ -834,6 +838,10 @@ def _register_section_modules() -> None:
 
     SECTIONS["audit"] = Section("audit", "AuditEvent recording under load: no record lost, and what audit "
                                 "alone costs (reads, audit on against off)", audit.run, audit.print_result)
+    from tests.bench import up
+
+    SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
+                             "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
 
 
 _register_section_modules()

@@ -47,8 +47,9 @@ class RunningHub:
     """`ipc-hub up` in its own process; ready when it prints its banner."""
 
     def __init__(self, data_dir: Path, http_port: int, kafka_port: int, mllp_port: int | None = None,
-                 *, demo: bool = False) -> None:
+                 *, demo: bool = False, env: dict[str, str] | None = None) -> None:
         self.base = f"http://127.0.0.1:{http_port}"
+        self.bootstrap = f"127.0.0.1:{kafka_port}"
         self.mllp_port = mllp_port or free_port()
         self.mod_port = free_port()
         self.process = subprocess.Popen(
@@ -56,7 +57,8 @@ class RunningHub:
             env=_env(HUB_DATA_DIR=str(data_dir), HUB_HTTP_PORT=str(http_port),
                      HUB_EMBEDDED_KAFKA_PORT=str(kafka_port), HUB_MLLP_PORT=str(self.mllp_port),
                      HUB_MOD_PORT=str(self.mod_port), HUB_DEMO_COHORT=str(demo).lower(),
-                     HUB_MOD_POLL_INTERVAL_S="0.2", HUB_LA_POLL_INTERVAL_S="0.2", HUB_LOG_LEVEL="warning"),
+                     HUB_MOD_POLL_INTERVAL_S="0.2", HUB_LA_POLL_INTERVAL_S="0.2", HUB_LOG_LEVEL="warning",
+                     **(env or {})),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.output: list[str] = []

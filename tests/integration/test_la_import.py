@@ -186,7 +186,7 @@ def test_the_watch_ipc_hub_up_starts_picks_up_a_dropped_extract_and_stops_with_i
     from tests.pipeline.conftest import wait_for
 
     settings = Settings(data_dir=tmp_path, topic_prefix=bus.topic_prefix, topic_partitions=bus.partitions,
-                        la_poll_interval_s=0.05)
+                        la_poll_interval_s=0.05, bus_journal="off")
     with ExitStack() as stack:
         drop = start_la_watch(settings, bus.bootstrap, stack)
         assert drop.folder == tmp_path / "la-drop"

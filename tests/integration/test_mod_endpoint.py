@@ -101,15 +101,13 @@ def inbound(bus_settings: BusSettings, wanted: int, timeout: float = 20.0) -> li
     """The envelopes on the inbound topic, read until `wanted` have arrived."""
     reader = make_reader(bus_settings, "test-reader")
     topic = Topics(bus_settings.topic_prefix).inbound
-    from kafka import TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    reader.assign([TopicPartition(topic, p) for p in range(bus_settings.partitions)])
-    reader.seek_to_beginning()
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(bus_settings.partitions)])
     found = []
 
     def more():
-        for records in reader.poll(timeout_ms=200).values():
-            found.extend(from_record(r.value, r.headers) for r in records)
+        found.extend(from_record(r.value(), r.headers()) for r in reader.consume(500, 0.2) if r.error() is None)
         return len(found) >= wanted
 
     try:

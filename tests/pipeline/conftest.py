@@ -60,7 +60,7 @@ def worker_env(bus: BusSettings, database_url: str, **extra: str) -> dict[str, s
     env.update(HUB_KAFKA_BOOTSTRAP=bus.bootstrap, HUB_DATABASE_URL=database_url,
                HUB_TOPIC_PREFIX=bus.topic_prefix, HUB_TOPIC_PARTITIONS=str(bus.partitions),
                HUB_KAFKA_SESSION_TIMEOUT_MS="2000", HUB_KAFKA_HEARTBEAT_INTERVAL_MS="500",
-               HUB_RETRY_MAX_DELAY_S="0.5", HUB_LOG_LEVEL="info",
+               HUB_RETRY_MAX_DELAY_S="0.5", HUB_LOG_LEVEL="info", HUB_LOG_FORMAT="console",
                PYTHONPATH=str(Path(__file__).resolve().parents[2]), **extra)
     return env
 
@@ -142,3 +142,19 @@ def send(bus: BusSettings, envelopes: list[Envelope]) -> None:
 def count(database_url: str, sql: str, *args) -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, args or None).fetchone()[0]
+
+
+def committed_everything(bus, group: str, topic: str) -> bool:
+    """The group's committed offsets add up to every record in the topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from hub.bus.replay import read_topic
+
+    total = len(list(read_topic(bus, topic, timeout=5)))
+    probe = Consumer({"bootstrap.servers": bus.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = probe.committed([TopicPartition(topic, p) for p in range(bus.partitions)], timeout=10)
+        committed = [max(tp.offset, 0) for tp in found]
+    finally:
+        probe.close()
+    return sum(committed) == total

@@ -28,6 +28,7 @@ from tests.integration.test_hl7v2_mllp import BAD_NHS, NHS, adt, err, msa
 from tests.pipeline.conftest import (
     IPC_HUB,
     Workers,
+    committed_everything,
     count,
     fresh_bus,
     wait_for,
@@ -194,6 +195,12 @@ def _landed(url: str, messages: list[tuple[str, bytes]]) -> list[str]:
     return missing
 
 
+def _recorded_everything(stack: Stack) -> bool:
+    topics = Topics(stack.bus.topic_prefix)
+    return (len(list(read_topic(stack.bus, topics.bundles, timeout=5))) == _inbound(stack.bus)
+            and committed_everything(stack.bus, topics.group("recorder"), topics.bundles))
+
+
 def _inbound(bus: BusSettings) -> int:
     return len(list(read_topic(bus, Topics(bus.topic_prefix).inbound, timeout=10)))
 
@@ -229,13 +236,14 @@ def test_corpus_lands_in_the_record_and_a_restart_loses_and_duplicates_nothing(s
     versions = count(stack.url, "SELECT count(*) FROM resource_version")
 
     # Restart the connector: every resend is known (the dedupe table survived), so it is
-    # acknowledged AA again, published nothing and changed nothing.
+    # acknowledged AA as a resend and published again; the recorder absorbs it: no new version.
     stack.stop_connector()
     stack.start_connector()
     again = exchange(stack.port, [frame(raw) for _, raw in messages], [0 if s else 1 for s in silent])
     assert [msa(a)[1] for a in again] == ["AA"] * 55
     assert all("duplicate" in msa(a)[3] for a in again)
-    assert _inbound(stack.bus) == published
+    wait_for(lambda: _inbound(stack.bus) == 2 * published, 30, "the resends on the inbound topic")
+    wait_for(lambda: _recorded_everything(stack), 60, "the recorder to pass the resends")
     assert count(stack.url, "SELECT count(*) FROM resource_version") == versions
 
 
@@ -399,3 +407,29 @@ def test_busy_mllp_port_is_one_line_naming_the_variable(stack: Stack) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(port) in lines[0] and "HUB_MLLP_PORT" in lines[0], result.stderr
+
+
+def test_a_190_kb_admission_with_2400_next_of_kin_is_acknowledged_and_recorded_whole(stack: Stack) -> None:
+    """Issue 19's red-team case: a valid ADT^A01 of ~190 KB (2,400 NK1 segments, under the 1 MiB
+    MLLP limit) maps to a Bundle of ~1.5 MB, more than a broker's default record size. It is
+    acknowledged AA only because the bus takes it (topics and clients allow
+    HUB_KAFKA_MAX_MESSAGE_BYTES), and then it is recorded: every carer, nothing dead-lettered,
+    and the pipeline goes on with the next message."""
+    carers = "\r".join(f"NK1|{i}|BIGCARER{i:04d}^Alex|CGV^Carer|{i} Mill Lane^^Leeds^^LS2 2BB|07700900456^PRN^CP"
+                       "||N^Next of kin" for i in range(1, 2401))
+    message = adt("A01", "BIG1", "M4800^^^RXX01^MR", nk1=carers)
+    assert 180_000 < len(message) < 1_048_576
+    assert len(json.dumps(map_message(message))) > 1_000_000
+    after = adt("A28", "BIG2", "M4801^^^RXX01^MR")
+    acks = exchange(stack.port, [frame(message), frame(after)])
+    assert [msa(a)[1:3] for a in acks] == [["AA", "BIG1"], ["AA", "BIG2"]]
+
+    def carers_recorded() -> int:
+        return count(stack.url, "SELECT count(*) FROM resource WHERE res_type = 'RelatedPerson' "
+                                "AND content->'name'->0->>'family' LIKE 'BIGCARER%%'")
+
+    wait_for(lambda: carers_recorded() == 2400, 120, "all 2,400 carers in the record")
+    wait_for(lambda: count(stack.url, "SELECT count(*) FROM resource r, json_array_elements(r.content->'identifier') i "
+                                      "WHERE r.res_type = 'Patient' AND i->>'value' = 'M4801'") == 1, 60,
+             "the message after it in the record")
+    assert list(read_topic(stack.bus, Topics(stack.bus.topic_prefix).deadletter, timeout=5)) == []

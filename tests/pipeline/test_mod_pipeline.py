@@ -199,3 +199,34 @@ def test_drop_folder_files_reach_the_record_or_failed(stack, fhir):
     assert "/person/nhsNumber" in (connector.drop / "failed" / "typo.json.reason.txt").read_text()
     assert (connector.drop / "processed" / "lee.json").exists()
     assert not list((connector.drop / "working").iterdir())
+
+
+def test_a_1_mb_handover_with_an_800_kb_pdf_is_accepted_and_recorded_whole(stack, fhir, defence_token, pg_url):
+    """Issue 19's red-team case: a valid handover of ~1.07 MB (an 800 KB PDF attached; the
+    intake advertises 10 MiB) used to get 503 every time. It is answered 202 only because the bus
+    holds it, and the document reaches the record byte for byte."""
+    import base64
+    import hashlib
+    import os
+
+    _, connector = stack
+    pdf = b"%PDF-1.4\n" + os.urandom(800 * 1024)
+    document = json.loads((SAMPLES / "handover-full.json").read_text())
+    document["person"].update(serviceNumber="RM90001", nhsNumber="9994500023")
+    document["handoverId"] = "HO-2026-000800"
+    document["documents"][0]["data"] = base64.b64encode(pdf).decode()
+    body = json.dumps(document).encode()
+    assert 1_000_000 < len(body) < 10 * 1024 * 1024
+    answer = connector.post(body, defence_token)
+    assert answer.status_code == 202, answer.text
+
+    def recorded_pdf() -> bytes | None:
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT content->'content'->0->'attachment'->>'data' FROM resource "
+                                "WHERE res_type = 'DocumentReference' AND content::text LIKE %s",
+                                ("%" + document["documents"][0]["data"][:64] + "%",)).fetchall()
+        return base64.b64decode(rows[0][0]) if rows else None
+
+    stored = wait_for(recorded_pdf, 90, "the 800 KB document in the record")
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(pdf).digest()
+    assert handover_task(fhir, "RM90001") is not None

@@ -226,3 +226,29 @@ def test_an_older_message_recorded_late_still_adds_what_is_new_to_the_person(cle
         person = conn.execute("SELECT content::jsonb FROM resource WHERE res_type = 'Patient'").fetchone()[0]
     assert person["name"] == [{"family": "Newer"}]
     assert {i["value"] for i in person["identifier"]} == {"F-1", "F-2"}
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "one-at-a-time"])
+def test_a_resend_recorded_after_newer_messages_writes_no_version(clean_db, batched):
+    """A resend keeps its first copy's received-at (connectors/hl7v2): recorded after newer
+    messages about the person (another partition, or a whole stream sent again), it neither
+    rewords an identifier nor reorders the record's fields, so it writes nothing at all."""
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    first = _observation_message(0, monday, "Older")
+    bundle = json.loads(_observation_message(1, monday, "Newer").value)
+    patient = bundle["entry"][0]["resource"]
+    patient["identifier"][0]["use"] = "official"
+    bundle["entry"][0]["resource"] = {"gender": "unknown", **patient}  # other fields, another order
+    envelope = Envelope(source="src-f", kind="fhir-bundle", person_key="fresh-p", payload=json.dumps(bundle).encode(),
+                        content_type="application/fhir+json", received_at=monday + timedelta(hours=2))
+    newer = Message("bundles", 0, 1, envelope.key(), envelope.payload, envelope.headers(), 0)
+    assert asyncio.run(_record(clean_db, [[first, newer]] if batched else [[first], [newer]])) == []
+    before = count(clean_db, "SELECT count(*) FROM resource_version")
+    resends = [_observation_message(2, monday, "Older"),
+               Message("bundles", 0, 3, envelope.key(), envelope.payload, envelope.headers(), 0)]
+    assert asyncio.run(_record(clean_db, [resends] if batched else [[m] for m in resends])) == []
+    assert count(clean_db, "SELECT count(*) FROM resource_version") == before
+    with psycopg.connect(clean_db) as conn:
+        person = conn.execute("SELECT content::jsonb FROM resource WHERE res_type = 'Patient'").fetchone()[0]
+    assert person["identifier"] == [{"system": LOCAL, "value": "F-1", "use": "official"}]
+    assert person["gender"] == "unknown" and person["name"] == [{"family": "Newer"}]

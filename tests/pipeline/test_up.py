@@ -42,6 +42,7 @@ def test_up_runs_the_workers(tmp_path):
         metrics = httpx.get(f"{hub.base}/metrics").text
         assert 'ipc_messages_in_total{topic="ipc.inbound",worker="mapper"} 2.0' in metrics
         assert 'ipc_messages_in_total{topic="ipc.bundles",worker="recorder"} 2.0' in metrics
+        assert 'ipc_mllp_messages_total{ack="AA"} 1.0' in metrics  # the MLLP listener's, merged in
     finally:
         assert hub.stop() == 0
     assert _processes_mentioning(f"127.0.0.1:{kafka_port}") == []
@@ -84,3 +85,67 @@ def test_up_loads_the_demonstration_cohort_through_the_feeds_and_takes_mod_hando
         assert refused.status_code == 403  # an NHS client may not send MOD handovers
     finally:
         assert hub.stop() == 0
+
+
+def _child(hub: RunningHub, role: str) -> int:
+    """The pid of the supervised child running `ipc-hub <role>` (e.g. "worker relay")."""
+    from tests.durability.hub_process import children_of, cmdline
+
+    found = [pid for pid in children_of(hub.process.pid) if cmdline(pid).endswith(f"main {role} ")]
+    assert len(found) == 1, [cmdline(pid) for pid in children_of(hub.process.pid)]
+    return found[0]
+
+
+def _readiness(hub: RunningHub) -> tuple[int, dict]:
+    answer = httpx.get(f"{hub.base}/readyz", timeout=10)
+    return answer.status_code, answer.json()
+
+
+def test_readyz_names_a_stuck_or_stopped_worker_and_the_dead_letter_limit_is_an_alarm(tmp_path):
+    """/readyz is 503 and names the worker while one is stuck (SIGSTOP: its loop does not turn)
+    or stopped; a run of rejected messages past HUB_DLQ_MAX_CONSECUTIVE stops the mapper with
+    an ERROR on the console and in /readyz, and `up` keeps supervising it (restarts it)."""
+    import os
+    import signal
+
+    hub = RunningHub(tmp_path / "hub-data", free_port(), free_port(), env={"HUB_DLQ_MAX_CONSECUTIVE": "5"})
+    try:
+        assert _readiness(hub)[0] == 200
+        relay = _child(hub, "worker relay")
+        os.kill(relay, signal.SIGSTOP)
+        try:
+            status, body = wait_for(lambda: (r := _readiness(hub))[0] == 503 and r, 30, "the stuck relay in /readyz")
+            assert body["processes"]["relay"]["ready"] is False
+            assert all(p["ready"] for name, p in body["processes"].items() if name != "relay")
+        finally:
+            os.kill(relay, signal.SIGCONT)
+        wait_for(lambda: _readiness(hub)[0] == 200, 30, "the relay ready again")
+
+        # Six envelopes no mapping knows, in a row, on one partition: the limit of five trips.
+        bus = BusSettings(bootstrap=hub.bootstrap)
+        send(bus, [Envelope(source="gp-up", kind="no-such-kind", person_key="p1", payload=b"{}")
+                   for _ in range(6)])
+        status, body = wait_for(lambda: (r := _readiness(hub))[0] == 503 and "dead-letter limit" in
+                                r[1]["processes"]["mapper"]["state"] and r, 60, "the mapper stopped by the limit")
+        assert body["processes"]["mapper"]["ready"] is False
+        wait_for(lambda: any(_alarm(line) for line in hub.output), 30, "the alarm on the console")
+        wait_for(lambda: _child_restarted(hub), 60, "the mapper restarted by the supervisor")
+    finally:
+        assert hub.stop() == 0
+
+
+def _child_restarted(hub: RunningHub) -> bool:
+    status, body = _readiness(hub)
+    return body["processes"]["mapper"]["restarts"] >= 1
+
+
+def _alarm(line: str) -> bool:
+    """A JSON log line on the console: an ERROR that the mapper stopped at the dead-letter limit."""
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return (record.get("level") == "error" and "stopped by the dead-letter limit" in record.get("event", "")
+            and record.get("args", [None])[0] == "mapper")

@@ -139,3 +139,25 @@ def test_enumerations_are_the_ipc_codes():
     assert set(share["parts"]["items"]["enum"]) == _codes("ipc-record-part")
     formal = set(props["documents"]["items"]["properties"]["kind"]["enum"]) - {"assessment"}
     assert formal == _codes("ipc-formal-plan-type")
+
+
+def test_text_the_record_cannot_hold_is_refused_before_acceptance() -> None:
+    """A NUL in a name was answered 202 and then stopped the recorder (issue 19): it is a 422
+    naming where it is, at the connector."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    import connectors.mod as _mod
+    from connectors.mod import document as _document
+    from hub.fhir.errors import FhirError as _FhirError
+
+    sample = _json.loads((_Path(_mod.__file__).parent / "samples" / "handover-minimal.json").read_text())
+    sample["person"]["name"]["family"] = "Smi\u0000th"
+    try:
+        _document.check(_json.dumps(sample).encode())
+    except _FhirError as error:
+        assert error.status == 422
+        assert any(i.expression == "/person/name/family" and "control characters" in i.diagnostics
+                   for i in error.issues)
+    else:
+        raise AssertionError("a NUL in a name was accepted")
