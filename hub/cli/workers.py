@@ -1,4 +1,4 @@
-"""`ipc-hub worker <mapper|recorder|relay>` and `ipc-hub replay`: the pipeline's commands
+"""`ipc-hub worker <mapper|recorder|relay|cohorts>` and `ipc-hub replay`: the pipeline's commands
 (`ipc-hub up` runs each worker as a child process of its own)."""
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if args.name == "mapper":
             url = database_url(settings, stack) if journal else None
             runner = mapper_worker(bus, settings.mappings.split(","), journal_url=url)
+        elif args.name == "cohorts":
+            from hub.cohorts.worker import cohort_worker
+
+            runner = cohort_worker(bus, database_url(settings, stack))
         else:
             url = database_url(settings, stack)
             runner = (recorder_worker(bus, url, journal_url=url if journal else None) if args.name == "recorder"
@@ -40,7 +44,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if settings.worker_http_port:
             server = serve_health(settings.http_host, settings.worker_http_port, runner.alive, runner.ready)
             stack.callback(server.shutdown)
-        if args.name in ("mapper", "recorder"):
+        if args.name in ("mapper", "recorder", "cohorts"):
             from hub.fhir.resources import prepare
 
             prepare()   # the validation rules, compiled before the first message rather than on it
@@ -87,9 +91,10 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one event-pipeline worker",
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
-                       "the record, identity, Provenance) or relay (change events to Kafka). Serves "
+                       "the record, identity, Provenance), relay (change events to Kafka) or cohorts (change "
+                       "events → cohort members and offers). Serves "
                        "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay"])
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "cohorts"])
     p.set_defaults(handler=cmd_worker)
 
 

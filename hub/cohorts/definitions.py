@@ -14,6 +14,7 @@ parse, a type the hub does not hold — each is an error naming the characterist
 definition never silently finds the wrong people."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +22,15 @@ from typing import Any
 import fhirpathpy
 
 from hub.fhir.errors import FhirError
-from hub.fhir.fhirpath import Env, FhirPathError, compile_expression, truth
+from hub.fhir.fhirpath import Env, EvaluationError, FhirPathError, compile_expression, truth
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.resources import SUPPORTED_TYPES
 from hub.search.parse import SearchRequest, parse_criteria
 
 SD = f"{CANONICAL_BASE}/StructureDefinition/"
+# The hub's FHIRPath compiler says so when a construct is beyond it (rather than wrong): only
+# then is fhirpathpy, whose parser recovers from syntax errors rather than refusing them, used.
+_UNSUPPORTED = re.compile(r"not supported|cannot compile|cannot invoke|takes \d")
 DEFINITION_PROFILE = SD + "ipc-cohort-definition"
 COHORT_PROFILE = SD + "ipc-cohort"
 CRITERION = SD + "cohort-criterion"
@@ -162,19 +166,28 @@ def _fhirpath(text: str) -> Callable[[dict[str, Any]], bool]:
         compiled = compile_expression(text)
 
         def fast(resource: dict[str, Any]) -> bool:
-            result = compiled([resource], Env(resource, {"resource": [resource]}))
-            return bool(result) and truth(result) is not False
+            try:
+                result = compiled([resource], Env(resource, {"resource": [resource]}))
+                return bool(result) and truth(result) is not False
+            except EvaluationError as exc:  # e.g. a singleton expected: fails the definition, loudly
+                raise FhirError("processing", f"the FHIRPath criterion could not be evaluated ({exc})"[:200],
+                                status=422) from None
 
         return fast
-    except FhirPathError:
-        pass
+    except FhirPathError as exc:
+        if not _UNSUPPORTED.search(str(exc)):  # a syntax error: refused, never guessed at
+            raise FhirError("invalid", f"not FHIRPath: {str(exc)[:80]}") from None
     try:
         slow = fhirpathpy.compile(text)
     except Exception as exc:  # noqa: BLE001 - fhirpathpy raises its parser's own errors
         raise FhirError("invalid", f"not FHIRPath: {type(exc).__name__}") from None
 
     def fallback(resource: dict[str, Any]) -> bool:
-        result = slow(resource)
+        try:
+            result = slow(resource)
+        except Exception as exc:  # noqa: BLE001 - an evaluation error fails the definition, loudly
+            raise FhirError("processing", f"the FHIRPath criterion could not be evaluated ({type(exc).__name__})",
+                            status=422) from None
         return bool(result) and result != [False]
 
     return fallback

@@ -23,6 +23,12 @@ async def groups_with_profile(conn: AsyncConnection, profile: str) -> list[tuple
     return [(i, v, jsontext.loads(c)) for i, v, c in await cur.fetchall()]
 
 
+async def hold(conn: AsyncConnection, cohort_id: str) -> None:
+    """Hold the cohort until the transaction ends (an advisory lock, so it works before the
+    member Group first exists): one evaluation of a cohort at a time."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cohort:' || %s))", (cohort_id,))
+
+
 async def lock(conn: AsyncConnection, res_type: str, res_id: str) -> tuple[int, dict[str, Any]] | None:
     """The current version and content of a resource, locked until the transaction ends (None if
     there is none, or it is deleted)."""
