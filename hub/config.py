@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     export_file_resources: int = 100_000
     export_max_active: int = 3
     export_in_api: bool = True
+    # Linked datasets for commissioners (Group/[id]/$linked-dataset; hub/datasets): a value in a
+    # quasi-identifying column that fewer people share than this is suppressed, and so is a count
+    # below it in the summary.
+    dataset_min_count: int = 10
 
     def exports_folder(self) -> Path:
         return self.export_dir or self.data_dir / "exports"

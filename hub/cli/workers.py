@@ -1,4 +1,4 @@
-"""`ipc-hub worker <mapper|recorder|relay|cohorts>` and `ipc-hub replay`: the pipeline's commands
+"""`ipc-hub worker <mapper|recorder|relay|cohorts|exporter>` and `ipc-hub replay`: the pipeline's commands
 (`ipc-hub up` runs each worker as a child process of its own)."""
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if args.name == "mapper":
             url = database_url(settings, stack) if journal else None
             runner = mapper_worker(bus, settings.mappings.split(","), journal_url=url)
+        elif args.name == "exporter":
+            from hub.exports.runner import ExportRunner
+
+            runner = ExportRunner(database_url(settings, stack), settings.exports_folder(),
+                                  file_resources=settings.export_file_resources,
+                                  retention_s=settings.export_retention_s)
         elif args.name == "cohorts":
             from hub.cohorts.worker import cohort_worker
 
@@ -50,7 +56,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             prepare()   # the validation rules, compiled before the first message rather than on it
         settle_heap()
         try:
-            if args.name == "relay":
+            if args.name in ("relay", "exporter"):
                 runner.run(stop)
             else:
                 run_worker(runner, bus, stop)
@@ -91,10 +97,11 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one event-pipeline worker",
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
-                       "the record, identity, Provenance), relay (change events to Kafka) or cohorts (change "
-                       "events → cohort members and offers). Serves "
+                       "the record, identity, Provenance), relay (change events to Kafka), cohorts (change "
+                       "events → cohort members and offers) or exporter (Bulk Data export jobs, when "
+                       "HUB_EXPORT_IN_API is false). Serves "
                        "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay", "cohorts"])
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "cohorts", "exporter"])
     p.set_defaults(handler=cmd_worker)
 
 

@@ -3,7 +3,7 @@ router finds an operation here by name; the HTTP layer makes its routes from thi
 CapabilityStatement advertises exactly what it holds."""
 from __future__ import annotations
 
-from hub.interactions.operations import evaluate_cohort, everything, export, terminology, validate
+from hub.interactions.operations import evaluate_cohort, everything, export, linked_dataset, terminology, validate
 from hub.interactions.operations.operation import Operation
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
@@ -11,6 +11,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     everything.OPERATION,
     export.OPERATION,
     evaluate_cohort.OPERATION,
+    linked_dataset.OPERATION,
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,
