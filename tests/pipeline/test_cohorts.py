@@ -183,3 +183,31 @@ def test_a_cohort_is_seen_only_by_who_may_see_health_data(clean_db, fhir, fhir_a
     # Without write on Group and Task, no evaluation.
     assert charity.post("/Group/def-seen/$evaluate-cohort", json={"resourceType": "Parameters"},
                         headers=JSON).status_code == 403
+
+
+def test_an_offer_answered_by_the_person_is_kept_when_they_leave(clean_db, fhir):
+    people = []
+    for _ in range(2):
+        person = fhir.post("/Patient", json=patient(), headers=JSON).json()["id"]
+        conditions = [fhir.post("/Condition", json=condition(f"Patient/{person}", code, "active"), headers=JSON).json()
+                      for code in LONG_TERM[:2]]
+        people.append((person, conditions))
+    fhir.put("/Group/def-answer", json=multiple_conditions("def-answer"), headers=JSON)
+    reply = fhir.post("/Group/def-answer/$evaluate-cohort", json={"resourceType": "Parameters"}, headers=JSON)
+    assert {p["name"]: p.get("valueInteger") for p in reply.json()["parameter"]}["entered"] == 2
+    offers = {o["for"]["reference"].split("/")[1]: o for o in _offers(fhir, "cohort-def-answer")}
+    # The coordinator records the first person's answer: declined, with their reason.
+    declined = {**offers[people[0][0]], "status": "rejected",
+                "statusReason": {"text": "Declined: happy with the support they have"}}
+    assert fhir.put(f"/Task/{declined['id']}", json=declined, headers=JSON).status_code == 200
+    # Both stop meeting the definition.
+    for _person, conditions in people:
+        resolved = {**conditions[0], "clinicalStatus": {"coding": [{"system": conditions[0]["clinicalStatus"]["coding"][0]["system"],
+                                                                     "code": "resolved"}]}}
+        assert fhir.put(f"/Condition/{resolved['id']}", json=resolved, headers=JSON).status_code == 200
+    reply = fhir.post("/Group/def-answer/$evaluate-cohort", json={"resourceType": "Parameters"}, headers=JSON)
+    assert {p["name"]: p.get("valueInteger") for p in reply.json()["parameter"]}["left"] == 2
+    after = {o["for"]["reference"].split("/")[1]: o for o in _offers(fhir, "cohort-def-answer")}
+    assert after[people[0][0]]["status"] == "rejected"  # their answer stands
+    assert after[people[0][0]]["statusReason"]["text"] == "Declined: happy with the support they have"
+    assert after[people[1][0]]["status"] == "cancelled"  # never made: withdrawn
