@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if settings.worker_http_port:
             server = serve_health(settings.http_host, settings.worker_http_port, runner.alive, runner.ready)
             stack.callback(server.shutdown)
-        if args.name in ("mapper", "recorder", "cohorts"):
+        if args.name in ("mapper", "recorder"):
             from hub.fhir.resources import prepare
 
             prepare()   # the validation rules, compiled before the first message rather than on it
