@@ -163,6 +163,24 @@ class Settings(BaseSettings):
     audit_shutdown_s: float = 10.0
     audit_spill_dir: Path | None = None
 
+    # Bulk Data export ($export; hub/exports): where files are written (unset: data_dir/exports; a
+    # folder every API process and export runner shares), how long a finished export's files are
+    # kept, at most how many resources one file holds, at most how many exports one client may
+    # have waiting or running, and whether each API process runs exports itself in a background
+    # thread (false: only `ipc-hub worker exporter` processes do).
+    export_dir: Path | None = None
+    export_retention_s: int = 3600
+    export_file_resources: int = 100_000
+    export_max_active: int = 3
+    export_in_api: bool = True
+    # Linked datasets for commissioners (Group/[id]/$linked-dataset; hub/datasets): a value in a
+    # quasi-identifying column that fewer people share than this is suppressed, and so is a count
+    # below it in the summary.
+    dataset_min_count: int = 10
+
+    def exports_folder(self) -> Path:
+        return self.export_dir or self.data_dir / "exports"
+
     def public_base_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")

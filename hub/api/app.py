@@ -3,7 +3,9 @@ HTTP responses (an OperationOutcome in the client's format, never a stack trace)
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -14,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.api import access, audit, capability, docs, health, oauth, openapi, operations, rest
+from hub.api import access, audit, capability, docs, exports, health, oauth, openapi, operations, rest
 from hub.api.metrics import RequestMetrics
 from hub.api.formats import JSON, fhir_response, render, response_format
 from hub import web
@@ -48,10 +50,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             guide = load_guide()
             await load_conformance(conn, [*guide.conformance_resources(), capability.implementation_guide(guide)])
             await index.backfill(conn)  # index rows whose meaning changed since they were written
+        stop_exports = _start_export_runner(settings, database_url)
         try:
             async with revocations_followed(app.state.auth, database_url):
                 yield
         finally:
+            stop_exports()
             await pool.close()
 
     app = FastAPI(
@@ -71,7 +75,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.base_url = f"{settings.public_base_url()}/fhir"
     # The FHIR REST routes first: the read is the hottest, and hub.api.paths keeps paths unambiguous.
     # operations before rest: /fhir/{type}/$validate must not be taken for anything else.
-    for module in (audit, operations, rest, capability, health, oauth, docs):
+    for module in (audit, operations, exports, rest, capability, health, oauth, docs):
         _add_routes(app, module.router)
     _install_error_handlers(app)
     web.install(app)  # the sign-in pages and the workspace (after the FHIR routes: they match first)
@@ -86,6 +90,27 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for middleware in middlewares:
         app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     return app
+
+
+def _start_export_runner(settings: Settings, database_url: str) -> Callable[[], None]:
+    """Each API process runs Bulk Data exports in a thread of its own unless HUB_EXPORT_IN_API is
+    false (then `ipc-hub worker exporter` processes do): jobs are shared through the database, so
+    any runner may take any job. Returns what stops it."""
+    if not settings.export_in_api:
+        return lambda: None
+    from hub.exports.runner import ExportRunner
+
+    runner = ExportRunner(database_url, settings.exports_folder(), file_resources=settings.export_file_resources,
+                          retention_s=settings.export_retention_s)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), name="ipc-exporter", daemon=True)
+    thread.start()
+
+    def stopping() -> None:
+        stop.set()
+        thread.join(10)
+
+    return stopping
 
 
 def _add_routes(app: FastAPI, router: APIRouter) -> None:

@@ -50,8 +50,7 @@ def implementation_guide(guide: Guide) -> dict:
 
 
 def _operations(level: str, res_type: str | None = None) -> list[dict]:
-    return [op.capability(res_type) for op in OPERATIONS.values()
-            if level in op.levels and (res_type is None or op.types is None or res_type in op.types)]
+    return [op.capability(res_type) for op in OPERATIONS.values() if op.offered(level, res_type)]
 
 
 @lru_cache(maxsize=1)

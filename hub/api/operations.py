@@ -27,7 +27,7 @@ def _paths(level: str, types: frozenset[str] | None, name: str) -> list[str]:
 
 for _op in OPERATIONS.values():
     for _level in sorted(_op.levels):
-        for _path in _paths(_level, _op.types, _op.name):
+        for _path in _paths(_level, _op.types_at(_level), _op.name):
             for _method in _op.methods:  # a route per method: each its own OpenAPI operation id
                 router.add_api_route(_path, _operation, methods=[_method], name=f"{_op.name}-{_level}",
                                      summary=f"${_op.name} ({_level} level)", description=_op.documentation)

@@ -195,7 +195,7 @@ class DemoClient:
 DEMO_CLIENTS = (
     DemoClient("demo-nhs-trust", "nhs", "RX1", "system/*.rs system/Patient.cru system/Observation.cru "
                "system/Condition.cru system/Encounter.cru system/CarePlan.cru system/Goal.cru "
-               "system/QuestionnaireResponse.cru"),
+               "system/QuestionnaireResponse.cru system/Group.cru system/Task.cru"),
     DemoClient("demo-local-authority", "local-authority", "891",
                "system/Patient.rs system/CarePlan.rus system/Goal.crus system/CareTeam.crus "
                "system/ServiceRequest.crus system/Consent.rs"),

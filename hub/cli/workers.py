@@ -1,5 +1,5 @@
-"""`ipc-hub worker <mapper|recorder|relay|plans>` and `ipc-hub replay`: the pipeline's commands
-(`ipc-hub up` runs each worker as a child process of its own; plans: hub/cli/plan_worker.py)."""
+"""`ipc-hub worker <mapper|recorder|relay|plans|cohorts|exporter>` and `ipc-hub replay`: the pipeline's
+commands (`ipc-hub up` runs each worker as a child process of its own; plans: hub/cli/plan_worker.py)."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if args.name == "mapper":
             url = database_url(settings, stack) if journal else None
             runner = mapper_worker(bus, settings.mappings.split(","), journal_url=url)
+        elif args.name == "exporter":
+            from hub.exports.runner import ExportRunner
+
+            runner = ExportRunner(database_url(settings, stack), settings.exports_folder(),
+                                  file_resources=settings.export_file_resources,
+                                  retention_s=settings.export_retention_s)
+        elif args.name == "cohorts":
+            from hub.cohorts.worker import cohort_worker
+
+            runner = cohort_worker(bus, database_url(settings, stack))
         else:
             url = database_url(settings, stack)
             runner = (recorder_worker(bus, url, journal_url=url if journal else None) if args.name == "recorder"
@@ -50,7 +60,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             prepare()   # the validation rules, compiled before the first message rather than on it
         settle_heap()
         try:
-            if args.name == "relay":
+            if args.name in ("relay", "exporter"):
                 runner.run(stop)
             else:
                 run_worker(runner, bus, stop)
@@ -91,11 +101,13 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one event-pipeline worker",
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
-                       "the record, identity, Provenance) or relay (change events to Kafka). Serves "
-                       "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set. plans (the plan "
-                       "worker: sign-off requests, reviews raised when due, outcome measures; "
-                       "PostgreSQL only) takes --once to do what is due and exit.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans"])
+                       "the record, identity, Provenance), relay (change events to Kafka), cohorts (change "
+                       "events → cohort members and offers) or exporter (Bulk Data export jobs, when "
+                       "HUB_EXPORT_IN_API is false). Serves /metrics, /healthz and /readyz on "
+                       "HUB_WORKER_HTTP_PORT if set. plans (the plan worker: sign-off requests, reviews "
+                       "raised when due, outcome measures; PostgreSQL only) takes --once to do what is "
+                       "due and exit.")
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans", "cohorts", "exporter"])
     p.add_argument("--once", action="store_true", help="plans only: handle what is queued and due, then exit")
     p.set_defaults(handler=cmd_worker)
 

@@ -88,6 +88,15 @@ _SENSITIVE_FLAG_CATEGORIES = {"safety": SAFEGUARDING, "behavioral": MENTAL_HEALT
 PROTECTION = {SAFEGUARDING: 3, MENTAL_HEALTH: 2}
 
 
+def outside_part(resource: dict[str, Any]) -> str | None:
+    """The part a resource outside every person's record is held in: the part its `meta.tag`
+    names, or None (visible to any client with the type's scope, as before). Data about many
+    people at once that no single record holds — a cohort's member Group, which says who has
+    which conditions — is tagged so, and only clients whose class sees that part by default see
+    it (hub/search/access.py)."""
+    return tagged_part(resource)
+
+
 def record_part(resource: dict[str, Any]) -> str:
     """The one record part a resource in a patient's compartment belongs to: where its content
     places it, or a more protected part its record-part tag names (FhirError 422 for a tag that

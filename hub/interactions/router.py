@@ -95,8 +95,7 @@ def _operation_route(method: str, parts: list[str]) -> Route:
     else:
         raise _no_path("/".join(parts))
     operation = OPERATIONS.get(name)
-    if operation is None or found.level not in operation.levels or \
-            (operation.types is not None and found.res_type is not None and found.res_type not in operation.types):
+    if operation is None or not operation.offered(found.level, found.res_type):
         raise FhirError("not-supported", f"operation ${name[:64]} is not supported at {'/'.join(parts[:-1]) or 'the server base'}",
                         status=404)
     if method not in operation.methods:

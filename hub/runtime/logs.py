@@ -52,7 +52,7 @@ QUIET_LIBRARIES = ("uvicorn", "uvicorn.error", "uvicorn.access", "psycopg", "psy
 # add what they configure (topics, folders, addresses) with allow_terms.
 _TERMS: set[str] = {
     # processes and workers
-    "mapper", "recorder", "relay", "api", "hub", "hl7v2", "mod", "la", "broker", "postgres",
+    "mapper", "recorder", "relay", "cohorts", "api", "hub", "hl7v2", "mod", "la", "broker", "postgres",
     # dead-letter reasons besides FHIR issue codes, and the worker steps
     "too-large", "invalid-envelope", "exception", "map", "record", "decode", "produce",
     # FHIR R4 IssueType codes (the reasons the mapper and recorder give)

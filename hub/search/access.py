@@ -6,7 +6,10 @@ hub run with authorisation off to measure what it costs). Forgetting it is a Typ
 unfiltered query. Queries add `visible_sql` to their WHERE clause, so paging, totals, includes
 and history are right by construction, never filtered afterwards.
 
-A resource in a patient's compartment (`patient_id` set) is visible when:
+A resource outside every compartment is visible, unless it is tagged with a record part (data
+about many people that no one record holds, such as a cohort's member Group): then only to
+viewers whose class sees that part by default. A resource in a patient's compartment
+(`patient_id` set) is visible when:
   no grant matching the viewer denies its part, and
   (a grant matching the viewer permits its part, or
    no permit for that patient names the viewer at all and its class sees the part by default).
@@ -143,7 +146,7 @@ def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
               viewer.org_system, viewer.owner_key)
     if any(v is not None and "\x00" in v for v in values):  # no SQL literal can hold it: bind
         owner, defaults, roles, org, org_system = ("%s::text", "%s::text[]", "%s::text[]", "%s::text", "%s::text")
-        params: tuple[object, ...] = (values[4], values[0], values[1], values[2], values[3], values[0])
+        params: tuple[object, ...] = (values[4], values[0], values[0], values[1], values[2], values[3], values[0])
     else:
         # The viewer's values go into the text as literals: the API keeps one Access per token,
         # so this text is built once, and each query then binds (and the server parses) six
@@ -152,10 +155,15 @@ def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
                                             _literal(values[2]) + "::text", _literal(values[3]) + "::text")
         owner = _literal(values[4]) + "::text"
         params = ()
-    text = (f"(({alias}.owner IS NULL OR {alias}.owner = {owner}) AND "
-            f"({alias}.patient_id IS NULL OR ({alias}.part = ANY({defaults}) AND NOT EXISTS ("
+    # Outside every record (patient_id NULL): visible unless tagged with a part (a cohort's
+    # member Group), then only to classes that see that part by default, or to the organisation
+    # that holds it apart (its owner). In a record: the owner rule, then consent.
+    text = (f"(({alias}.owner IS NULL OR {alias}.owner = {owner}) AND ("
+            f"({alias}.patient_id IS NULL AND ({alias}.part IS NULL OR {alias}.owner IS NOT NULL "
+            f"OR {alias}.part = ANY({defaults}))) OR "
+            f"({alias}.patient_id IS NOT NULL AND (({alias}.part = ANY({defaults}) AND NOT EXISTS ("
             f"SELECT 1 FROM consent_grant g WHERE g.patient_id = {alias}.patient_id)) OR "
-            f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults})))")
+            f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults})))))")
     return text, params
 
 

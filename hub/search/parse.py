@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal as TypingLiteral
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from hub.fhir.errors import FhirError
 from hub.search.definitions import SearchParam, is_supported, params_for, resource_types
@@ -221,6 +221,28 @@ def parse_search(
     for name, value in query:
         parser.add(name, value)
     return request
+
+
+# Search result parameters make no sense in criteria: they select, they do not page or shape.
+_NOT_CRITERIA = frozenset({"_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements",
+                           "_total", "_contained", "_containedType", "_format", "_pretty"})
+
+
+def parse_criteria(res_type: str, query: str, *, where: str) -> SearchRequest:
+    """Search criteria written down to select resources — a Bulk Data `_typeFilter`, a cohort
+    criterion — parsed strictly: an unknown parameter or a bad value is an error naming `where`,
+    never ignored (ignoring a criterion would select more than was asked). Result parameters
+    (`_count`, `_sort`, …) are refused: they shape a page, they do not select."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        raise FhirError("invalid", f"{where} has no criteria", status=400)
+    for name, _ in pairs:
+        if name.split(":")[0] in _NOT_CRITERIA:
+            raise FhirError("invalid", f"'{name[:40]}' is not a search criterion (in {where})", status=400)
+    try:
+        return parse_search(res_type, pairs, strict=True)
+    except FhirError as exc:
+        raise FhirError("invalid", f"{where}: {exc.issues[0].diagnostics}", status=400) from None
 
 
 class _QueryParser:

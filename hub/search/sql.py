@@ -28,6 +28,7 @@ Comparison semantics (R4 search, prefixes):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -188,6 +189,38 @@ def _reference_hop_sql(
     return sql, args
 
 
+def build_rows_sql(res_type: str, columns: str, *, access: Access, filters: Sequence[SearchRequest] = (),
+                   since: datetime | None = None, patients: Sequence[str] | None = None,
+                   in_a_record: bool = False, deleted: bool = False) -> tuple[str, list]:
+    """Every current row of one type (`columns` from alias r, no paging, no order) that `access`
+    may see: for a Bulk Data export and for cohort criteria. `filters` (parsed searches on
+    `res_type`) are ORed, each one's clauses ANDed, as `_typeFilter` says; `since` keeps rows
+    changed at or after it; `patients` keeps rows in those people's records, `in_a_record` rows
+    in anyone's. `deleted` selects the deleted resources instead (their last version's place)."""
+    sql = _Sql()
+    sql.add(f"SELECT {columns} FROM resource r WHERE r.res_type = %s AND ", res_type)
+    sql.add("r.deleted" if deleted else "NOT r.deleted")
+    visible = visible_sql(access, "r")
+    if visible is not None:
+        sql.add(f" AND {visible[0]}", *visible[1])
+    if since is not None:
+        sql.add(" AND r.last_updated >= %s", since)
+    if patients is not None:
+        sql.add(" AND r.patient_id = ANY(%s)", list(patients))
+    elif in_a_record:
+        sql.add(" AND r.patient_id IS NOT NULL")
+    if filters and not deleted:
+        sql.add(" AND (")
+        for n, req in enumerate(filters):
+            sql.add(" OR (TRUE" if n else "(TRUE")
+            for clause in req.clauses:
+                sql.add(" AND ")
+                _clause(sql, res_type, clause)
+            sql.add(")")
+        sql.add(")")
+    return sql.text(), sql.params
+
+
 # --------------------------------------------------------------------------------------------
 # WHERE
 
@@ -199,12 +232,16 @@ def _where(sql: _Sql, req: SearchRequest, access: Access) -> None:
         sql.add(f" AND {visible[0]}", *visible[1])
     for clause in req.clauses:
         sql.add(" AND ")
-        if clause.param.code == "_id":
-            _id_clause(sql, clause)
-        elif clause.param.code == "_lastUpdated":
-            _last_updated_clause(sql, clause)
-        else:
-            _index_clause(sql, req.res_type, clause)
+        _clause(sql, req.res_type, clause)
+
+
+def _clause(sql: _Sql, res_type: str, clause: Clause) -> None:
+    if clause.param.code == "_id":
+        _id_clause(sql, clause)
+    elif clause.param.code == "_lastUpdated":
+        _last_updated_clause(sql, clause)
+    else:
+        _index_clause(sql, res_type, clause)
 
 
 def _id_clause(sql: _Sql, clause: Clause) -> None:

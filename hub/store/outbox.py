@@ -29,7 +29,8 @@ class ChangeEvent:
     def headers(self) -> list[tuple[str, bytes]]:
         """The Kafka headers that say whose record, and which part of it, this event is about."""
         if self.patient_id is None:
-            return []
+            # Outside every record: only a part it is held in (a cohort's member Group) is said.
+            return [("ipc-record-part", self.part.encode())] if self.part else []
         return [("ipc-patient", self.patient_id.encode()), ("ipc-record-part", (self.part or "").encode())]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.consent.parts import outside_part
 from hub.consent.placement import NOWHERE, Identifier, Key, Place, Pointers, decide, pointers
 from hub.search.access import Access, visible_sql
 from hub.search.extract import IndexRows
@@ -26,8 +27,16 @@ async def place(conn: AsyncConnection, access: Access, res_type: str, res_id: st
     """The place of one resource `access` is about to write."""
     found = pointers(res_type, res_id, resource, rows)
     if not found.needs_store() and not found.foreign:
-        return NOWHERE
-    return (await resolve(conn, access, [found], known={}))[0]
+        return _outside(resource)
+    placed = (await resolve(conn, access, [found], known={}))[0]
+    return _outside(resource) if placed == NOWHERE else placed
+
+
+def _outside(resource: dict[str, Any]) -> Place:
+    """A resource in nobody's record sits in the part its tag names, if any (a cohort's member
+    Group: data about many people that only classes seeing that part by default may read)."""
+    part = outside_part(resource)
+    return NOWHERE if part is None else Place(None, part)
 
 
 async def resolve(conn: AsyncConnection, access: Access, found: list[Pointers], *,

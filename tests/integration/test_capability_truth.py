@@ -222,7 +222,10 @@ def test_every_advertised_result_parameter_and_operation_does_something(fhir, st
             assert results[name](), name
     assert not advertised - set(results) - {"_profile", "_security", "_source", "_tag"}
     operations = {o["name"] for o in patient_entry["operation"]}
-    assert operations == {"validate", "everything", "cost-of-care"}
+    assert operations == {"validate", "everything", "cost-of-care", "export"}
+    kicked = fhir.get("/Patient/$export", params={"_type": "Patient"},
+                      headers={"Accept": "application/fhir+json", "Prefer": "respond-async"})
+    assert kicked.status_code == 202 and "/bulk-export/" in kicked.headers["Content-Location"]
     verdict = fhir.post("/Patient/$validate", json=patient(), headers=JSON).json()["issue"]
     assert not [i for i in verdict if i["severity"] == "error"] and verdict[-1]["severity"] == "information"
     everything = fhir.get(f"/Patient/{people[0]['id']}/$everything", params={"_type": "Patient,Goal"}).json()

@@ -10,7 +10,9 @@ from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
 from tests.integration.conftest import free_port
 from tests.integration.test_cli import RunningHub, _processes_mentioning
+from tests.factories import patient
 from tests.integration.test_hl7v2_mllp import adt, msa
+from tests.pipeline.cohort_cases import LONG_TERM, condition, multiple_conditions
 from tests.pipeline.conftest import person_bundle, send, wait_for
 from tests.pipeline.test_hl7v2_pipeline import exchange
 from tests.pipeline.test_pipeline import nhs_for
@@ -43,6 +45,19 @@ def test_up_runs_the_workers(tmp_path):
         assert 'ipc_messages_in_total{topic="ipc.inbound",worker="mapper"} 2.0' in metrics
         assert 'ipc_messages_in_total{topic="ipc.bundles",worker="recorder"} 2.0' in metrics
         assert 'ipc_mllp_messages_total{ack="AA"} 1.0' in metrics  # the MLLP listener's, merged in
+        # The cohort worker is one of `up`'s children: an approved definition and a person who
+        # meets it become a member Group and an offer, from the change events alone.
+        assert _readiness(hub)[1]["processes"]["cohorts"]["ready"] is True
+        fhir = httpx.Client(base_url=f"{hub.base}/fhir", headers={**auth, "Content-Type": "application/fhir+json"})
+        person = fhir.post("/Patient", json=patient()).json()["id"]
+        for code in LONG_TERM[:2]:
+            assert fhir.post("/Condition", json=condition(f"Patient/{person}", code, "active")).status_code == 201
+        assert fhir.put("/Group/def-up", json=multiple_conditions("def-up")).status_code == 201
+        wait_for(lambda: fhir.get("/Task", params={"focus": "Group/cohort-def-up"}).json().get("total") == 1, 60,
+                 "the cohort worker's offer under up")
+        members = fhir.get("/Group/cohort-def-up").json()["member"]
+        assert [m["entity"]["reference"] for m in members] == [f"Patient/{person}"]
+        fhir.close()
     finally:
         assert hub.stop() == 0
     assert _processes_mentioning(f"127.0.0.1:{kafka_port}") == []

@@ -6,8 +6,11 @@ from __future__ import annotations
 from hub.interactions.operations import (
     budget_position,
     cost_of_care,
+    evaluate_cohort,
     everything,
+    export,
     indicative_budget,
+    linked_dataset,
     terminology,
     validate,
 )
@@ -16,6 +19,9 @@ from hub.interactions.operations.operation import Operation
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     validate.OPERATION,
     everything.OPERATION,
+    export.OPERATION,
+    evaluate_cohort.OPERATION,
+    linked_dataset.OPERATION,
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,

@@ -27,6 +27,20 @@ class Operation:
     # Where one name has a different OperationDefinition per type ($validate-code on CodeSystem
     # and on ValueSet): (type, canonical URL) pairs that override `definition` for that type.
     definitions: tuple[tuple[str, str], ...] = ()
+    # Where the types differ by level ($export: Patient at type level, Group at instance level):
+    # (level, types) pairs that override `types` at that level.
+    types_by_level: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def types_at(self, level: str) -> frozenset[str] | None:
+        """The resource types it applies to at `level` (None: every supported type)."""
+        return dict(self.types_by_level).get(level, self.types)
+
+    def offered(self, level: str, res_type: str | None) -> bool:
+        """Whether it may be invoked at `level` on `res_type` (None at system level)."""
+        if level not in self.levels:
+            return False
+        types = self.types_at(level)
+        return res_type is None or types is None or res_type in types
 
     @property
     def methods(self) -> tuple[str, ...]:
