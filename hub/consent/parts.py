@@ -139,9 +139,18 @@ def content_part(resource: dict[str, Any]) -> str:
             return _BY_PROFILE[profile.split("|")[0]]
     if res_type == "Consent":
         return HEALTH  # a treatment consent is part of the care record; only IPC ones are `consent`
+    if res_type in _PLAN_ACTIONS and _about_money(resource):
+        return BUDGET
     if res_type in _PLAN_ACTIONS and _based_on_a_plan(resource):
         return PLAN
     return _BY_TYPE.get(res_type, HEALTH)
+
+
+def _about_money(resource: dict[str, Any]) -> bool:
+    """A request about a budget account or a spend line (spend running ahead of plan) holds
+    budget figures, so it sits with the budget, whatever plan it is based on."""
+    focus = resource.get("focus")
+    return isinstance(focus, dict) and str(focus.get("reference", "")).startswith(("Account/", "ChargeItem/"))
 
 
 def _based_on_a_plan(resource: dict[str, Any]) -> bool:

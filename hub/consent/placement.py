@@ -114,6 +114,10 @@ class Pointers:
     secondary_ids: set[Identifier] = field(default_factory=set)
     foreign: bool = False  # points at a person the hub cannot name (see module docstring)
     entries: set[Key] = field(default_factory=set)  # List/Composition entries, Provenance targets
+    # What a Provenance used (its entities): they say whose record it is about, not which part
+    # (the targets say that: an indicative budget's Provenance sits with the budget although it
+    # names the assessment it was worked out from).
+    used: set[Key] = field(default_factory=set)
     parts: set[str] = field(default_factory=set)  # the parts of what it carries inside (a Bundle)
     self_patient: str | None = None  # a Patient is its own record
 
@@ -123,7 +127,8 @@ class Pointers:
 
     def needs_store(self) -> bool:
         """Whether deciding the place needs the store (identifiers, entries, a person's owner)."""
-        return bool(self.primary or self.secondary or self.identifiers or self.entries or self.self_patient)
+        return bool(self.primary or self.secondary or self.identifiers or self.entries or self.used
+                    or self.self_patient)
 
 
 def pointers(res_type: str, res_id: str, resource: dict[str, Any], rows: IndexRows) -> Pointers:
@@ -156,13 +161,17 @@ def pointers(res_type: str, res_id: str, resource: dict[str, Any], rows: IndexRo
             found.foreign = True
         found.primary_ids.update(resolvable)
     if res_type == "Provenance":
-        found.entries.update(_provenance_entries(resource))
+        for target in resource.get("target") or ():
+            found.entries.update(_local(target))
+        for entity in resource.get("entity") or ():
+            if isinstance(entity, dict):
+                found.used.update(_local(entity.get("what")))
     elif res_type in ("List", "Composition"):
         found.entries.update(_entries(resource))
     for inner in _carried(resource):
         _merge(found, pointers(inner.get("resourceType", ""), str(inner.get("id") or ""), inner,
                                index_rows(inner)))
-    if (found.entries or found.parts) and found.part == type_default(res_type) and tagged_part(resource) is None:
+    if (found.entries or found.used or found.parts) and found.part == type_default(res_type) and tagged_part(resource) is None:
         found.own_counts = False
     return found
 
@@ -208,15 +217,6 @@ def _parameter_resources(parameters: Iterable[Any]) -> Iterator[dict[str, Any]]:
             yield from _parameter_resources(parameter.get("part") or ())
 
 
-def _provenance_entries(resource: dict[str, Any]) -> Iterator[Key]:
-    """What a Provenance is about: its targets and the entities it used."""
-    for target in resource.get("target") or ():
-        yield from _local(target)
-    for entity in resource.get("entity") or ():
-        if isinstance(entity, dict):
-            yield from _local(entity.get("what"))
-
-
 def _entries(resource: dict[str, Any]) -> Iterator[Key]:
     """The items of a List, the entries of a Composition's sections (at any depth)."""
     for entry in resource.get("entry") or ():
@@ -246,6 +246,7 @@ def _merge(into: Pointers, inner: Pointers) -> None:
     into.secondary_ids |= inner.secondary_ids
     into.foreign |= inner.foreign
     into.entries |= inner.entries
+    into.used |= inner.used
     into.parts |= {inner.part} | inner.parts
 
 
@@ -267,6 +268,12 @@ def decide(found: Pointers, *, people: dict[Identifier, str | None], entry_place
     # A person's own Patient among the entries says whose record, not which part (a Provenance
     # of a Task and of the Patient it rests on is as private as the Task).
     patient_parts = set()
+    for key in found.used:
+        place = entry_places.get(key)
+        if place is not None and place.owner is not None:
+            owned.add(place.owner)
+        if place is not None and place.patient_id is not None:
+            persons.add(place.patient_id)
     for key in found.entries:
         place = entry_places.get(key)
         if place is None:

@@ -48,7 +48,7 @@ async def resolve(conn: AsyncConnection, access: Access, found: list[Pointers], 
     persons = {p for f in found for p in f.primary | f.secondary | ({f.self_patient} if f.self_patient else set())}
     persons |= {p for p in people.values() if p}
     owners = await _owners(conn, persons)
-    wanted = sorted({k for f in found for k in f.entries if k not in known})
+    wanted = sorted({k for f in found for k in f.entries | f.used if k not in known})
     entry_places = {**await places(conn, wanted), **known}
     return [decide(f, people=people, entry_places=entry_places, owners=owners, writer=access.owner_key)
             for f in found]
