@@ -1,6 +1,6 @@
 """`ipc-hub up`: the whole hub on the embedded default, run the way production runs it.
 
-The API serves in this process; the mapper, recorder and relay workers and the HL7 v2, MOD and
+The API serves in this process; the mapper, recorder, relay and notifier workers and the HL7 v2, MOD and
 local authority connectors are child processes under hub.runtime.supervisor (restarted with
 back-off, reported by /readyz). Start order: PostgreSQL, migrations, the broker, the topics,
 the bus journal republished (what was accepted before a crash and not recorded), the workers,
@@ -34,7 +34,7 @@ from hub.runtime.supervisor import Child, Supervisor
 
 log = logging.getLogger("hub")
 
-WORKERS = ("mapper", "recorder", "relay")
+WORKERS = ("mapper", "recorder", "relay", "notifier")
 CONNECTORS = ("hl7v2", "mod", "la")
 
 
@@ -167,7 +167,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
                                 restart_broker=restart_broker if broker is not None else None,
                                 database_alive=own_database[0].alive if own_database else None,
                                 restart_database=own_database[0].restart if own_database else None)
-        stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"]])
+        stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"], ["notifier"]])
         extras = ""
         if not settings.database_url:
             from hub.cli.users import demo_users_banner

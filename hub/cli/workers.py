@@ -33,6 +33,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         if args.name == "mapper":
             url = database_url(settings, stack) if journal else None
             runner = mapper_worker(bus, settings.mappings.split(","), journal_url=url)
+        elif args.name == "notifier":
+            from hub.subscriptions.delivery import Notifier
+
+            runner = Notifier(bus, database_url(settings, stack), settings)
         else:
             url = database_url(settings, stack)
             runner = (recorder_worker(bus, url, journal_url=url if journal else None) if args.name == "recorder"
@@ -48,6 +52,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         try:
             if args.name == "relay":
                 runner.run(stop)
+            elif args.name == "notifier":
+                runner.run(stop, Topics(bus.topic_prefix).group("notifier"))
             else:
                 run_worker(runner, bus, stop)
         except DlqLimitExceeded:
@@ -87,9 +93,10 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run one event-pipeline worker",
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
-                       "the record, identity, Provenance) or relay (change events to Kafka). Serves "
+                       "the record, identity, Provenance), relay (change events to Kafka) or notifier (change "
+                       "events to subscribers' endpoints, hub/subscriptions). Serves "
                        "/metrics, /healthz and /readyz on HUB_WORKER_HTTP_PORT if set.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay"])
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "notifier"])
     p.set_defaults(handler=cmd_worker)
 
 

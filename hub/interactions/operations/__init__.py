@@ -3,7 +3,7 @@ router finds an operation here by name; the HTTP layer makes its routes from thi
 CapabilityStatement advertises exactly what it holds."""
 from __future__ import annotations
 
-from hub.interactions.operations import everything, terminology, validate
+from hub.interactions.operations import everything, subscription_events, subscription_status, terminology, validate
 from hub.interactions.operations.operation import Operation
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
@@ -12,4 +12,6 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,
+    subscription_status.OPERATION,
+    subscription_events.OPERATION,
 )}
