@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 STATUS_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
-_METHODS = {"create": ("POST", "201"), "update": ("PUT", "200"), "delete": ("DELETE", "204")}
+_STATUS = {"POST": "201", "PUT": "200", "DELETE": "204"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class Event:
     res_type: str
     res_id: str
     version: int
-    method: str
+    method: str  # POST, PUT or DELETE
     shown: bool = True
     content: str | None = None
 
@@ -82,7 +82,7 @@ def notification(base: str, about: About, kind: str, events: list[Event], payloa
     entries = [_status_entry(base, about, parameters, "$events" if kind == "query-event" else "$status")]
     if payload != "empty":
         for event in shown:
-            method, status = _METHODS.get(event.method, ("PUT", "200"))
+            method, status = event.method, _STATUS.get(event.method, "200")
             url = f"{event.res_type}/{event.res_id}" if method != "POST" else event.res_type
             entry: dict[str, Any] = {"fullUrl": f"{base}/{event.res_type}/{event.res_id}",
                                      "request": {"method": method, "url": url},

@@ -25,7 +25,7 @@ class Change:
 
     res_type: str
     res_id: str
-    method: str  # create, update, delete (the outbox's words)
+    method: str  # POST, PUT or DELETE (the outbox's words)
     part: str | None
     resource: dict[str, Any] | None  # the version written; None for a delete
     previous: dict[str, Any] | None  # the version before it, where there was one
@@ -47,7 +47,7 @@ class Topic:
 
 
 def _written(change: Change) -> bool:
-    return change.method in ("create", "update") and change.resource is not None
+    return change.method in ("POST", "PUT") and change.resource is not None
 
 
 def _plan(change: Change) -> bool:

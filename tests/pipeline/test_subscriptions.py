@@ -101,13 +101,15 @@ def subscription(topic: str, endpoint: str, payload: str = "full-resource", filt
     return resource
 
 
-def ipc_plan(patient: str, description: str, plan_id: str | None = None) -> dict:
-    plan = {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+def ipc_plan(patient: str, description: str) -> dict:
+    """A draft IPC care and support plan (record part care-support-plan)."""
+    return {"resourceType": "CarePlan", "status": "draft", "intent": "plan",
+            "meta": {"profile": [IPC + "StructureDefinition/ipc-care-plan"]},
+            "extension": [{"url": IPC + "StructureDefinition/ipc-stage", "valueCodeableConcept": {
+                "coding": [{"system": IPC + "CodeSystem/ipc-stage", "code": "make-it-happen"}]}}],
             "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "care-support-plan"}]}],
+            "title": "My plan", "period": {"start": "2026-01-01", "end": "2026-12-31"},
             "subject": {"reference": f"Patient/{patient}"}, "description": description}
-    if plan_id:
-        plan["id"] = plan_id
-    return plan
 
 
 class Running:
@@ -346,14 +348,11 @@ def test_dead_endpoint_goes_to_error_and_events_stay_for_events_operation(api, t
                                                                           receivers, fhir):
     receiver = receivers(lambda n: 200 if n == 1 else 500)
     nhs = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-dead")
-    sub = post(nhs, subscription("budget-statement-changed", receiver.url, payload="id-only"))
+    sub = post(nhs, subscription("plan-changed", receiver.url, payload="id-only"))
     run_notifier(subscription_give_up_s=1.0)
     wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
     person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Dead"}]})
-    budget = {"resourceType": "CarePlan", "status": "active", "intent": "plan",
-              "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "budget-statement"}]}],
-              "subject": {"reference": f"Patient/{person['id']}"}, "description": "Budget"}
-    made = post(fhir, budget)
+    made = post(fhir, ipc_plan(person["id"], "never told"))
     wait_for(lambda: nhs.get(f"/Subscription/{sub['id']}").json()["status"] == "error", 60, "the error status")
     stored = nhs.get(f"/Subscription/{sub['id']}").json()
     assert "HTTP 500" in stored["error"]
