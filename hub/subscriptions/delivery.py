@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import psycopg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from psycopg import AsyncConnection
 
 from hub.auth.principal import grants
@@ -45,7 +45,7 @@ from hub.store import clients, resources
 from hub.store import subscriptions as state
 from hub.subscriptions.disclose import as_seen_by
 from hub.subscriptions.notification import About, notification
-from hub.subscriptions.topics import BY_URL, Change, Topic, passes
+from hub.subscriptions.topics import BY_URL, Change, Topic, identifier_tokens, passes, references
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ WITHHELD = Counter("ipc_subscription_events_withheld",
 RETRIED = Counter("ipc_subscription_retries", "Notifications that failed and will be tried again", ["subscription"])
 FAILED = Counter("ipc_subscription_errors", "Subscriptions put in error after their endpoint kept failing",
                  ["subscription"])
+LAG = Gauge("ipc_subscription_lag", "Events numbered for a subscription and not yet settled", ["subscription"])
 
 
 class Matcher:
@@ -101,7 +102,9 @@ class Matcher:
             for row, topic in candidates:
                 if published < row.created_at or not topic.matches(change):
                     continue  # published before the subscription existed, or not this topic's
-                if not passes(topic, [(f[0], f[1]) for f in row.filters], change.resource, res_id):
+                filters = [(f[0], f[1]) for f in row.filters]
+                identifiers = await _identifiers(conn, topic, filters, change.resource, res_id)
+                if not passes(topic, filters, change.resource, res_id, identifiers):
                     continue
                 patient = (headers.get("ipc-patient") or b"").decode() or None
                 await state.number_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
@@ -114,6 +117,26 @@ async def _version(conn: AsyncConnection, res_type: str, res_id: str, number: in
     except FhirError:
         return None
     return jsontext.loads(found.content)
+
+
+async def _identifiers(conn: AsyncConnection, topic: Topic, filters: list[tuple[str, str]], resource: dict | None,
+                       res_id: str) -> dict[str, list[str]]:
+    """For `name:identifier` filters: the identifiers of each resource the focus refers to there."""
+    found: dict[str, list[str]] = {}
+    for name, _ in filters:
+        if not name.endswith(":identifier"):
+            continue
+        for ref in references(topic, name.removesuffix(":identifier"), resource, res_id):
+            if ref in found or ref.count("/") != 1:
+                continue
+            target_type, target_id = ref.split("/")
+            try:
+                target = await resources.read(conn, target_type, target_id, access=Access.system())
+            except FhirError:
+                found[ref] = []
+                continue
+            found[ref] = identifier_tokens(jsontext.loads(target.content))
+    return found
 
 
 def subscriber_access(owner: state.Owner, consent_defaults: str | None) -> Access:
@@ -170,6 +193,7 @@ class Sender:
             await asyncio.gather(*inflight.values(), return_exceptions=True)
 
     async def _serve(self, http: httpx.AsyncClient, row: state.Row) -> None:
+        LAG.labels(row.id).set(row.events_since_start - row.delivered_through)
         async with await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
             if row.status == "requested":
                 body = notification(self.base, _about(row, row.events_since_start), "handshake", [], "empty")
@@ -214,6 +238,7 @@ class Sender:
             reason = f"the endpoint could not be reached ({type(exc).__name__})"
         if reason is None:
             await state.delivered(conn, row.id, through, shown, withheld, status=became or "active")
+            LAG.labels(row.id).set(max(row.events_since_start - through, 0))
             DELIVERED.labels(row.id).inc(shown)
             WITHHELD.labels(row.id).inc(withheld)
             if became:

@@ -17,6 +17,7 @@ from hub.fhir.identifiers import CANONICAL_BASE
 
 TOPIC_BASE = f"{CANONICAL_BASE}/SubscriptionTopic/"
 _TRANSITION = f"{CANONICAL_BASE}/CodeSystem/ipc-transition"
+_AGREEMENT = f"{CANONICAL_BASE}/StructureDefinition/plan-agreement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,15 @@ def _written(change: Change) -> bool:
 
 def _plan(change: Change) -> bool:
     return change.res_type == "CarePlan" and change.part == PLAN and _written(change)
+
+
+def _is_agreed(resource: dict[str, Any] | None) -> bool:
+    return resource is not None and resource.get("status") == "active" and any(
+        e.get("url") == _AGREEMENT for e in resource.get("extension") or [])
+
+
+def _agreed(change: Change) -> bool:
+    return _plan(change) and _is_agreed(change.resource) and not _is_agreed(change.previous)
 
 
 def _budget(change: Change) -> bool:
@@ -108,6 +118,9 @@ def _merged(change: Change) -> bool:
 TOPICS: tuple[Topic, ...] = (
     Topic("plan-changed", "Care and support plan created or changed", "CarePlan",
           "A person's personalised care and support plan was created or changed (any new version).", _plan),
+    Topic("plan-agreed", "Care and support plan agreed", "CarePlan",
+          "A person's plan became active with its agreement recorded (plan-agreement), having not been "
+          "before.", _agreed),
     Topic("budget-statement-changed", "Budget statement created or changed", "CarePlan",
           "A person's personal budget statement was created or changed.", _budget),
     Topic("encounter-admission", "Admission", "Encounter",
@@ -121,8 +134,9 @@ TOPICS: tuple[Topic, ...] = (
           ("patient", "class")),
     Topic("mod-handover-received", "MOD handover received", "Task",
           "A service leaver's GP registration handover arrived from the Ministry of Defence; filter by "
-          "`owner` (the receiving practice, `Organization/<id>`) to hear of your own.", _handover_received,
-          ("patient", "owner")),
+          "`owner` (the receiving practice, `Organization/<id>`, or `owner:identifier=<system>|<ODS code>`) "
+          "to hear of your own.", _handover_received,
+          ("patient", "owner", "owner:identifier")),
     Topic("patient-merged", "Person merged", "Patient",
           "Two records of one person were merged (HL7 v2 A40): the focus is the retired Patient, "
           "`replaced-by` the survivor.", _merged),
@@ -156,15 +170,36 @@ def _filter_values(topic: Topic, name: str, resource: dict[str, Any], res_id: st
     return []
 
 
-def passes(topic: Topic, filters: list[tuple[str, str]], resource: dict[str, Any] | None, res_id: str) -> bool:
+def references(topic: Topic, name: str, resource: dict[str, Any] | None, res_id: str) -> list[str]:
+    """The references a reference filter (`owner`, `patient`) reads from the focus."""
+    return [] if resource is None else [v for v in _filter_values(topic, name, resource, res_id) if "/" in v]
+
+
+def identifier_tokens(resource: dict[str, Any]) -> list[str]:
+    """`system|value` and `value` for each identifier: what `name:identifier=` may match."""
+    tokens = []
+    for ident in resource.get("identifier") or []:
+        if ident.get("value"):
+            tokens += [ident["value"], f"{ident.get('system', '')}|{ident['value']}"]
+    return tokens
+
+
+def passes(topic: Topic, filters: list[tuple[str, str]], resource: dict[str, Any] | None, res_id: str,
+           identifiers: dict[str, list[str]] | None = None) -> bool:
     """Whether the focus passes every filter (each a parameter and a comma-separated list of
-    values, any of which may match, as in a search)."""
+    values, any of which may match, as in a search). `name:identifier` matches the identifiers
+    of the resources the reference names (`identifiers`: reference → its identifier tokens, read
+    by the caller), e.g. `owner:identifier=https://fhir.nhs.uk/Id/ods-organization-code|C84001`."""
     if not filters:
         return True
     if resource is None:
         return False
     for name, value in filters:
-        have = set(_filter_values(topic, name, resource, res_id))
+        if name.endswith(":identifier"):
+            refs = references(topic, name.removesuffix(":identifier"), resource, res_id)
+            have = {t for ref in refs for t in (identifiers or {}).get(ref, [])}
+        else:
+            have = set(_filter_values(topic, name, resource, res_id))
         if not have.intersection(v.strip() for v in value.split(",")):
             return False
     return True

@@ -266,7 +266,7 @@ def test_capability_statement_lists_the_topics_and_operations(fhir):
     entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription")
     topics = {e["valueCanonical"] for e in entry["extension"]
               if e["url"] == BACKPORT + "capabilitystatement-subscriptiontopic-canonical"}
-    assert {TOPIC + t for t in ("plan-changed", "budget-statement-changed", "encounter-admission",
+    assert {TOPIC + t for t in ("plan-changed", "plan-agreed", "budget-statement-changed", "encounter-admission",
                                 "encounter-discharge", "encounter-transfer", "mod-handover-received",
                                 "patient-merged")} == topics
     assert {"status", "events"} <= {op["name"] for op in entry["operation"]}

@@ -12,6 +12,9 @@ HANDOVER = {"resourceType": "Task", "status": "requested", "intent": "order",
             "for": {"reference": "Patient/p1"}, "owner": {"reference": "Organization/gp-1"},
             "restriction": {"recipient": [{"reference": "Organization/gp-1"}, {"reference": "Organization/icb-1"}]}}
 
+AGREED = {"resourceType": "CarePlan", "status": "active", "extension": [
+    {"url": IPC + "StructureDefinition/plan-agreement", "extension": [{"url": "date", "valueDateTime": "2026-02-02"}]}]}
+
 
 def encounter(status: str, ward: str = "Ward 1") -> dict:
     return {"resourceType": "Encounter", "status": status, "subject": {"reference": "Patient/p1"},
@@ -28,6 +31,9 @@ def topics_of(res_type: str, method: str, part: str | None, resource: dict | Non
     ("CarePlan", "POST", "care-support-plan", {"resourceType": "CarePlan"}, None, {"plan-changed"}),
     ("CarePlan", "PUT", "care-support-plan", {"resourceType": "CarePlan"}, {"resourceType": "CarePlan"},
      {"plan-changed"}),
+    ("CarePlan", "PUT", "care-support-plan", AGREED, {"resourceType": "CarePlan", "status": "draft"},
+     {"plan-changed", "plan-agreed"}),
+    ("CarePlan", "PUT", "care-support-plan", AGREED, AGREED, {"plan-changed"}),              # agreed before
     ("CarePlan", "PUT", "budget", {"resourceType": "CarePlan"}, None, {"budget-statement-changed"}),
     ("CarePlan", "PUT", "health", {"resourceType": "CarePlan"}, None, set()),       # not an IPC plan
     ("CarePlan", "DELETE", "care-support-plan", None, None, set()),
