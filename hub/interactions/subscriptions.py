@@ -90,9 +90,9 @@ async def keep(conn: AsyncConnection, ctx: Context, res_id: str, resource: dict[
     if headers is None:
         row = await state.get(conn, res_id)
         headers = row.headers if row else []
-    await state.save(conn, res_id, _owner(ctx), topic=spec.topic.url, filters=spec.filters, endpoint=spec.endpoint,
+    await state.save(conn, res_id, _owner(ctx), topic=spec.watched, filters=spec.filters, endpoint=spec.endpoint,
                      headers=headers, payload=spec.payload, heartbeat_s=spec.heartbeat_s, max_count=spec.max_count,
-                     status=resource["status"])
+                     status=resource["status"], kind=spec.kind)
 
 
 def sent_headers(resource: dict[str, Any]) -> list[str] | None:

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 _COLUMNS = ("id, client_id, partner_class, organisation, organisation_system, scopes, topic, filters, endpoint, "
             "headers, payload, heartbeat_s, max_count, status, error, paused, events_since_start, "
             "delivered_through, attempts, first_failure_at, next_attempt_at, last_sent_at, delivered_count, "
-            "withheld_count, retried_count, created_at")
+            "withheld_count, retried_count, created_at, kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class Row:
     withheld_count: int
     retried_count: int
     created_at: datetime
+    kind: str  # topic (R5 Backport) or criteria (classic R4)
 
     @property
     def owner(self) -> Owner:
@@ -77,20 +78,21 @@ class EventRow:
 
 async def save(conn: AsyncConnection, res_id: str, owner: Owner, *, topic: str, filters: list[tuple[str, str]],
                endpoint: str, headers: list[str], payload: str, heartbeat_s: int | None, max_count: int,
-               status: str) -> None:
+               status: str, kind: str = "topic") -> None:
     """Create or replace what a Subscription asks for. A rewrite keeps its event numbering and
     delivery position; a rewrite asking `requested` is handshaken again."""
     await conn.execute(
         "INSERT INTO subscription (id, client_id, partner_class, organisation, organisation_system, scopes, topic, "
-        "filters, endpoint, headers, payload, heartbeat_s, max_count, status) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "filters, endpoint, headers, payload, heartbeat_s, max_count, status, kind) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (id) DO UPDATE SET topic = EXCLUDED.topic, filters = EXCLUDED.filters, "
         "endpoint = EXCLUDED.endpoint, headers = EXCLUDED.headers, payload = EXCLUDED.payload, "
         "heartbeat_s = EXCLUDED.heartbeat_s, max_count = EXCLUDED.max_count, status = EXCLUDED.status, "
+        "kind = EXCLUDED.kind, "
         "error = NULL, attempts = 0, first_failure_at = NULL, next_attempt_at = now()",
         (res_id, owner.client_id, owner.partner_class, owner.organisation, owner.organisation_system,
          list(owner.scopes), topic, Jsonb([list(f) for f in filters]), endpoint, headers, payload, heartbeat_s,
-         max_count, status))
+         max_count, status, kind))
 
 
 async def remove(conn: AsyncConnection, res_id: str) -> None:

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import httpx
 import orjson
@@ -41,7 +42,8 @@ from hub.consent.defaults import parse_defaults
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.search.access import Access
-from hub.store import clients, resources
+from hub.search.parse import parse_search
+from hub.store import clients, resources, searching
 from hub.store import subscriptions as state
 from hub.subscriptions.disclose import as_seen_by
 from hub.subscriptions.notification import About, notification
@@ -77,11 +79,14 @@ class Matcher:
     async def _number(self, conn: AsyncConnection, batch: list[Message]) -> None:
         listening = await state.listening(conn)
         by_type: dict[str, list[tuple[state.Row, Topic]]] = {}
+        classic: dict[str, list[state.Row]] = {}
         for row in listening:
             topic = BY_URL.get(row.topic)
             if topic is not None:
                 by_type.setdefault(topic.resource_type, []).append((row, topic))
-        if not by_type:
+            elif row.kind == "criteria":
+                classic.setdefault(row.topic.split("?", 1)[0], []).append(row)
+        if not by_type and not classic:
             return
         for message in batch:
             try:
@@ -91,14 +96,21 @@ class Matcher:
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("notifier: a change event it cannot read at %s", message.coordinates)
                 continue
+            headers = dict(message.headers)
+            published = datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
+            patient = (headers.get("ipc-patient") or b"").decode() or None
+            part = (headers.get("ipc-record-part") or b"").decode() or None
+            for row in classic.get(res_type, ()):
+                if published >= row.created_at and method in ("POST", "PUT") and \
+                        await _meets(conn, row.topic, res_type, res_id):
+                    await state.number_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
+                                             patient, part)
             candidates = by_type.get(res_type)
             if not candidates:
                 continue
-            headers = dict(message.headers)
             change = Change(res_type, res_id, method, (headers.get("ipc-record-part") or b"").decode() or None,
                             await _version(conn, res_type, res_id, number),
                             await _version(conn, res_type, res_id, number - 1) if number > 1 else None)
-            published = datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
             for row, topic in candidates:
                 if published < row.created_at or not topic.matches(change):
                     continue  # published before the subscription existed, or not this topic's
@@ -106,7 +118,6 @@ class Matcher:
                 identifiers = await _identifiers(conn, topic, filters, change.resource, res_id)
                 if not passes(topic, filters, change.resource, res_id, identifiers):
                     continue
-                patient = (headers.get("ipc-patient") or b"").decode() or None
                 await state.number_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
                                          patient, change.part)
 
@@ -117,6 +128,17 @@ async def _version(conn: AsyncConnection, res_type: str, res_id: str, number: in
     except FhirError:
         return None
     return jsontext.loads(found.content)
+
+
+async def _meets(conn: AsyncConnection, criteria: str, res_type: str, res_id: str) -> bool:
+    """Whether the resource (as it is now) is found by a classic subscription's search: the
+    same search engine as `GET [criteria]`, narrowed to this one resource by `_id`."""
+    query = parse_qsl(criteria.split("?", 1)[1], keep_blank_values=True) + [("_id", res_id), ("_count", "1")]
+    try:
+        found = await searching.search(conn, parse_search(res_type, query), access=Access.system())
+    except FhirError:
+        return False
+    return bool(found.matches)
 
 
 async def _identifiers(conn: AsyncConnection, topic: Topic, filters: list[tuple[str, str]], resource: dict | None,
@@ -195,6 +217,9 @@ class Sender:
     async def _serve(self, http: httpx.AsyncClient, row: state.Row) -> None:
         LAG.labels(row.id).set(row.events_since_start - row.delivered_through)
         async with await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+            if row.kind == "criteria":
+                await self._classic(conn, http, row)
+                return
             if row.status == "requested":
                 body = notification(self.base, _about(row, row.events_since_start), "handshake", [], "empty")
                 await self._post(conn, http, row, body, row.delivered_through, 0, 0, became="active")
@@ -225,14 +250,39 @@ class Sender:
         body = notification(self.base, _about(row, last), "event-notification", events, row.payload)
         await self._post(conn, http, row, body, last, shown, withheld)
 
+    async def _classic(self, conn: AsyncConnection, http: httpx.AsyncClient, row: state.Row) -> None:
+        """A classic R4 rest-hook: R4 defines no handshake, so `requested` becomes `active` at
+        once; then one event per request, in number order: an empty POST to the endpoint, or the
+        resource PUT to `[endpoint]/[type]/[id]` — either only if the subscriber may read it now."""
+        if row.status == "requested":
+            await state.delivered(conn, row.id, row.delivered_through, 0, 0, status="active")
+            await _set_resource_status(conn, row.id, "active", None)
+        pending = await state.events(conn, row.id, row.delivered_through, None, 1)
+        if not pending:
+            return
+        event = pending[0]
+        access = subscriber_access(row.owner, self.settings.consent_defaults)
+        seen, _ = await as_seen_by(conn, pending, access, row.payload)
+        if not seen[0].shown:
+            await state.delivered(conn, row.id, event.number, 0, 1)
+            WITHHELD.labels(row.id).inc()
+            return
+        if row.payload == "empty":
+            await self._post(conn, http, row, b"", event.number, 1, 0, content_type=None)
+        else:
+            url = f"{row.endpoint.rstrip('/')}/{event.res_type}/{event.res_id}"
+            await self._post(conn, http, row, (seen[0].content or "").encode(), event.number, 1, 0, method="PUT",
+                             url=url)
+
     async def _post(self, conn: AsyncConnection, http: httpx.AsyncClient, row: state.Row, body: bytes,
-                    through: int, shown: int, withheld: int, became: str | None = None) -> None:
-        headers = {"Content-Type": "application/fhir+json"}
+                    through: int, shown: int, withheld: int, became: str | None = None, *, method: str = "POST",
+                    url: str | None = None, content_type: str | None = "application/fhir+json") -> None:
+        headers = {"Content-Type": content_type} if content_type else {}
         for line in row.headers:
             name, _, value = line.partition(":")
             headers[name.strip()] = value.strip()
         try:
-            answer = await http.post(row.endpoint, content=body, headers=headers)
+            answer = await http.request(method, url or row.endpoint, content=body, headers=headers)
             reason = None if 200 <= answer.status_code < 300 else f"the endpoint answered HTTP {answer.status_code}"
         except httpx.HTTPError as exc:
             reason = f"the endpoint could not be reached ({type(exc).__name__})"

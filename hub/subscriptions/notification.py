@@ -51,11 +51,12 @@ def _instant(moment: datetime) -> str:
 def status_parameters(base: str, about: About, kind: str, events: list[Event], payload: str) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": f"{base}/Subscription/{about.id}"}},
-        {"name": "topic", "valueCanonical": about.topic},
         {"name": "status", "valueCode": about.status},
         {"name": "type", "valueCode": kind},
         {"name": "events-since-subscription-start", "valueString": str(about.events_since_start)},
     ]
+    if "://" in about.topic:  # a topic canonical (a classic subscription's criteria is not one)
+        params.insert(1, {"name": "topic", "valueCanonical": about.topic})
     for event in events:
         parts: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(event.number)},
                                        {"name": "timestamp", "valueInstant": _instant(event.timestamp)}]

@@ -7,14 +7,18 @@ The form is the Subscriptions R5 Backport's `backport-subscription` profile for 
 with an http(s) `endpoint` and optional `header`s ("Authorization: Bearer …"); `channel.payload`
 is `application/fhir+json` carrying `backport-payload-content` (`empty`, `id-only`,
 `full-resource`); `backport-heartbeat-period`, `backport-timeout` and `backport-max-count` on the
-channel are honoured."""
+channel are honoured. A `criteria` that is a search instead (`CarePlan?status=active`) is a
+classic R4 rest-hook subscription."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from hub.fhir.errors import FhirError
+from hub.fhir.resources import require_supported
+from hub.search.parse import parse_search
 from hub.subscriptions.topics import BY_URL, TOPICS, Topic
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -31,7 +35,9 @@ JSON = "application/fhir+json"
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    topic: Topic
+    """A topic-based subscription (`topic` set) or a classic R4 one (`criteria` set)."""
+
+    topic: Topic | None
     filters: list[tuple[str, str]]
     endpoint: str
     headers: list[str]
@@ -39,6 +45,16 @@ class Spec:
     heartbeat_s: int | None
     timeout_s: int | None
     max_count: int
+    criteria: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "topic" if self.topic is not None else "criteria"
+
+    @property
+    def watched(self) -> str:
+        """What the delivery state keeps as its topic: the canonical, or the search criteria."""
+        return self.topic.url if self.topic is not None else self.criteria or ""
 
 
 def _invalid(message: str, expression: str) -> FhirError:
@@ -80,14 +96,10 @@ def _filters(resource: dict[str, Any], topic: Topic) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_spec(resource: dict[str, Any], *, allow_http: bool) -> Spec:
-    """What a Subscription asks for, or a 422 FhirError naming the element that is wrong."""
-    criteria = resource.get("criteria") or ""
-    topic = BY_URL.get(criteria)
-    if topic is None:
-        known = ", ".join(t.url for t in TOPICS)
-        raise _invalid(f"criteria must be the canonical URL of a SubscriptionTopic this hub publishes "
-                       f"(topic-based subscriptions, Subscriptions R5 Backport); one of: {known}", "criteria")
+_SEARCH = re.compile(r"^[A-Z][A-Za-z]+\?.*$")
+
+
+def _channel(resource: dict[str, Any], allow_http: bool) -> tuple[dict[str, Any], str, list[str]]:
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook" or _extensions(channel.get("_type"), CHANNEL_TYPE):
         raise _invalid("only the rest-hook channel is offered", "channel.type")
@@ -101,14 +113,48 @@ def read_spec(resource: dict[str, Any], *, allow_http: bool) -> Spec:
         name, sep, value = header.partition(":")
         if not sep or not name.strip() or any(ch in header for ch in "\r\n"):
             raise _invalid("each channel.header is one 'Name: value' line", f"channel.header[{i}]")
+    return channel, endpoint, list(headers)
+
+
+def read_spec(resource: dict[str, Any], *, allow_http: bool) -> Spec:
+    """What a Subscription asks for, or a 422 FhirError naming the element that is wrong."""
+    criteria = resource.get("criteria") or ""
+    topic = BY_URL.get(criteria)
+    if topic is None and _SEARCH.match(criteria) and not _extensions(resource.get("_criteria"), FILTER_CRITERIA):
+        return _classic(resource, criteria, allow_http)
+    if topic is None:
+        known = ", ".join(t.url for t in TOPICS)
+        raise _invalid("criteria must be the canonical URL of a SubscriptionTopic this hub publishes "
+                       f"(topic-based, Subscriptions R5 Backport; one of: {known}) or a search "
+                       "(`Type?name=value`, a classic R4 subscription)", "criteria")
+    channel, endpoint, headers = _channel(resource, allow_http)
     contents = _extensions(channel.get("_payload"), PAYLOAD_CONTENT)
     if not contents or contents[0].get("valueCode") not in PAYLOADS:
         raise _invalid("channel.payload needs the backport-payload-content extension with valueCode "
                        "empty, id-only or full-resource", "channel.payload")
     if channel.get("payload") != JSON:
         raise _invalid(f"notifications are sent as {JSON}: channel.payload must say so", "channel.payload")
-    return Spec(topic=topic, filters=_filters(resource, topic), endpoint=endpoint, headers=list(headers),
+    return Spec(topic=topic, filters=_filters(resource, topic), endpoint=endpoint, headers=headers,
                 payload=contents[0]["valueCode"],
                 heartbeat_s=_one_int(channel, HEARTBEAT_PERIOD, "valueUnsignedInt", "heartbeat-period"),
                 timeout_s=_one_int(channel, TIMEOUT, "valueUnsignedInt", "timeout"),
                 max_count=_one_int(channel, MAX_COUNT, "valuePositiveInt", "max-count") or 20)
+
+
+def _classic(resource: dict[str, Any], criteria: str, allow_http: bool) -> Spec:
+    """A classic R4 rest-hook: `criteria` a search the hub runs as any search (strict: an unknown
+    parameter is refused); no `channel.payload` → an empty POST to the endpoint, or
+    `application/fhir+json` → the resource PUT to `[endpoint]/[type]/[id]`."""
+    res_type, query = criteria.split("?", 1)
+    try:
+        require_supported(res_type)
+        parse_search(res_type, parse_qsl(query, keep_blank_values=True), strict=True)
+    except FhirError as exc:
+        raise _invalid(f"criteria is not a search the hub can run: {exc.issues[0].diagnostics}", "criteria") from None
+    channel, endpoint, headers = _channel(resource, allow_http)
+    payload = channel.get("payload")
+    if payload not in (None, JSON):
+        raise _invalid(f"a classic subscription's payload is absent (an empty POST) or {JSON}", "channel.payload")
+    return Spec(topic=None, filters=[], endpoint=endpoint, headers=headers,
+                payload="empty" if payload is None else "full-resource", heartbeat_s=None, timeout_s=None,
+                max_count=1, criteria=criteria)

@@ -38,6 +38,7 @@ class Receiver:
         self.answer = answer
         self.taken: list[dict] = []
         self.auth: list[str | None] = []
+        self.requests: list[tuple[str, str, bytes]] = []  # every request taken: method, path, body
         self.tries = 0
         self.lock = threading.Lock()
         receiver = self
@@ -49,11 +50,15 @@ class Receiver:
                     receiver.tries += 1
                     status = receiver.answer(receiver.tries)
                     if 200 <= status < 300:
-                        receiver.taken.append(json.loads(body))
+                        receiver.requests.append((self.command, self.path, body))
+                        if body:
+                            receiver.taken.append(json.loads(body))
                         receiver.auth.append(self.headers.get("Authorization"))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_PUT = do_POST  # noqa: N815 (a classic rest-hook PUTs the resource)
 
             def log_message(self, *args) -> None:
                 return None
@@ -64,7 +69,7 @@ class Receiver:
 
     def of_type(self, kind: str) -> list[dict]:
         with self.lock:
-            return [b for b in self.taken if status_of(b)["type"] == kind]
+            return [b for b in self.taken if b.get("resourceType") == "Bundle" and status_of(b)["type"] == kind]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -235,7 +240,10 @@ def test_a_client_sees_only_its_own_subscriptions(api, token_for, receivers, cle
 
 
 @pytest.mark.parametrize(("change", "element"), [
-    (lambda s: s.update(criteria="Observation?code=1234"), "Subscription.criteria"),
+    (lambda s: s.update(criteria="https://ipc-hub.example.org/fhir/SubscriptionTopic/no-such-topic"),
+     "Subscription.criteria"),
+    (lambda s: s.update(criteria="Observation?no-such-parameter=1"), "Subscription.criteria"),
+    (lambda s: s.update(criteria="NoSuchType?code=1"), "Subscription.criteria"),
     (lambda s: s["channel"].update(type="websocket"), "Subscription.channel.type"),
     (lambda s: s["channel"].update(endpoint="ftp://example.org/x"), "Subscription.channel.endpoint"),
     (lambda s: s["channel"].pop("_payload"), "Subscription.channel.payload"),
@@ -386,3 +394,26 @@ def test_slow_endpoint_does_not_delay_another(api, token_for, run_notifier, rece
     finally:
         release.set()
     wait_for(lambda: slow_receiver.of_type("event-notification"), 30, "the slow receiver's notification")
+
+
+def test_classic_criteria_rest_hook_empty_post_and_full_resource_put(api, token_for, run_notifier, receivers, fhir):
+    pinged, pushed = receivers(), receivers()
+    nhs = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-classic")
+    person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Classic"}]})
+    criteria = f"CarePlan?subject=Patient/{person['id']}&status=draft"
+    classic = {"resourceType": "Subscription", "status": "requested", "reason": "R4 rest-hook",
+               "criteria": criteria, "channel": {"type": "rest-hook", "endpoint": pinged.url, "header": [HEADER]}}
+    ping = post(nhs, classic)
+    push = post(nhs, dict(classic, channel={"type": "rest-hook", "endpoint": pushed.url,
+                                            "payload": "application/fhir+json"}))
+    run_notifier()
+    wait_for(lambda: nhs.get(f"/Subscription/{push['id']}").json()["status"] == "active", 30, "active")
+    other = post(fhir, {"resourceType": "Patient", "name": [{"family": "NotWatched"}]})
+    post(fhir, ipc_plan(other["id"], "another person's plan"))           # not this search's
+    plan = post(fhir, ipc_plan(person["id"], "watched"))
+    wait_for(lambda: pinged.requests and pushed.requests, 30, "the classic notifications")
+    assert pinged.requests == [("POST", "/notify", b"")] and pinged.auth == [SECRET]
+    method, path, body = pushed.requests[0]
+    assert (method, path) == ("PUT", f"/notify/CarePlan/{plan['id']}")
+    assert json.loads(body)["description"] == "watched"
+    assert nhs.get(f"/Subscription/{ping['id']}").json()["status"] == "active"

@@ -9,7 +9,10 @@ CREATE TABLE subscription (
     organisation        text NOT NULL,
     organisation_system text NOT NULL,
     scopes              text[] NOT NULL,
-    topic               text NOT NULL,                 -- a SubscriptionTopic canonical
+    -- topic: a topic-based subscription (R5 Backport), `topic` its canonical; criteria: a classic
+    -- R4 rest-hook, `topic` its search criteria (`Type?name=value`).
+    kind                text NOT NULL DEFAULT 'topic' CHECK (kind IN ('topic', 'criteria')),
+    topic               text NOT NULL,
     filters             jsonb NOT NULL DEFAULT '[]',   -- [[parameter, value], …] from filter-criteria
     endpoint            text NOT NULL,
     headers             text[] NOT NULL DEFAULT '{}',  -- "Name: value", sent with every POST
