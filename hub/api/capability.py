@@ -168,7 +168,8 @@ def _subscription_entry(entry: dict) -> None:
     entry["documentation"] = (
         "Topic-based subscriptions (Subscriptions R5 Backport for R4): criteria is one of the topics listed "
         "in this entry's extensions, channel rest-hook (https) with payload application/fhir+json and "
-        "backport-payload-content empty, id-only or full-resource. A client sees only its own Subscriptions. "
+        "backport-payload-content empty, id-only or full-resource; or classic R4 rest-hook subscriptions whose "
+        "criteria is a search. A client sees only its own Subscriptions. "
         "Each notification carries only what the subscribing client may read when it is sent. "
         + " ".join(f"{t.url}: {t.description}" for t in TOPICS))
 
