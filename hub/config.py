@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     subscription_retry_first_s: float = 5.0
     subscription_retry_max_s: float = 3600.0
     subscription_give_up_s: float = 26 * 3600.0
+    # Mutual TLS to receivers that ask for it: the hub's client certificate chain and key (PEM);
+    # and the CA bundle receivers' certificates are checked against (unset: the system's).
+    subscription_tls_cert: Path | None = None
+    subscription_tls_key: Path | None = None
+    subscription_tls_ca: Path | None = None
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
     mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la"
     # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
@@ -190,7 +191,8 @@ class Sender:
 
     async def _run(self, stop: threading.Event) -> None:
         inflight: dict[str, asyncio.Task] = {}
-        async with httpx.AsyncClient(timeout=self.settings.subscription_timeout_s, follow_redirects=False) as http:
+        async with httpx.AsyncClient(timeout=self.settings.subscription_timeout_s, follow_redirects=False,
+                                     verify=tls_context(self.settings)) as http:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
                 for sub_id in [i for i, task in inflight.items() if task.done()]:
@@ -306,6 +308,18 @@ class Sender:
     async def _stop(self, conn: AsyncConnection, row: state.Row, reason: str) -> None:
         await state.set_state(conn, row.id, status="error", error=reason)
         await _set_resource_status(conn, row.id, "error", reason)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """How the hub speaks TLS to receivers: their certificate checked (against
+    HUB_SUBSCRIPTION_TLS_CA, else the system's CAs), and the hub's own client certificate
+    offered (HUB_SUBSCRIPTION_TLS_CERT and _KEY) to a receiver that asks for mutual TLS."""
+    context = ssl.create_default_context(cafile=str(settings.subscription_tls_ca) if settings.subscription_tls_ca
+                                         else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.subscription_tls_cert and settings.subscription_tls_key:
+        context.load_cert_chain(str(settings.subscription_tls_cert), str(settings.subscription_tls_key))
+    return context
 
 
 def _about(row: state.Row, events_since_start: int) -> About:

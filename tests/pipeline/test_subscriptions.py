@@ -5,6 +5,8 @@ recovers). Consent is judged when each notification is sent, with the subscriber
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +36,7 @@ class Receiver:
     """A real HTTP endpoint: answers each POST with `answer(n)` (n counts from 1) and keeps
     every notification it took (2xx)."""
 
-    def __init__(self, answer: Callable[[int], int] = lambda n: 200) -> None:
+    def __init__(self, answer: Callable[[int], int] = lambda n: 200, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
         self.taken: list[dict] = []
         self.auth: list[str | None] = []
@@ -54,6 +56,9 @@ class Receiver:
                         if body:
                             receiver.taken.append(json.loads(body))
                         receiver.auth.append(self.headers.get("Authorization"))
+                        peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+                        if peer:
+                            receiver.peers.append(dict(x[0] for x in peer["subject"])["commonName"])
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -63,8 +68,13 @@ class Receiver:
             def log_message(self, *args) -> None:
                 return None
 
+        self.peers: list[str] = []  # the client certificate's CN, for each request over mutual TLS
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/notify"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def of_type(self, kind: str) -> list[dict]:
@@ -162,8 +172,8 @@ def run_notifier(clean_db, bus, api):
 def receivers():
     made: list[Receiver] = []
 
-    def make(answer: Callable[[int], int] = lambda n: 200) -> Receiver:
-        made.append(Receiver(answer))
+    def make(answer: Callable[[int], int] = lambda n: 200, tls: ssl.SSLContext | None = None) -> Receiver:
+        made.append(Receiver(answer, tls))
         return made[-1]
 
     yield make
@@ -417,3 +427,30 @@ def test_classic_criteria_rest_hook_empty_post_and_full_resource_put(api, token_
     assert (method, path) == ("PUT", f"/notify/CarePlan/{plan['id']}")
     assert json.loads(body)["description"] == "watched"
     assert nhs.get(f"/Subscription/{ping['id']}").json()["status"] == "active"
+
+
+def _certificate(folder, name: str) -> tuple[str, str]:
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_delivery_over_https_with_mutual_tls_and_heartbeat(api, token_for, run_notifier, receivers, tmp_path):
+    server_cert, server_key = _certificate(tmp_path, "receiver")
+    hub_cert, hub_key = _certificate(tmp_path, "ipc-hub-notifier")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(server_cert, server_key)
+    tls.verify_mode = ssl.CERT_REQUIRED          # the receiver asks for the hub's certificate
+    tls.load_verify_locations(hub_cert)
+    receiver = receivers(tls=tls)
+    nhs = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-mtls")
+    body = subscription("plan-changed", receiver.url)
+    body["channel"]["extension"] = [{"url": BACKPORT + "backport-heartbeat-period", "valueUnsignedInt": 1}]
+    sub = post(nhs, body)
+    run_notifier(subscription_tls_ca=server_cert, subscription_tls_cert=hub_cert, subscription_tls_key=hub_key)
+    wait_for(lambda: receiver.of_type("heartbeat"), 30, "a heartbeat after a quiet period")
+    assert receiver.of_type("handshake") and receiver.peers[0] == "ipc-hub-notifier"
+    assert status_of(receiver.of_type("heartbeat")[0])["subscription"]["reference"].endswith(sub["id"])
+    assert all(a == SECRET for a in receiver.auth)
