@@ -4,11 +4,9 @@ hold receivers' tokens) nor anything from the record."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -18,14 +16,9 @@ from hub.store import subscriptions as store
 
 
 def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
-    from hub.cli.common import database_url, locate_data_dir
+    from hub.cli.common import on_database
 
-    async def go(url: str) -> Any:
-        async with await AsyncConnection.connect(url, autocommit=True) as conn:
-            return await work(conn)
-
-    with ExitStack() as stack:
-        return asyncio.run(go(database_url(locate_data_dir(settings, must_exist=True), stack)))
+    return on_database(settings, work)
 
 
 def _fail(message: str) -> None:

@@ -191,6 +191,7 @@ class Sender:
 
     async def _run(self, stop: threading.Event) -> None:
         inflight: dict[str, asyncio.Task] = {}
+        looking: AsyncConnection | None = None  # the connection that looks for due work, kept open
         async with httpx.AsyncClient(timeout=self.settings.subscription_timeout_s, follow_redirects=False,
                                      verify=tls_context(self.settings)) as http:
             while not stop.is_set():
@@ -201,12 +202,14 @@ class Sender:
                         log.warning("notifier: delivery for a subscription failed: %s",
                                     type(task.exception()).__name__)
                 try:
-                    async with await AsyncConnection.connect(self.database_url, autocommit=True,
-                                                             connect_timeout=5) as conn:
-                        rows = await state.due(conn)
+                    if looking is None or looking.closed:
+                        looking = await AsyncConnection.connect(self.database_url, autocommit=True,
+                                                                connect_timeout=5)
+                    rows = await state.due(looking)
                     self.connected = True
                 except psycopg.OperationalError:
                     self.connected = False
+                    looking = None
                     rows = []
                 for row in rows:
                     if row.id not in inflight:
@@ -215,6 +218,8 @@ class Sender:
             for task in inflight.values():
                 task.cancel()
             await asyncio.gather(*inflight.values(), return_exceptions=True)
+            if looking is not None:
+                await looking.close()
 
     async def _serve(self, http: httpx.AsyncClient, row: state.Row) -> None:
         LAG.labels(row.id).set(row.events_since_start - row.delivered_through)
