@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import uuid
 from typing import Any
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
-_serial = itertools.count(1)
+# Started at a random place well above the low serials tests write by hand (999 000 001 8 and
+# the like), so a made-up number never collides with one of those, nor with another process's.
+_serial = itertools.count(200_000 + secrets.randbelow(700_000))
 
 
 def nhs_check_digit(first_nine: str) -> int | None:

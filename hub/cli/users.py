@@ -30,6 +30,7 @@ from hub.auth.passwords import (
 from hub.auth.principal import PARTNER_CLASSES
 from hub.auth.roles import ROLES
 from hub.auth.sealing import Sealer
+from hub.cli.common import database_url
 from hub.config import Settings
 from hub.fhir.ids import source_id
 from hub.search.access import Access
@@ -38,14 +39,12 @@ from hub.store import users as store
 
 
 def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
-    from hub.cli.main import _database_url
-
     async def go(url: str) -> Any:
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
             return await work(conn)
 
     with ExitStack() as stack:
-        return asyncio.run(go(_database_url(settings, stack)))
+        return asyncio.run(go(database_url(settings, stack)))
 
 
 def _fail(message: str) -> None:

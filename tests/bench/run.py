@@ -840,6 +840,11 @@ def _register_section_modules() -> None:
                                 "alone costs (reads, audit on against off)", audit.run, audit.print_result)
     from tests.bench import up
 
+    from tests.bench import write
+
+    SECTIONS["write"] = Section("write", "REST creates, updates (If-Match) and transactions of 1, 10 and 100 "
+                                "entries, against the same rows inserted by plain psycopg", write.run,
+                                write.print_result)
     SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
                              "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
     from tests.bench import push

@@ -126,7 +126,8 @@ class Checker:
                     self.error("structure", where, "a string SHALL NOT be empty")
                 elif "\x00" in value:
                     self.error("structure", where, "a string SHALL NOT contain the NUL character (U+0000)")
-                elif len(value) > MAX_STRING:
+                elif len(value) > MAX_STRING and element.type != "base64Binary":
+                    # the 1 MB limit is the string type's; an attachment's data may be larger
                     self.error("structure", where, f"a string SHALL NOT be longer than {MAX_STRING} characters")
                 elif element.binding is not None:
                     self.coded(element.binding, None, value, where, value)
