@@ -387,7 +387,7 @@ def test_slow_endpoint_does_not_delay_another(api, token_for, run_notifier, rece
 
     def slow(n: int) -> int:
         if n > 1:
-            release.wait(30)
+            release.wait(300)  # held until the test has seen the other receiver told
         return 200
 
     slow_receiver, quick_receiver = receivers(slow), receivers()
