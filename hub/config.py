@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     # The bus journal (hub/bus/journal.py): `auto` on for the embedded broker, off for Kafka.
     bus_journal: str = "auto"
     retry_max_delay_s: float = 5.0
+    # Subscriptions (hub/subscriptions): rest-hook endpoints must be https unless this allows http
+    # (a receiver on the same machine, tests); seconds before a POST to a receiver counts as failed;
+    # the first retry's delay, doubling up to the largest; how long an endpoint may keep failing
+    # before its subscription goes to `error` (at least 24 hours in production).
+    subscription_allow_http: bool = False
+    subscription_timeout_s: float = 10.0
+    subscription_retry_first_s: float = 5.0
+    subscription_retry_max_s: float = 3600.0
+    subscription_give_up_s: float = 26 * 3600.0
+    # Mutual TLS to receivers that ask for it: the hub's client certificate chain and key (PEM);
+    # and the CA bundle receivers' certificates are checked against (unset: the system's).
+    subscription_tls_cert: Path | None = None
+    subscription_tls_key: Path | None = None
+    subscription_tls_ca: Path | None = None
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
     mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la,mappings.statements"
     # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).

@@ -9,6 +9,8 @@ from functools import lru_cache
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from hub.subscriptions.requests import PROFILE as SUBSCRIPTION_PROFILE
+from hub.subscriptions.topics import TOPICS
 from hub.api.formats import fhir_response, render, response_format, wants_pretty
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.resources import SUPPORTED_TYPES
@@ -143,11 +145,32 @@ def _resource_entry(res_type: str) -> dict:
     profiles = profiles_for(res_type)
     if profiles:
         entry["supportedProfile"] = profiles
+    if res_type == "Subscription":
+        _subscription_entry(entry)
     operations = _operations("type", res_type) + [op for op in _operations("instance", res_type)
                                                   if op not in _operations("type", res_type)]
     if operations:
         entry["operation"] = operations
     return entry
+
+
+TOPIC_CANONICAL = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                   "capabilitystatement-subscriptiontopic-canonical")
+
+
+def _subscription_entry(entry: dict) -> None:
+    """Topic-based subscriptions (Subscriptions R5 Backport): the topics the hub publishes, by
+    canonical, and what a client sees (its own Subscriptions only, so no type history)."""
+    entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": topic.url} for topic in TOPICS]
+    entry["interaction"] = [i for i in entry["interaction"] if i["code"] != "history-type"]
+    entry["supportedProfile"] = [*entry.get("supportedProfile", []), SUBSCRIPTION_PROFILE]
+    entry["documentation"] = (
+        "Topic-based subscriptions (Subscriptions R5 Backport for R4): criteria is one of the topics listed "
+        "in this entry's extensions, channel rest-hook (https) with payload application/fhir+json and "
+        "backport-payload-content empty, id-only or full-resource; or classic R4 rest-hook subscriptions whose "
+        "criteria is a search. A client sees only its own Subscriptions. "
+        "Each notification carries only what the subscribing client may read when it is sent. "
+        + " ".join(f"{t.url}: {t.description}" for t in TOPICS))
 
 
 @router.get("/metadata")

@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -164,3 +165,18 @@ def serve_api(settings: Settings, database_url: str, banner: Callable[[], None] 
 
         server.startup = startup
     server.run()
+
+
+def on_database(settings: Settings, work: Callable[..., Any]) -> Any:
+    """Run `work(conn)` (a coroutine function) on an autocommit connection to the hub's database:
+    HUB_DATABASE_URL, or the running hub's, found as `locate_data_dir` finds it."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    async def go(url: str) -> Any:
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            return await work(conn)
+
+    with ExitStack() as stack:
+        return asyncio.run(go(database_url(locate_data_dir(settings, must_exist=True), stack)))

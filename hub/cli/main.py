@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from hub.cli import api, clients, connectors, up, users, workers
+from hub.cli import api, clients, connectors, subscriptions, up, users, workers
 from hub.config import Settings, load_settings, settings_help
 from hub.runtime.embedded import EmbeddedError
 from hub.bus.kafka import error_names
@@ -16,7 +16,7 @@ from hub.bus.topics import Topics
 from hub.runtime.logs import allow_terms, configure_logging
 
 COMMANDS = [*up.PARSERS, *api.PARSERS, *workers.PARSERS, *connectors.PARSERS, *clients.PARSERS,
-            *users.PARSERS]
+            *users.PARSERS, *subscriptions.PARSERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

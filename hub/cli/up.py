@@ -1,6 +1,6 @@
 """`ipc-hub up`: the whole hub on the embedded default, run the way production runs it.
 
-The API serves in this process; the mapper, recorder, relay, plan and cohort workers and the HL7 v2, MOD and
+The API serves in this process; the mapper, recorder, relay, plan, cohort and notifier workers and the HL7 v2, MOD and
 local authority connectors are child processes under hub.runtime.supervisor (restarted with
 back-off, reported by /readyz). Start order: PostgreSQL, migrations, the broker, the topics,
 the bus journal republished (what was accepted before a crash and not recorded), the workers,
@@ -35,8 +35,9 @@ from hub.runtime.supervisor import Child, Supervisor
 log = logging.getLogger("hub")
 
 # plans: the plan worker (hub/cli/plan_worker.py), PostgreSQL only; cohorts: change events → cohort
-# members and offers (hub/cohorts). Both run and restarted like the rest.
-WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts")
+# members and offers (hub/cohorts); notifier: change events → subscribers (hub/subscriptions).
+# All run and restarted like the rest.
+WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts", "notifier")
 CONNECTORS = ("hl7v2", "mod", "la", "statements")
 WATCHERS = ("la", "statements")  # file connectors: `connector NAME watch`
 
@@ -174,7 +175,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
                                 restart_broker=restart_broker if broker is not None else None,
                                 database_alive=own_database[0].alive if own_database else None,
                                 restart_database=own_database[0].restart if own_database else None)
-        stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"], ["cohorts"]])
+        stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"], ["cohorts"],
+                                         ["notifier"]])
         extras = ""
         if not settings.database_url:
             from hub.cli.users import demo_users_banner

@@ -47,6 +47,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             from hub.cohorts.worker import cohort_worker
 
             runner = cohort_worker(bus, database_url(settings, stack))
+        elif args.name == "notifier":
+            from hub.subscriptions.delivery import Notifier
+
+            runner = Notifier(bus, database_url(settings, stack), settings)
         else:
             url = database_url(settings, stack)
             runner = (recorder_worker(bus, url, journal_url=url if journal else None) if args.name == "recorder"
@@ -62,6 +66,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         try:
             if args.name in ("relay", "exporter"):
                 runner.run(stop)
+            elif args.name == "notifier":
+                runner.run(stop, Topics(bus.topic_prefix).group("notifier"))
             else:
                 run_worker(runner, bus, stop)
         except DlqLimitExceeded:
@@ -102,12 +108,13 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
                        description="Run one pipeline worker against HUB_KAFKA_BOOTSTRAP and "
                        "HUB_DATABASE_URL: mapper (inbound envelopes → FHIR Bundles), recorder (Bundles → "
                        "the record, identity, Provenance), relay (change events to Kafka), cohorts (change "
-                       "events → cohort members and offers) or exporter (Bulk Data export jobs, when "
+                       "events → cohort members and offers), notifier (change events to subscribers' "
+                       "endpoints, hub/subscriptions) or exporter (Bulk Data export jobs, when "
                        "HUB_EXPORT_IN_API is false). Serves /metrics, /healthz and /readyz on "
                        "HUB_WORKER_HTTP_PORT if set. plans (the plan worker: sign-off requests, reviews "
                        "raised when due, outcome measures; PostgreSQL only) takes --once to do what is "
                        "due and exit.")
-    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans", "cohorts", "exporter"])
+    p.add_argument("name", choices=["mapper", "recorder", "relay", "plans", "cohorts", "notifier", "exporter"])
     p.add_argument("--once", action="store_true", help="plans only: handle what is queued and due, then exit")
     p.set_defaults(handler=cmd_worker)
 

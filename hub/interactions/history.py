@@ -46,6 +46,9 @@ async def history(ctx: Context, request: FhirRequest, res_type: str | None, res_
     count, offset = page_window(ctx, request)
     since = _parse_since(request.param("_since"))
     types = ctx.access.types_with("s", sorted(resource_types())) if res_type is None else None
+    if res_type is None and not ctx.access.trusted:
+        # Subscriptions are each their owner's alone (hub.interactions.subscriptions).
+        types = [t for t in (types if types is not None else sorted(resource_types())) if t != "Subscription"]
     async with ctx.reading() as conn:
         if res_id is not None and await resources.current_version(conn, res_type, res_id,
                                                                   access=ctx.access) is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hub.fhir.errors import FhirError
 from hub.fhir.resources import require_supported, require_valid_id
-from hub.interactions import bundle, history, read, search, write
+from hub.interactions import bundle, history, read, search, subscriptions, write
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.operations import OPERATIONS
 
@@ -156,6 +156,8 @@ async def handle(ctx: Context, request: FhirRequest) -> Outcome:
     if found.res_type is not None:
         ctx.access.require(found.res_type, letters(found, request))
     kind = found.interaction
+    if found.res_type == subscriptions.TYPE:
+        await subscriptions.guard(ctx, kind, found.res_id, request)
     if kind == "read":
         return await read.read(ctx, request, found.res_type, found.res_id)
     if kind == "search-type":

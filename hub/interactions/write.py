@@ -15,6 +15,7 @@ from hub.fhir.errors import FhirError
 from hub.fhir.resources import check_structure, require_valid_id
 from hub.identity.duplicates import check_new_identity, queue_review
 from hub.interactions import conditional
+from hub.interactions import subscriptions as subs
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.read import version_headers
 from hub.money import accounts as money_rules
@@ -85,8 +86,13 @@ async def create(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
                 ctx.touched.append(existing)
                 return Outcome(200, existing, headers=version_headers(existing), wrote=True)
         res_id = request.assigned_id or resources.new_id()
+        if res_type == subs.TYPE:
+            headers = subs.sent_headers(resource)
+            spec = subs.prepare(ctx, resource, None)
         held = await _checked(conn, ctx, resource, res_type, res_id)
         version = await resources.create(conn, resource, res_id=res_id, access=ctx.access, hold_apart=held)
+        if res_type == subs.TYPE:
+            await subs.keep(conn, ctx, res_id, resource, spec, headers)
         ctx.wrote(version)
         await _reviews(conn, ctx, resource, version.res_id)
         await _money(conn, version)
@@ -132,9 +138,14 @@ async def conditional_update(ctx: Context, request: FhirRequest, res_type: str) 
 
 async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str, resource: dict[str, Any],
                  if_match: int | None, *, chosen: bool) -> Outcome:
+    if res_type == subs.TYPE:
+        headers = subs.sent_headers(resource)
+        spec = subs.prepare(ctx, resource, await subs.previous_status(conn, res_id))
     held = await _checked(conn, ctx, resource, res_type, res_id, update=True)
     version, created = await resources.update(conn, res_type, res_id, resource, if_match=if_match,
                                               access=ctx.access, chosen=chosen, hold_apart=held)
+    if res_type == subs.TYPE:
+        await subs.keep(conn, ctx, res_id, resource, spec, headers)
     if created:
         # An update that creates needs the create scope too (raised inside the transaction, so
         # nothing is kept).
@@ -150,6 +161,8 @@ async def delete(ctx: Context, request: FhirRequest, res_type: str, res_id: str)
     if_match = version_from_etag(request.headers.get("if-match"))
     async with ctx.writing() as conn:
         deleted = await resources.delete(conn, res_type, res_id, if_match=if_match, access=ctx.access)
+        if deleted is not None and res_type == subs.TYPE:
+            await subs.forget(conn, res_id)
         if deleted is not None:
             if ctx.settings.referential_integrity_on_delete:
                 if ctx.deferred is not None:

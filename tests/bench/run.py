@@ -852,6 +852,10 @@ def _register_section_modules() -> None:
                                 write.print_result)
     SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
                              "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
+    from tests.bench import push
+
+    SECTIONS["push"] = Section("push", "Subscriptions: events told to a local rest-hook receiver, against a plain "
+                               "consumer of the change-event topic", push.run, push.print_result, needs_hub=False)
 
 
 _register_section_modules()

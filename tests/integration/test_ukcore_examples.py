@@ -55,9 +55,13 @@ REFUSED_BY_IPC = {
 }
 # Only the hub writes AuditEvents (hub.audit): the API refuses them with 405 (tests/integration/test_audit.py).
 WRITTEN_BY_THE_HUB = {"AuditEvent"}
+# A Subscription is read as one the hub must deliver (hub/subscriptions): the status is the hub's
+# to set, and a criteria search must be one the hub can run. UK Core's example names the element
+# `generalPractitioner` where the R4 search parameter is `general-practitioner`: refused, 422.
+SUBSCRIPTION_EXAMPLE = "Extension-UKCore-SubscriptionParameters-Example"
 STORABLE = [p for p in EXAMPLES
             if is_supported(_type_of(p)) and p.stem not in INVALID and p.stem not in REFUSED_BY_IPC
-            and _type_of(p) not in WRITTEN_BY_THE_HUB]
+            and _type_of(p) not in WRITTEN_BY_THE_HUB and p.stem != SUBSCRIPTION_EXAMPLE]
 
 
 def test_the_examples_are_there():
@@ -89,6 +93,14 @@ def test_example_breaking_an_ipc_rule_is_refused(fhir, stem):
     r = fhir.post(f"/{xml_to_json(sent)['resourceType']}", content=sent, headers={"Content-Type": XML})
     assert r.status_code == 422
     assert any(rule in i["diagnostics"] and location in i["expression"] for i in r.json()["issue"])
+
+
+def test_the_subscription_example_is_checked_as_a_subscription_the_hub_must_deliver(fhir):
+    sent = (UKCORE_EXAMPLES / f"{SUBSCRIPTION_EXAMPLE}.xml").read_bytes()
+    r = fhir.post("/Subscription", content=sent, headers={"Content-Type": XML})
+    assert r.status_code == 422
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["Subscription.criteria"] and "generalPractitioner" in issue["diagnostics"]
 
 
 @pytest.mark.parametrize("path", STORABLE, ids=lambda p: p.stem)

@@ -108,7 +108,7 @@ def test_compose_file_is_valid_compose_spec():
 
 def test_compose_defines_the_production_topology():
     services = _services()
-    assert {"kafka", "postgres", "migrate", "api", "mapper", "recorder", "relay", "hl7v2"} <= set(services)
+    assert {"kafka", "postgres", "migrate", "api", "mapper", "recorder", "relay", "notifier", "hl7v2"} <= set(services)
     api = services["api"]
     assert _hub_command(api["command"]) == ["api"]
     depends = api["depends_on"]

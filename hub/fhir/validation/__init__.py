@@ -110,10 +110,19 @@ def _run(compiled: CompiledProfile, resource: dict[str, Any], issues: list[Issue
     issues.extend(found)
 
 
+# Profiles of other guides whose rules the hub checks in code where the resource is written:
+# the Subscriptions R5 Backport's Subscription (hub.subscriptions.requests).
+_CHECKED_IN_CODE = {
+    ("Subscription", "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"),
+}
+
+
 def _is_base_profile(url: str, res_type: str) -> bool:
     """UK Core profiles and FHIR core types: the bases the guide derives from. The hub checks a
-    resource claiming one against its base type (the structural check), not in full."""
-    return url.startswith(_BASE_PROFILE_PREFIXES[0]) or url == _BASE_PROFILE_PREFIXES[1] + res_type
+    resource claiming one against its base type (the structural check), not in full. And the
+    profiles whose rules are checked in code (_CHECKED_IN_CODE)."""
+    return url.startswith(_BASE_PROFILE_PREFIXES[0]) or url == _BASE_PROFILE_PREFIXES[1] + res_type \
+        or (res_type, url) in _CHECKED_IN_CODE
 
 
 def _scopes_of(sd: dict[str, Any]) -> list[Scope]:

@@ -11,6 +11,8 @@ from hub.interactions.operations import (
     export,
     indicative_budget,
     linked_dataset,
+    subscription_events,
+    subscription_status,
     terminology,
     validate,
 )
@@ -28,4 +30,6 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     indicative_budget.OPERATION,
     budget_position.OPERATION,
     cost_of_care.OPERATION,
+    subscription_status.OPERATION,
+    subscription_events.OPERATION,
 )}
