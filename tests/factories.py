@@ -161,11 +161,18 @@ def budget_statement(person: str, plan_id: str, shares: dict[str, str]) -> dict[
         {"url": "amount", "valueMoney": {"value": FhirDecimal(amount), "currency": "GBP"}}]}
         for source, amount in shares.items()]
     total = sum((Decimal(a) for a in shares.values()), Decimal(0))
+    # The budget type follows from the funding mix (the guide's ipc-bud-3), the agreed amount
+    # from the allocations (ipc-bud-1).
+    statutory = set(shares) & {"nhs", "local-authority", "education"}
+    kind = ("integrated-personal-budget" if len(statutory) > 1
+            else "personal-health-budget" if set(shares) == {"nhs"} else "personal-budget")
     return {"resourceType": "CarePlan", "meta": {"profile": [_IPC + "StructureDefinition/ipc-budget-statement"]},
             "extension": [
                 {"url": _IPC + "StructureDefinition/budget-type", "valueCodeableConcept": {"coding": [
-                    {"system": _IPC + "CodeSystem/ipc-budget-type", "code": "integrated-personal-budget"}]}},
+                    {"system": _IPC + "CodeSystem/ipc-budget-type", "code": kind}]}},
                 {"url": _IPC + "StructureDefinition/indicative-amount",
+                 "valueMoney": {"value": FhirDecimal(f"{total:.2f}"), "currency": "GBP"}},
+                {"url": _IPC + "StructureDefinition/agreed-amount",
                  "valueMoney": {"value": FhirDecimal(f"{total:.2f}"), "currency": "GBP"}},
                 *allocations],
             "status": "active", "intent": "plan",

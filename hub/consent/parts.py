@@ -134,6 +134,8 @@ def content_part(resource: dict[str, Any]) -> str:
     for code in _codes(_category(resource), PLAN_CATEGORY_SYSTEM):
         if code in _BY_PLAN_CATEGORY:
             return _BY_PLAN_CATEGORY[code]
+    if _about_a_plan(resource):
+        return PLAN
     for profile in (resource.get("meta") or {}).get("profile") or ():
         if isinstance(profile, str) and profile.split("|")[0] in _BY_PROFILE:
             return _BY_PROFILE[profile.split("|")[0]]
@@ -144,6 +146,13 @@ def content_part(resource: dict[str, Any]) -> str:
     if res_type in _PLAN_ACTIONS and _based_on_a_plan(resource):
         return PLAN
     return _BY_TYPE.get(res_type, HEALTH)
+
+
+def _about_a_plan(resource: dict[str, Any]) -> bool:
+    """A meeting, message or flag about the plan (the guide's `care-plan` extension: a review
+    meeting, a withdrawn agreement) is part of the plan's story and sits with the plan."""
+    return any(isinstance(e, dict) and e.get("url") == _IPC + "StructureDefinition/care-plan"
+               for e in resource.get("extension") or ())
 
 
 def _about_money(resource: dict[str, Any]) -> bool:

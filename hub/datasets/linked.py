@@ -27,12 +27,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from hub.fhir.identifiers import CANONICAL_BASE
+from hub.money import ledger
 
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 SD = f"{CANONICAL_BASE}/StructureDefinition/"
 BUDGET_TYPE = SD + "budget-type"
 INDICATIVE = SD + "indicative-amount"
-ALLOCATION = SD + "budget-allocation"
 PLAN_CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
 OFFER_CODE = "offer-ipc"
 SUPPRESSED = "*"
@@ -54,7 +54,7 @@ DICTIONARY: list[tuple[str, str, str]] = [
     ("budget_type", "personal budget, personal health budget or integrated personal budget",
      "budget statement's budget-type code; '*' where fewer than the minimum share it"),
     ("budget_gbp", "indicative budget, nearest £100", "sum of budget statements' indicative-amount"),
-    ("spent_gbp", "spent so far, nearest £100", "sum of the budget allocations' spent"),
+    ("spent_gbp", "spent so far, nearest £100", "the spend lines paid out less refunds (hub.money.ledger)"),
     ("goals", "goals in the plan", "count of the person's Goals"),
     ("goals_achieved", "goals achieved", "Goal.achievementStatus achieved"),
 ]
@@ -71,6 +71,7 @@ class Person:
     plans: list[dict[str, Any]] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
     offers: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)  # spend lines (ChargeItem)
 
 
 @dataclass(slots=True)
@@ -134,9 +135,11 @@ def row(person: Person, key: bytes, today: date) -> dict[str, str]:
                     for c in (e.get("valueCodeableConcept") or {}).get("coding") or ()})
     budget = sum((_money(e.get("valueMoney")) for b in budgets for e in b.get("extension") or ()
                   if e.get("url") == INDICATIVE), Decimal(0))
-    spent = sum((_money(part.get("valueMoney")) for b in budgets for e in b.get("extension") or ()
-                 if e.get("url") == ALLOCATION for part in e.get("extension") or () if part.get("url") == "spent"),
-                Decimal(0))
+    # Spend is never typed into a statement (issue 14): it is what the spend lines paid out, less
+    # what payees paid back, as the budget position computes it (hub.money.ledger).
+    booked = [line for line in map(ledger.line_of, person.lines) if line is not None]
+    spent = (sum((line.amount for line in booked if line.kind == "spend"), Decimal(0))
+             - sum((line.amount for line in booked if line.kind == "refund"), Decimal(0)))
     starts = sorted(month((p.get("period") or {}).get("start")) for p in plans if (p.get("period") or {}).get("start"))
     offers = sorted(person.offers, key=lambda t: t.get("authoredOn", ""))
     achieved = sum(1 for g in person.goals for c in (g.get("achievementStatus") or {}).get("coding") or ()

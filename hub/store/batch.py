@@ -7,6 +7,7 @@ pipeline. Its literal local references are still checked (hub.store.integrity), 
 record and the batch itself, so no feed message leaves a reference pointing at nobody."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -80,8 +81,14 @@ def stage(res_type: str, res_id: str, resource: dict[str, Any], current: Version
 async def _settle_places(conn: AsyncConnection, staged: list[Staged]) -> list[Staged]:
     """Every staged version's place, as the store says it: identifiers resolved, the owner of
     each person's record, entries (a Provenance's targets) found in the batch or the store —
-    a handful of statements for the whole batch."""
-    found = [s.pointers for s in staged if s.pointers is not None]
+    a handful of statements for the whole batch. The batch's own resources are placed first, so
+    a Provenance of a line whose person was named by identifier sits where that line now does."""
+    placed = await _settle(conn, staged, lambda s: s.version.res_type != "Provenance")
+    return await _settle(conn, placed, lambda s: s.version.res_type == "Provenance")
+
+
+async def _settle(conn: AsyncConnection, staged: list[Staged], chosen: Callable[[Staged], bool]) -> list[Staged]:
+    found = [s.pointers for s in staged if s.pointers is not None and chosen(s)]
     if not found:
         return staged
     known = {(s.version.res_type, s.version.res_id): Place(s.version.patient_id, s.part, s.version.owner)
@@ -90,7 +97,7 @@ async def _settle_places(conn: AsyncConnection, staged: list[Staged]) -> list[St
     settled = iter(await placing.resolve(conn, Access.system(), found, known=known))
     placed = []
     for s in staged:
-        if s.pointers is not None:
+        if s.pointers is not None and chosen(s):
             place = next(settled)
             s = replace(s, version=replace(s.version, patient_id=place.patient_id, part=place.part, owner=place.owner),
                         part=place.part)

@@ -25,6 +25,10 @@ _NOT_RETIRED = "NOT (r.content::jsonb @? '$.link[*] ? (@.type == \"replaced-by\"
 async def place(conn: AsyncConnection, access: Access, res_type: str, res_id: str, resource: dict[str, Any],
                 rows: IndexRows) -> Place:
     """The place of one resource `access` is about to write."""
+    if res_type == "Group" and outside_part(resource) is not None:
+        # A Group about many people at once that says which part it holds (a cohort's members)
+        # sits outside every record in that part, not held apart with its writer.
+        return _outside(resource)
     found = pointers(res_type, res_id, resource, rows)
     if not found.needs_store() and not found.foreign:
         return _outside(resource)

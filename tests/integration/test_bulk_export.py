@@ -97,9 +97,9 @@ def test_type_filter_selects_within_a_type(fhir):
     assert all(r["code"]["coding"][0]["code"] == "44054006" for r in found.resources["Condition"])
 
 
-def test_a_charitys_export_holds_only_what_it_may_read(clean_db, fhir, fhir_as):
+def test_a_charitys_export_holds_only_what_it_may_read(clean_db, fhir, fhir_as, recorder):
     shared, private = make_person(fhir), make_person(fhir)
-    lead_charity_consent(fhir, shared)  # the lead charity: who they are and their plan only
+    lead_charity_consent(recorder, shared)  # the lead charity: who they are and their plan only
     charity = fhir_as(partner_class="charity", organisation=shared.charity_number, scopes=["system/*.read"])
     found = export(charity, "/Patient/$export")
     exported = {f"{t}/{r['id']}" for t, rs in found.resources.items() for r in rs}

@@ -60,6 +60,21 @@ def _budget(subject: str, plan: str) -> dict:
     return budget
 
 
+def _spend_line(subject: str, kind: str, amount: str, day: str) -> dict:
+    """The example spend line, made this person's, of this kind, amount and day."""
+    line = json.loads((EXAMPLES / "ChargeItem-veteran-pa-wages.json").read_text())
+    for key in ("id", "account", "supportingInformation"):
+        line.pop(key, None)
+    line["identifier"][0]["value"] = f"LINKED-{uuid.uuid4().hex[:12]}"
+    for extension in line["extension"]:
+        if extension["url"].endswith("spend-kind"):
+            extension["valueCodeableConcept"]["coding"][0].update(code=kind, display=kind.title())
+    line["subject"] = {"reference": subject}
+    line["occurrenceDateTime"] = day
+    line["priceOverride"] = {"value": float(amount), "currency": "GBP"}
+    return line
+
+
 @pytest.fixture()
 def cohort(clean_db, fhir):
     """24 people who meet the definition (23 women, one man), 12 with a plan, one with a
@@ -81,6 +96,9 @@ def cohort(clean_db, fhir):
                             "request": {"method": "POST", "url": "CarePlan"}})
             if n == 2:
                 entries.append({"resource": _budget(url, plan_url), "request": {"method": "POST", "url": "CarePlan"}})
+                # Spend comes from spend lines, never from the statement: 8,740.50 paid, 100 back.
+                entries += [{"resource": _spend_line(url, kind, amount, day), "request": {"method": "POST", "url": "ChargeItem"}}
+                            for kind, amount, day in (("spend", "8740.50", "2026-04-02"), ("refund", "100.00", "2026-04-09"))]
     reply = fhir.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}, headers=JSON)
     assert reply.status_code == 200, reply.text[:400]
     ids = [e["response"]["location"].split("/")[1] for e in reply.json()["entry"]

@@ -24,6 +24,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures)
     free_port,
     hub_api,
     hub_url,
+    recorder,
     signing_key_file,
     signing_keys,
     token_for,

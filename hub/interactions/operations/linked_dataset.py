@@ -60,7 +60,7 @@ async def run(ctx: Context, request: FhirRequest, res_type: str | None, res_id: 
             people[pid].patient = jsontext.loads(content)
             disclosed.append(Version("Patient", rid, version, stored.last_updated, None, patient_id=pid))
         people = {pid: p for pid, p in people.items() if p.patient is not None}  # consent: not theirs to see
-        for res, attribute in (("CarePlan", "plans"), ("Goal", "goals"), ("Task", "offers")):
+        for res, attribute in (("CarePlan", "plans"), ("Goal", "goals"), ("Task", "offers"), ("ChargeItem", "lines")):
             async for pid, _rid, _version, content in datasets.visible_rows(conn, res, ctx.access, people):
                 resource = jsontext.loads(content)
                 if res == "Task" and not _offer_of(resource, res_id):
