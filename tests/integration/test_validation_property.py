@@ -70,6 +70,12 @@ care_plans = optional(
                       "subject": {"display": "Dee Okafor"}, **fields})
 
 
+def _dangling(outcome: dict[str, Any]) -> bool:
+    """Refused only because a local reference resolves to nothing in the record (hub.store.integrity)."""
+    return all(i["code"] == "processing" and "in the record" in i.get("diagnostics", "")
+               for i in _errors(outcome)) and bool(_errors(outcome))
+
+
 def _errors(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")]
 
@@ -93,4 +99,6 @@ def test_what_is_accepted_reads_back_and_validates_and_what_is_refused_does_not(
         assert _errors(again) == []
     else:
         assert written.status_code in (400, 422), written.text
+        if _dangling(written.json()):
+            return  # a reference to nothing: the store's referential integrity, not content $validate judges
         assert _errors(checked.json()), (written.json(), checked.json())
