@@ -118,7 +118,13 @@ async def review_new_people(conn: AsyncConnection) -> list[tuple[str, str, str]]
     found = []
     for source, patient_id, text in await people.unreviewed_people(conn):
         patient = jsontext.loads(text)
-        for candidate in await probable_matches(conn, patient, patient_id):
+        candidates = await probable_matches(conn, patient, patient_id)
+        # A look-alike not yet scored (recorded later) raises the pair itself when its turn
+        # comes: one Task a pair, in the record of whichever of them was there first.
+        later = await people.still_unreviewed(conn, candidates)
+        for candidate in candidates:
+            if candidate in later:
+                continue
             found.append((source, candidate, patient_id) if source.startswith(API_SOURCE)
                          else (source, patient_id, candidate))
         await people.mark_reviewed(conn, patient_id)

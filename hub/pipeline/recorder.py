@@ -350,7 +350,9 @@ async def review_pass(conn: AsyncConnection) -> None:
     staged: list[store_batch.Staged] = []
     proofs = []
     for source, task in tasks:
-        done = store_batch.stage("Task", task["id"], task, current.get(("Task", task["id"])))
+        if ("Task", task["id"]) in current:
+            continue  # raised before: a coordinator may be working on (or have closed) it
+        done = store_batch.stage("Task", task["id"], task, None)
         if done is not None:
             current[("Task", task["id"])] = done.version
             staged.append(done)

@@ -95,12 +95,25 @@ async def lock_identity(conn: AsyncConnection, keys: list[str]) -> None:
 
 
 async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
-    """(source, patient id, Patient content) of new people the review pass has not yet scored."""
+    """(source, patient id, Patient content) of new people the review pass has not yet scored,
+    oldest first (by their first version), so of two look-alikes new in one pass the later is
+    scored after the earlier has been marked, and raises the pair's one Task."""
     cur = await conn.execute(
-        "SELECT DISTINCT l.source, l.patient_id, r.content::text FROM person_link l JOIN resource r "
-        "ON r.res_type = 'Patient' AND r.res_id = l.patient_id AND NOT r.deleted "
-        "WHERE l.method = 'new-unreviewed' ORDER BY 2 LIMIT 1000")
+        "SELECT l.source, l.patient_id, min(r.content::text), min(v.last_updated) AS first_recorded "
+        "FROM person_link l JOIN resource r ON r.res_type = 'Patient' AND r.res_id = l.patient_id AND NOT r.deleted "
+        "LEFT JOIN resource_version v ON v.res_type = 'Patient' AND v.res_id = l.patient_id AND v.version = 1 "
+        "WHERE l.method = 'new-unreviewed' GROUP BY l.source, l.patient_id "
+        "ORDER BY first_recorded NULLS LAST, l.patient_id LIMIT 1000")
     return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+
+
+async def still_unreviewed(conn: AsyncConnection, patient_ids: list[str]) -> set[str]:
+    """Those of `patient_ids` the review pass has yet to score."""
+    if not patient_ids:
+        return set()
+    cur = await conn.execute("SELECT DISTINCT patient_id FROM person_link WHERE method = 'new-unreviewed' "
+                             "AND patient_id = ANY(%s)", (patient_ids,))
+    return {row[0] for row in await cur.fetchall()}
 
 
 async def mark_reviewed(conn: AsyncConnection, patient_id: str) -> None:

@@ -148,3 +148,20 @@ def test_a_probable_demographic_match_raises_a_review_task_and_is_not_refused(fh
     assert f"Patient/{third.json()['id']}" in inputs
     code = tasks["entry"][0]["resource"]["code"]["coding"][0]["code"]
     assert code == "review-possible-duplicate"
+
+
+def test_look_alikes_new_in_one_pass_raise_one_task_in_the_record_of_the_earlier(fhir, pg_url):
+    # Patient ids are random, so over several pairs the later person's id is often the smaller:
+    # the Task must still be the earlier person's, one a pair, whichever is scored first.
+    pairs = []
+    for _ in range(6):
+        details = {"name": [{"family": unique("Alike"), "given": ["Sam"]}], "birthDate": "1969-02-03", "gender": "male"}
+        earlier = _post(fhir, {"resourceType": "Patient", **details}).json()["id"]
+        later = _post(fhir, {"resourceType": "Patient", **details}).json()["id"]
+        pairs.append((earlier, later))
+    asyncio.run(_review(pg_url))
+    for earlier, later in pairs:
+        for person, expected in ((earlier, [f"Patient/{later}"]), (later, [])):
+            tasks = fhir.get("/Task", params={"focus": f"Patient/{person}", "code": "review-possible-duplicate"}).json()
+            named = [e["resource"]["input"][0]["valueReference"]["reference"] for e in tasks.get("entry", [])]
+            assert named == expected
