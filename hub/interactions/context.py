@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.audit.provenance import client_write
 from hub.auth.principal import Principal
+from hub.consent.placement import Place
 from hub.config import Settings
 from hub.search.access import Access
 from hub.store import resources
@@ -154,7 +155,6 @@ async def attribute(conn: AsyncConnection, principal: Principal | None, written:
         if v.method in _ACTIVITY:
             key = (_ACTIVITY[v.method], v.patient_id or "", v.part or "", v.owner or "")
             by_activity.setdefault(key, []).append(f"{v.res_type}/{v.res_id}/_history/{v.version}")
-    for (activity, *_), targets in sorted(by_activity.items()):
+    for (activity, patient_id, part, owner), targets in sorted(by_activity.items()):
         proof = client_write(targets, activity, principal)
-        await resources.update(conn, "Provenance", proof["id"], proof, skip_unchanged=True,
-                               access=Access.system())
+        await resources.insert_attribution(conn, proof, Place(patient_id or None, part or None, owner or None))

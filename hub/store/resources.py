@@ -36,6 +36,10 @@ _INSERT_NEW = (
     "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, content, patient_id, part, owner) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (res_type, res_id) DO NOTHING RETURNING 1"
 )
+_INSERT_FIRST = (
+    "INSERT INTO resource (res_type, res_id, version, last_updated, deleted, content, patient_id, part, owner) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 _UPDATE = ("UPDATE resource SET version = %s, last_updated = %s, deleted = %s, content = %s, "
            "patient_id = %s, part = %s, owner = %s WHERE res_type = %s AND res_id = %s")
 _LOCK_CONTENT = ("SELECT version, deleted, content::text, last_updated FROM resource "
@@ -426,19 +430,41 @@ async def _put(
                 if previous is not None and not previous.visible:
                     raise unknown_id(res_type, res_id)
                 continue
-        else:
-            await conn.execute(_UPDATE, (version, moment, False, content, patient_id, part, owner, res_type, res_id))
-            await index.delete(conn, res_type, res_id)
-        await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, False, method, content,
-                                             patient_id, part, owner, res_type, res_id, version, method,
-                                             patient_id, part, owner))
-        await index.insert(conn, res_type, res_id, rows)
+        # What follows needs no answer from the database: sent together, one round trip.
+        async with conn.pipeline():
+            if previous is not None:
+                await conn.execute(_UPDATE, (version, moment, False, content, patient_id, part, owner,
+                                             res_type, res_id))
+                await index.delete(conn, res_type, res_id)
+            await conn.execute(_INSERT_VERSION, (res_type, res_id, version, moment, False, method, content,
+                                                 patient_id, part, owner, res_type, res_id, version, method,
+                                                 patient_id, part, owner))
+            await index.insert(conn, res_type, res_id, rows)
+            await queue_followups(conn, [(resource, res_id)])
         if res_type == "Consent":
             await write_grants(conn, res_id, resource, patient_id)
             await _audit_consent(conn, access, consent, res_id, version, method)
-        await queue_followups(conn, [(resource, res_id)])
         return Version(res_type, res_id, version, moment, content, method=method, patient_id=patient_id,
                        part=part, owner=owner)
+
+
+async def insert_attribution(conn: AsyncConnection, proof: dict[str, Any], place: Place) -> None:
+    """The hub's Provenance for what one client request wrote, in the request's transaction and
+    placed where its targets are (the caller groups targets by place: hub.interactions.context).
+    Its id derives from the target versions, all new in this transaction, so there is no current
+    row to lock, compare or place, and it goes in one round trip (a clash with a stored id could
+    only be a fault, and fails the request's transaction rather than overwrite anything)."""
+    rows = index.rows_for(proof)
+    moment = datetime.now(UTC)
+    res_id = proof["id"]
+    content = stamp(proof, res_id, 1, moment)
+    async with conn.pipeline():
+        await conn.execute(_INSERT_FIRST, ("Provenance", res_id, 1, moment, False, content,
+                                           place.patient_id, place.part, place.owner))
+        await conn.execute(_INSERT_VERSION, ("Provenance", res_id, 1, moment, False, "PUT", content,
+                                             place.patient_id, place.part, place.owner, "Provenance", res_id, 1,
+                                             "PUT", place.patient_id, place.part, place.owner))
+        await index.insert(conn, "Provenance", res_id, rows)
 
 
 def same_content(resource: dict[str, Any], stored: str) -> bool:

@@ -230,3 +230,12 @@ def guide_served(hub_url: str, pg_url: str) -> None:
 
     asyncio.run(load())
 
+
+
+@pytest.fixture()
+def clean_db(clean_db: str, hub_api: RunningApi) -> str:
+    """The root fixture's empty database, with the session API told so: it registers the
+    workspace's own app once per process (so an operator's revocation stays), and the emptying
+    removed it; the next sign-in registers it again, as a freshly started hub would."""
+    hub_api.app.state.workspace_client = False
+    return clean_db

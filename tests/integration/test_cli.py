@@ -64,8 +64,16 @@ class RunningHub:
         self.output: list[str] = []
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(60):
-            self.process.kill()
+        # Awaited, not slept: it returns at the banner. Generous, because a loaded machine can
+        # take a minute to start nine children and an embedded PostgreSQL.
+        if not self.ready.wait(150):
+            # Stopped as an operator would (SIGTERM stops every child and the embedded database,
+            # which a kill of `up` alone would leave running), then killed if that hangs.
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
             raise AssertionError("ipc-hub up did not become ready:\n" + "".join(self.output))
 
     def _read(self) -> None:
