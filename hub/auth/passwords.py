@@ -7,6 +7,7 @@ wrong code or a locked account all read the same to the person trying), so names
 probed; an unknown name still costs one hash, so timing does not tell either."""
 from __future__ import annotations
 
+import functools
 import secrets
 
 import pyotp
@@ -15,7 +16,15 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 # argon2-cffi's defaults are RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes).
 _HASHER = PasswordHasher()
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Made on first use, not at import: a hash costs 64 MiB and a noticeable moment, and every
+    `ipc-hub` command and worker imports this module."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
+
+
 MIN_PASSWORD_LENGTH = 12
 
 
@@ -39,7 +48,7 @@ def verify_password(stored: str | None, password: str) -> bool:
     """Whether `password` matches; with no stored hash (an unknown or external account) a
     dummy hash is checked instead so the answer takes as long."""
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
