@@ -271,3 +271,29 @@ def test_an_agreed_plan_closes_the_plan_it_replaces(plan_workers, fhir, hold_ref
     assert closed["period"] == {"start": "2025-02-05", "end": "2026-02-05"}
     assert f"Replaced by CarePlan/{new['id']}" in closed["note"][-1]["text"]
     assert [p["id"] for p in found(fhir, "/CarePlan", subject=person, status="active,draft,on-hold")] == [new["id"]]
+
+
+def test_a_look_alike_created_over_the_api_gets_its_review_task_with_no_feed_traffic(clean_db, fhir, tmp_path):
+    """Issue 20: the review pass runs on its own (the plan worker, woken by the API's write), not
+    only when the recorder handles a feed batch; two workers at once raise the pair's Task once."""
+    family = unique("Lookalike")
+    details = {"resourceType": "Patient", "name": [{"family": family, "given": ["Robin"]}],
+               "birthDate": "1969-04-04", "gender": "female"}
+    first = created(fhir, details)
+    second = created(fhir, details)   # no NHS number: a look-alike, stored, scored later
+    task_code = "https://ipc-hub.example.org/fhir/CodeSystem/task-code|review-possible-duplicate"
+    assert found(fhir, "/Task", focus=f"Patient/{first['id']}") == []   # nothing in the request itself
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute("SELECT count(*) FROM person_link WHERE method = 'new-unreviewed'").fetchone()[0] == 2
+    env = plan_worker_env(clean_db)
+    runs = [subprocess.Popen([IPC_HUB, "worker", "plans", "--once"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for run in runs:
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, output
+    tasks = found(fhir, "/Task", focus=f"Patient/{first['id']}")
+    assert [t["code"]["coding"][0]["code"] for t in tasks] == ["review-possible-duplicate"], tasks
+    assert tasks[0]["input"][0]["valueReference"]["reference"] == f"Patient/{second['id']}"
+    assert len(found(fhir, "/Task", code=task_code)) == 1
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute("SELECT count(*) FROM person_link WHERE method = 'new-unreviewed'").fetchone()[0] == 0
