@@ -40,6 +40,7 @@ async def budget(budget_id: str, request: Request) -> Response:
         r["awaiting"] = awaiting.get(r["source_code"])
     indicative = (facts.ext_value(statement, "indicative-amount") or {}).get("value")
     agreed = (facts.ext_value(statement, "agreed-amount") or {}).get("value")
+    agreed = float(agreed) if agreed is not None else None
     # What is allocated is what is in effect: an allocation awaiting its funder's agreement is
     # shown, marked, but counts in no total until that funder agrees (as the accounts say).
     total = sum(r["amount"] for r in rows if not r["awaiting"])

@@ -96,11 +96,15 @@ def test_a_funder_added_to_an_agreed_plan_counts_in_no_money_until_it_agrees(hub
     assert _position(fhir, budget["id"]) == ("12000.00", {"nhs": ("active", "12000.00"),
                                                           "local-authority": ("on-hold", "0.00")})
     assert _cost_by_funder(fhir, person) == {"nhs": "12000.00"}
+    waiting = [p for p in fhir.get(f"/CarePlan/{budget['id']}/$budget-position").json()["parameter"]
+               if p["name"] == "awaitingAgreement"]
+    assert [p["valueMoney"]["value"] for p in waiting] == [6000]
     agent = workspace(hub_url, add_user(pg_url).username)
     page = agent.get(f"/app/budgets/{budget['id']}")
     assert page.status == 200
     assert 'id="allocated">£12,000.00' in page.text and 'id="awaiting">£6,000.00' in page.text
     assert "not in effect until the local authority commissioner agrees the plan" in page.text
+    assert "£12,000.00 <span class=\"nhsuk-body-s\">(the statement asks £18,000.00: £6,000.00 of it" in page.text
 
     # The council's commissioner agrees: its allocation takes effect everywhere.
     agreed = copy.deepcopy(fhir.get(f"/CarePlan/{plan['id']}").json())
@@ -111,5 +115,6 @@ def test_a_funder_added_to_an_agreed_plan_counts_in_no_money_until_it_agrees(hub
     assert _position(fhir, budget["id"]) == ("18000.00", {"nhs": ("active", "12000.00"),
                                                           "local-authority": ("active", "6000.00")})
     assert _cost_by_funder(fhir, person) == {"nhs": "12000.00", "local-authority": "6000.00"}
+    assert "awaitingAgreement" not in fhir.get(f"/CarePlan/{budget['id']}/$budget-position").text
     page = agent.get(f"/app/budgets/{budget['id']}")
     assert 'id="allocated">£18,000.00' in page.text and "Awaiting agreement" not in page.text
