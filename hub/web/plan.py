@@ -66,7 +66,8 @@ async def _render(workspace: Workspace, plan_id: str, *, conflict: dict[str, Any
         trail=facts.audit_rows(trail, names),
         goal_trails={k: facts.audit_rows(v, names) for k, v in goal_trails.items()}, goal_versions=goal_versions, values=values, conflict=conflict,
         saved=saved, error=error, review_overdue=facts.is_overdue(facts.next_review(plan)),
-        sign_as=ROLE_NAMES.get(signing_role(workspace, plan) or "")))
+        sign_as=ROLE_NAMES.get(signing_role(workspace, plan) or ""), profile=facts.one_page_profile(plan),
+        needs=facts.needs(plan)))
 
 
 async def practitioner_names(record: Record, events: list[dict[str, Any]]) -> dict[str, str]:

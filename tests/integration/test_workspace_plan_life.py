@@ -118,3 +118,23 @@ def test_a_funder_added_to_an_agreed_plan_counts_in_no_money_until_it_agrees(hub
     assert "awaitingAgreement" not in fhir.get(f"/CarePlan/{budget['id']}/$budget-position").text
     page = agent.get(f"/app/budgets/{budget['id']}")
     assert 'id="allocated">£18,000.00' in page.text and "Awaiting agreement" not in page.text
+
+
+def test_the_plan_page_shows_the_one_page_profile_in_its_sections_and_needs_by_life_area(
+        hub_url, pg_url, fhir, hold_referenced):
+    """Issue 13: the one-page profile in sections (what people like and admire about me; what is
+    important to me; how best to support me) and needs per life area (what is working, what is
+    not) are structured data on the plan, and the coordinator reads them on the plan page."""
+    person = f"Patient/{unique('p-')}"
+    hold_referenced([ipc_plan(person), example("Task-veteran-action")])
+    plan = _written(fhir, ipc_plan(person, stage="conversation"))
+    page = workspace(hub_url, add_user(pg_url).username).get(f"/app/plans/{plan['id']}")
+    assert page.status == 200
+    text = page.text
+    headings = ["What people like and admire about me", "What is important to me", "How best to support me"]
+    assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+    assert "Funny, stubborn in a good way, and the first to help a mate." in text
+    needs = text[text.index('id="needs"'):]
+    assert "Person&#39;s own home" in needs or "Person's own home" in needs
+    assert "Steps at the door and a bath he cannot use" in needs
+    assert "No adapted laptop yet; he has not applied to university." in needs
