@@ -20,7 +20,6 @@ from hub.money.allocation import pounds
 from hub.money.statement import CS, HUB_SOURCE, SD, accounts_for, closed_accounts, is_statement
 from hub.plans import agreement
 from hub.plans.model import PLAN, funders, parent_plans, plan_kind
-from hub.plans.stages import AGREED
 from hub.search.access import Access
 from hub.store import money as money_store
 from hub.store import plans as plan_store
@@ -68,13 +67,7 @@ async def awaiting_agreement(conn: AsyncConnection, statement: dict[str, Any]) -
         stored = await resources.current_version(conn, "CarePlan", plan_id, access=Access.system())
         if stored is None or stored.deleted or stored.content is None:
             continue
-        plan = jsontext.loads(stored.content)
-        if plan.get("status") not in AGREED:
-            continue
-        missing = set(agreement.awaiting(plan, sources))
-        for source, role in agreement.ROLE_FOR_FUNDER.items():
-            if role in missing:
-                out[source] = agreement.ROLE_NAMES[role]
+        out.update(agreement.awaiting_by_source(jsontext.loads(stored.content), sources))
     return out
 
 

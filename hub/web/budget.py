@@ -60,10 +60,6 @@ async def _awaiting(record: Record, statement: dict, sources: set[str]) -> dict[
     out: dict[str, str] = {}
     for plan_id in parent_plans(statement):
         plan = await record.read("CarePlan", plan_id)
-        if plan is None or plan.get("status") not in ("active", "on-hold"):
-            continue
-        missing = set(agreement.awaiting(plan, sources))
-        for source, role in agreement.ROLE_FOR_FUNDER.items():
-            if role in missing:
-                out[source] = agreement.ROLE_NAMES[role]
+        if plan is not None:
+            out.update(agreement.awaiting_by_source(plan, sources))
     return out
