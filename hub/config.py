@@ -2,6 +2,8 @@
 how a hub is configured. Secrets are never logged: `describe()` masks them."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -164,6 +166,12 @@ class Settings(BaseSettings):
     # is not deleted (409 naming them). False lets the delete go through and leaves the
     # references dangling, as a server without the check would.
     referential_integrity_on_delete: bool = True
+    # Client-chosen ids (issue 20): `refuse` (the default) creates nothing under an id a client
+    # chooses (PUT to an id nothing it may see holds answers 405, free or held by something hidden
+    # alike; CapabilityStatement updateCreate false); `accept` is FHIR's update-as-create, where an
+    # id another organisation's hidden resource holds answers 404 and a free one 201 (an inference
+    # about ids other clients chose: hub/consent/README.md).
+    client_ids: Literal["refuse", "accept"] = "refuse"
     # Audit (hub/audit, hub/api/audit.py): an AuditEvent row per FHIR request, written in batches
     # off the request path; a full queue holds requests back rather than lose records. Off only
     # for measuring what audit costs.

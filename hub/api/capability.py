@@ -57,8 +57,9 @@ def _operations(level: str, res_type: str | None = None) -> list[dict]:
 
 @lru_cache(maxsize=1)
 def capability_statement(base_url: str, token_endpoint: str | None = None,
-                         revocation_endpoint: str | None = None, authorization_endpoint: str | None = None) -> dict:
-    resources = [_resource_entry(t) for t in sorted(SUPPORTED_TYPES)]
+                         revocation_endpoint: str | None = None, authorization_endpoint: str | None = None,
+                         *, update_create: bool = False) -> dict:
+    resources = [_resource_entry(t, update_create) for t in sorted(SUPPORTED_TYPES)]
     return {
         "resourceType": "CapabilityStatement",
         "id": "ipc-hub",
@@ -119,7 +120,7 @@ def _audit_entry() -> dict:
             "searchParam": params}
 
 
-def _resource_entry(res_type: str) -> dict:
+def _resource_entry(res_type: str, update_create: bool = False) -> dict:
     if res_type == "AuditEvent":
         return _audit_entry()
     params = [
@@ -132,7 +133,7 @@ def _resource_entry(res_type: str) -> dict:
         "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": True,
+        "updateCreate": update_create,   # HUB_CLIENT_IDS (hub.store.resources.unknown_id, issue 20)
         "conditionalCreate": True,
         "conditionalUpdate": True,
         "conditionalRead": "not-match",
@@ -178,5 +179,6 @@ async def metadata(request: Request) -> Response:
     fmt = response_format(request)
     auth = request.app.state.auth
     statement = capability_statement(request.app.state.base_url, *(
-        (auth.token_endpoint, auth.revocation_endpoint, auth.authorization_endpoint) if auth.enabled else ()))
+        (auth.token_endpoint, auth.revocation_endpoint, auth.authorization_endpoint) if auth.enabled else ()),
+        update_create=request.app.state.settings.client_ids == "accept")
     return fhir_response(render(statement, fmt, pretty=wants_pretty(request)), fmt)

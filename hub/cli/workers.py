@@ -29,6 +29,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     settings = locate_data_dir(settings, must_exist=False)
     with ExitStack() as stack:
+        if args.name == "mapper":
+            _check_id_key(settings, stack)
         bootstrap = kafka_bootstrap(settings, stack)
         bus = bus_settings(settings, bootstrap)
         ensure_topics(bootstrap, Topics(bus.topic_prefix), bus.partitions, bus.max_message_bytes)
@@ -77,6 +79,43 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             raise SystemExit(EXIT_DLQ_LIMIT) from None
         finally:
             stop.set()
+
+
+def _check_id_key(settings: Settings, stack: ExitStack) -> None:
+    """The mapper derives the ids of everything a feed sends (hub/fhir/ids.py): with another id
+    key than the record's, it would give every source record a second id and split people's
+    records. So it loads the key and, when it can reach the record's database (configured, the
+    running `ipc-hub up`'s, or the bus journal's), checks it as the API and the recorder do, and
+    stops now, naming the setting. Without a database, the recorder checks the key fingerprint
+    every mapped message carries (hub.pipeline.mapper)."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.fhir import ids
+    from hub.runtime.embedded import running_postgres_url
+    from hub.store import idkeys
+
+    try:
+        ids.load_key(settings.data_dir, settings.id_key_file)
+    except ids.IdKeyError as exc:
+        raise SystemExit(f"ipc-hub worker mapper: {exc}") from None
+    url = settings.database_url or running_postgres_url(settings.data_dir)
+    if url is None and journal_enabled(settings):
+        url = database_url(settings, stack)
+    if url is None:
+        log.info("mapper: no database to check the id key against; the recorder checks each message's")
+        return
+
+    async def check() -> None:
+        async with await AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as conn:
+            await idkeys.ensure(conn)
+
+    try:
+        asyncio.run(check())
+    except idkeys.KeyMismatch as exc:
+        log.error("mapper: %s", exc)
+        raise SystemExit(f"ipc-hub worker mapper: {exc}") from None
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:

@@ -111,6 +111,7 @@ async def queue_review(conn: AsyncConnection, patient_id: str, client: str) -> N
     """Put a Patient an API client created in the review pass's queue (hub.identity.matching:
     review_new_people), where it is scored against everyone already recorded."""
     await people.link_patient(conn, f"{API_SOURCE}{client}", patient_id, patient_id, "new-unreviewed")
+    await people.announce_review(conn)  # the plan worker runs the review pass: no feed needs to arrive
 
 
 API_SOURCE = "api:"

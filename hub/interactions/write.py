@@ -143,7 +143,8 @@ async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str
         spec = subs.prepare(ctx, resource, await subs.previous_status(conn, res_id))
     held = await _checked(conn, ctx, resource, res_type, res_id, update=True)
     version, created = await resources.update(conn, res_type, res_id, resource, if_match=if_match,
-                                              access=ctx.access, chosen=chosen, hold_apart=held)
+                                              access=ctx.access, chosen=chosen, hold_apart=held,
+                                              accept_chosen=ctx.settings.client_ids == "accept")
     if res_type == subs.TYPE:
         await subs.keep(conn, ctx, res_id, resource, spec, headers)
     if created:

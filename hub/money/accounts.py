@@ -18,8 +18,11 @@ from hub.fhir.references import parse_reference
 from hub.money import ledger
 from hub.money.allocation import pounds
 from hub.money.statement import CS, HUB_SOURCE, SD, accounts_for, closed_accounts, is_statement
+from hub.plans import agreement
+from hub.plans.model import PLAN, funders, parent_plans, plan_kind
 from hub.search.access import Access
 from hub.store import money as money_store
+from hub.store import plans as plan_store
 from hub.store import resources
 from hub.store.resources import UNCHANGED, Version
 
@@ -45,12 +48,27 @@ async def accounts_to_keep(conn: AsyncConnection, statement_id: str,
     if not is_statement(statement):
         return []
     patient = _patient_of(statement)
-    kept = accounts_for(statement_id, statement)
+    kept = accounts_for(statement_id, statement, await awaiting_agreement(conn, statement))
     if patient is None:
         return kept
     stored = [a for a in await money_store.of_people(conn, "Account", [patient], access=Access.system())
               if _statement_of(a) == statement_id]
     return kept + closed_accounts(kept, stored)
+
+
+async def awaiting_agreement(conn: AsyncConnection, statement: dict[str, Any]) -> dict[str, str]:
+    """Funding source → who has still to agree, for each funder of the statement whose
+    commissioner has not agreed the agreed plan it is part of (added after the agreement, or
+    withdrawn): its allocation is not in effect until they do (issue 13). Nothing while the
+    plan is a draft: the person's budget is not in effect until the plan is agreed at all."""
+    out: dict[str, str] = {}
+    sources = funders(statement)
+    for plan_id in parent_plans(statement):
+        stored = await resources.current_version(conn, "CarePlan", plan_id, access=Access.system())
+        if stored is None or stored.deleted or stored.content is None:
+            continue
+        out.update(agreement.awaiting_by_source(jsontext.loads(stored.content), sources))
+    return out
 
 
 def _statement_of(account: dict[str, Any]) -> str | None:
@@ -163,13 +181,26 @@ async def apply(conn: AsyncConnection, written: list[Version], today: date | Non
     derived: list[dict[str, Any]] = []
     grounds: list[Version] = []
     people: set[str] = set()
+    statements_done: set[str] = set()
     for version in written:
         if version.res_type == "CarePlan" and not version.deleted:
             statement = jsontext.loads(version.content)
             if is_statement(statement):
                 derived += await accounts_to_keep(conn, version.res_id, statement)
+                statements_done.add(version.res_id)
                 grounds.append(version)
                 people.add(version.patient_id or "")
+            elif plan_kind(statement) == PLAN:
+                # An agreement given or withdrawn puts a funder's allocation in or out of effect.
+                budgets = {budget_id: budget for budget_id, budget in
+                           (await plan_store.budgets_of(conn, version.res_id)).items()
+                           if budget_id not in statements_done}
+                for budget_id, budget in budgets.items():
+                    derived += await accounts_to_keep(conn, budget_id, budget)
+                    statements_done.add(budget_id)
+                if budgets:
+                    grounds.append(version)
+                    people.add(version.patient_id or "")
         elif version.res_type == "ChargeItem":
             grounds.append(version)
             people.add(version.patient_id or "")

@@ -3,6 +3,7 @@ allocations, the budget type follows from the funding mix, and each allocation (
 under one management option) has its own account. Pure functions over FHIR JSON."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -112,11 +113,19 @@ def account_id(statement_id: str, funder: str, option: str) -> str:
     return source_id(HUB_SOURCE, "Account", f"{statement_id}|{funder}|{option}")
 
 
-def accounts_for(statement_id: str, statement: dict[str, Any]) -> list[dict[str, Any]]:
+def accounts_for(statement_id: str, statement: dict[str, Any],
+                 awaiting: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One Account per allocation and management option of the statement (two allocations of
     one funder under one option are one account holding both). Its id comes from the statement
     and the allocation's key, so restating the statement restates the same accounts; an account
-    whose allocation is gone is closed (`inactive`) by `closed_accounts`."""
+    whose allocation is gone is closed (`inactive`) by `closed_accounts`.
+
+    `awaiting`: funding source → who has still to agree the (agreed) plan the statement is part
+    of, for a funder added after the plan was agreed or one that withdrew (hub.plans.agreement.
+    awaiting). Its allocation is not in effect until they agree: its account is `on-hold` with
+    nothing allocated (so the budget position, the cost of care and every total built on the
+    accounts leave it out), and says in its description what is waiting and for whom."""
+    awaiting = awaiting or {}
     by_key: dict[tuple[str, str], list[Allocation]] = {}
     for allocation in allocations(statement):
         by_key.setdefault(allocation.key, []).append(allocation)
@@ -128,6 +137,9 @@ def accounts_for(statement_id: str, statement: dict[str, Any]) -> list[dict[str,
         amount = sum((a.amount for a in parts), Decimal(0))
         contingency = sum((a.contingency for a in parts), Decimal(0))
         contribution = sum((a.contribution for a in parts), Decimal(0))
+        held_for = awaiting.get(funder)
+        if held_for:
+            amount = contingency = contribution = Decimal(0)
         extensions: list[dict[str, Any]] = [
             {"url": f"{SD}/funding-source", "valueCodeableConcept": {"coding": [
                 {"system": FUNDING_SOURCE, "code": funder, "display": _FUNDER_NAMES.get(funder, funder)}]}},
@@ -140,13 +152,17 @@ def accounts_for(statement_id: str, statement: dict[str, Any]) -> list[dict[str,
         account: dict[str, Any] = {
             "resourceType": "Account", "id": account_id(statement_id, funder, option),
             "meta": {"profile": [ACCOUNT_PROFILE]}, "extension": extensions,
-            "status": "active" if open_statement else "inactive",
+            "status": ("on-hold" if held_for else "active") if open_statement else "inactive",
             "type": {"coding": [{"system": MANAGEMENT_OPTION, "code": option,
                                  "display": _OPTION_NAMES.get(option, option)}]},
             "name": f"{_FUNDER_NAMES.get(funder, funder)}: {_OPTION_NAMES.get(option, option).lower()}",
             "subject": [subject], "servicePeriod": period,
         }
         purposes = "; ".join(a.purpose for a in parts if a.purpose)
+        if held_for:
+            waiting = sum((a.amount for a in parts), Decimal(0))
+            purposes = (f"Awaiting agreement: £{waiting:,.2f} not in effect until {held_for} agrees the plan"
+                        + (f". {purposes}" if purposes else ""))
         if purposes:
             account["description"] = purposes
         out.append(account)
@@ -159,7 +175,7 @@ def closed_accounts(kept: list[dict[str, Any]], stored: list[dict[str, Any]]) ->
     ids = {a["id"] for a in kept}
     out = []
     for account in stored:
-        if account["id"] in ids or account.get("status") != "active":
+        if account["id"] in ids or account.get("status") not in ("active", "on-hold"):
             continue
         extensions = [e for e in account.get("extension") or [] if e.get("url") != f"{SD}/allocated-amount"]
         extensions.append({"url": f"{SD}/allocated-amount", "valueMoney": _money(Decimal(0))})

@@ -1,18 +1,22 @@
 """The mapper step: envelope on the inbound topic → FHIR transaction Bundle on the bundles topic.
 
 Pure work, no database: find the mapping for the kind, run it, pass the result on with the
-same envelope identity, person key and receipt time. Whatever cannot be mapped is rejected
+same envelope identity, person key and receipt time, and the fingerprint of the id key the
+mapping derived its ids with (header `ipc-id-key`): the recorder refuses a message mapped under
+another key than the record's (hub/fhir/ids.py), so a mapper started with the wrong
+`HUB_ID_KEY_FILE` cannot split people's records even where it has no database to check against. Whatever cannot be mapped is rejected
 (dead-lettered by the worker loop) with the reason and the step."""
 from __future__ import annotations
 
 from hub.bus.envelope import EnvelopeError, from_record
 from hub.bus.topics import Topics
 from hub.bus.worker import Message, Outcome, Output, Rejected
-from hub.fhir import jsontext
+from hub.fhir import ids, jsontext
 from hub.fhir.errors import FhirError
 from hub.pipeline.registry import Registry
 
 FHIR_JSON = "application/fhir+json"
+ID_KEY_HEADER = "ipc-id-key"
 
 
 def map_batch(batch: list[Message], registry: Registry, topics: Topics) -> Outcome:
@@ -40,4 +44,5 @@ def map_one(message: Message, registry: Registry, topics: Topics) -> Output | Re
         return Rejected(message, "exception", f"{type(exc).__name__} in mapping {envelope.kind}", "map")
     kind = "fhir-merge" if mapped.get("resourceType") == "Parameters" else "fhir-transaction"
     out = envelope.with_payload(jsontext.dumps(mapped), kind, FHIR_JSON, message.coordinates)
-    return Output(topics.bundles, out.key(), out.payload, out.headers(), source=message)
+    headers = [*out.headers(), (ID_KEY_HEADER, ids.fingerprint().encode())]
+    return Output(topics.bundles, out.key(), out.payload, headers, source=message)

@@ -9,6 +9,10 @@ reviews that fall due with time.
   requests, withdrawal Flags, the effect of a review meeting, a replaced plan closed, outcome
   Observations), so several workers on several machines never handle one plan at once, and a
   row is gone only when its work commits.
+- **Look-alike people.** Woken by the NOTIFY an API write of a new Patient sends (and on every
+  loop), the worker runs the identity review pass (hub.pipeline.lookalikes) until no new person
+  is left unscored, so a look-alike created over the API gets its review Task with no feed
+  traffic; passes are serialised, so each is raised once however many workers run.
 - **Reviews.** Every `HUB_PLAN_WORKER_INTERVAL_S` (and whenever woken), agreed plans whose next
   review date is within `HUB_REVIEW_TASK_LEAD_DAYS` get a review Task for their coordinator. The
   (plan, due date) is claimed in `plan_review_raised` (primary key) in the transaction that
@@ -33,12 +37,14 @@ from hub.audit.provenance import agent, build
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.validation import load_guide
+from hub.pipeline.lookalikes import review_all
 from hub.plans import followups as plan_followups
 from hub.plans import outcomes, reviews
 from hub.plans.model import CARE_PLAN, extensions, next_review, value
 from hub.search.access import Access
 from hub.store import followups as queue
 from hub.store import resources as store
+from hub.store.people import REVIEW_CHANNEL
 from hub.store.plans import FOLLOWUP_CHANNEL
 from hub.store.resources import UNCHANGED, Version
 
@@ -93,12 +99,14 @@ class PlanWorker:
         async with await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as listen, \
                 await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
             await listen.execute(f"LISTEN {FOLLOWUP_CHANNEL}")
+            await listen.execute(f"LISTEN {REVIEW_CHANNEL}")
             self.connected = True
             log.info("plan worker: waiting for plan follow-ups; looking for reviews due every %.0f s", self.interval_s)
             next_sweep = 0.0
             while not stop.is_set():
                 self.last_loop = time.monotonic()
                 await self.follow_up(conn)
+                await review_all(conn)   # look-alike people created over the API (hub.pipeline.lookalikes)
                 if once or time.monotonic() >= next_sweep:
                     await self.raise_reviews(conn, reviews.today())
                     next_sweep = time.monotonic() + self.interval_s

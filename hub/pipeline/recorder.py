@@ -27,7 +27,7 @@ from psycopg import AsyncConnection
 from hub.bus import journal
 from hub.bus.envelope import Envelope, EnvelopeError, from_record
 from hub.bus.worker import Message, Outcome, Rejected, Transient
-from hub.fhir import jsontext
+from hub.fhir import ids, jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import NHS_NUMBER
 from hub.fhir.references import references, repoint
@@ -35,8 +35,10 @@ from hub.fhir.resources import check_structure
 from hub.identity import matching
 from hub.money import accounts as money_rules
 from hub.pipeline import handover
+from hub.pipeline.lookalikes import review_pass
+from hub.pipeline.mapper import ID_KEY_HEADER
 from hub.pipeline.plans import PlanTargets, join, plan_kind
-from hub.pipeline.provenance import hub_provenance, provenance
+from hub.pipeline.provenance import provenance
 from hub.search.access import Access
 from hub.store import batch as store_batch
 from hub.store import freshness, idkeys, integrity, people
@@ -115,6 +117,13 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
     outcome = Outcome()
     decoded: list[tuple[Message, Envelope, dict[str, Any]]] = []
     for message in batch:
+        mapped_with = _id_key_of(message)
+        if mapped_with is not None and mapped_with != ids.fingerprint():
+            outcome.rejected.append(Rejected(
+                message, "id-key-mismatch", "mapped with another id key than the record's (HUB_ID_KEY_FILE must "
+                "be the same file for every hub process): replay it from the inbound topic once the mapper "
+                "uses the record's key", "record"))
+            continue
         try:
             envelope, document = _decode(message)
             if document.get("resourceType") == "Bundle":
@@ -158,6 +167,14 @@ async def record_batch(conn: AsyncConnection, batch: list[Message]) -> Outcome:
         await journal.settle(conn, [envelope.id for message, envelope, _ in decoded
                                     if message.coordinates not in failed])
     return outcome
+
+
+def _id_key_of(message: Message) -> str | None:
+    """The fingerprint of the id key the mapper used (hub.pipeline.mapper), if it said."""
+    for name, raw in message.headers or ():
+        if name == ID_KEY_HEADER:
+            return raw.decode("ascii", "replace")
+    return None
 
 
 def _decode(message: Message) -> tuple[Envelope, dict[str, Any]]:
@@ -336,36 +353,6 @@ async def record_together(conn: AsyncConnection,
     await store_batch.write_staged(conn, staged, existing)
     await freshness.remember(conn, said)
     return [s.version for s in staged if s.version.res_type != "Provenance"]
-
-
-async def review_pass(conn: AsyncConnection) -> None:
-    """Raise a review Task (with its Provenance) for each probable duplicate among new people,
-    written together as record_together writes (a backlog of look-alike people raises many)."""
-    tasks = [(source, matching.review_task(patient_id, candidate, source))
-             for source, patient_id, candidate in await matching.review_new_people(conn)]
-    if not tasks:
-        return
-    current = await store_batch.lock_current(conn, {("Task", task["id"]) for _, task in tasks})
-    existing = set(current)
-    staged: list[store_batch.Staged] = []
-    proofs = []
-    for source, task in tasks:
-        if ("Task", task["id"]) in current:
-            continue  # raised before: a coordinator may be working on (or have closed) it
-        done = store_batch.stage("Task", task["id"], task, None)
-        if done is not None:
-            current[("Task", task["id"])] = done.version
-            staged.append(done)
-            proofs.append(hub_provenance([done.version], source))
-    found = await store_batch.lock_current(conn, {("Provenance", proof["id"]) for proof in proofs})
-    existing |= set(found)
-    for proof in proofs:
-        done = store_batch.stage("Provenance", proof["id"], proof, found.get(("Provenance", proof["id"])))
-        if done is not None:
-            staged.append(done)
-    await store_batch.write_staged(conn, staged, existing)
-    if staged:
-        log.info("%d review tasks raised for possible duplicate people", len(proofs))
 
 
 async def merge_people(conn: AsyncConnection, source: str, parameters: dict[str, Any]) -> list[Version]:

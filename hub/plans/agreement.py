@@ -86,3 +86,14 @@ def awaiting(plan: dict, funders: Iterable[str]) -> list[str]:
     allocation is not in effect until they agree."""
     roles = agreed_roles(plan)
     return [role for role in commissioner_roles(funders) if role not in roles]
+
+
+def awaiting_by_source(plan: dict, sources: Iterable[str]) -> dict[str, str]:
+    """For an agreed plan (active or on hold), funding source → who has still to agree it
+    (ROLE_NAMES), for each of `sources` whose commissioner has not; nothing while the plan is a
+    draft (nothing of its budget is in effect yet). The budget page and the hub's accounts both
+    ask this (hub.money.accounts, hub.web.budget)."""
+    if plan.get("status") not in ("active", "on-hold"):
+        return {}
+    missing = set(awaiting(plan, sources))
+    return {source: ROLE_NAMES[role] for source, role in ROLE_FOR_FUNDER.items() if role in missing}

@@ -2,8 +2,9 @@
 (the plan worker, hub.pipeline.planlife, loads it and writes what these return):
 
 - sign-off requests: a Task to each commissioner whose funding the plan's budget statement names
-  and who has not agreed it, once the plan is at 'record and agree' or agreed; completed by the
-  agreement, reopened if it is withdrawn, cancelled when the funder leaves or the plan closes;
+  and who has not agreed it (owned by the funder's Organization, so it is on their worklist),
+  once the plan is at 'record and agree' or agreed; completed by the agreement, reopened if it
+  is withdrawn, cancelled when the funder leaves or the plan closes;
 - a Flag on the person's record while an agreement stays withdrawn;
 - a finished review (an `ipc-plan-meeting` Encounter of type plan-review) moves the plan back
   from 'review' to 'make it happen', sets its next review date from the review's date and
@@ -25,14 +26,17 @@ from hub.fhir.ids import derived_id
 from hub.plans import agreement, reviews
 from hub.plans.model import (
     AGREEMENT_ROLE_SYSTEM,
+    ALLOCATION,
     BUDGET,
     CARE_PLAN,
     CONTACT_TYPE_SYSTEM,
     FLAG_SYSTEM,
+    FUNDING_SOURCE_SYSTEM,
     LAST_REVIEW,
     NEXT_REVIEW,
     PLAN,
     PLAN_TASK_SYSTEM,
+    agreements,
     code_in,
     concept,
     coordinator,
@@ -44,6 +48,7 @@ from hub.plans.model import (
     plan_kind,
     stage,
     stage_rank,
+    sub_value,
     subject,
     value,
     with_extension,
@@ -77,6 +82,23 @@ class PlanState:
 
     def funders(self) -> set[str]:
         return set().union(*(funders(b) for b in self.budgets)) if self.budgets else set()
+
+    def funder_organisation(self, role: str) -> str | None:
+        """Who a sign-off request in `role` goes to: the Organization the budget statements name
+        as funding that source (allocation `funder`), else the one that agreed (or withdrew) in
+        that role before; None when the record names neither (the request then reaches every
+        commissioner of the role's kind who may see the plan: hub/web/worklist.py)."""
+        sources = {source for source, wanted in agreement.ROLE_FOR_FUNDER.items() if wanted == role}
+        for budget in self.budgets:
+            for allocation in extensions(budget, ALLOCATION):
+                if code_in(sub_value(allocation, "fundingSource"), FUNDING_SOURCE_SYSTEM) in sources:
+                    funder = sub_value(allocation, "funder")
+                    ref = funder.get("reference") if isinstance(funder, dict) else None
+                    if isinstance(ref, str) and ref.startswith("Organization/"):
+                        return ref
+        earlier = sorted((a for a in agreements(self.plan) if a.role == role and a.party
+                          and a.party.startswith("Organization/")), key=lambda a: a.date or "")
+        return earlier[-1].party if earlier else None
 
 
 def task_code(task: dict[str, Any]) -> str | None:
@@ -129,6 +151,9 @@ def signoff_task(state: PlanState, role: str, now: str) -> dict[str, Any]:
     }
     if coordinator(plan):
         task["requester"] = {"reference": coordinator(plan)}
+    owner = state.funder_organisation(role)
+    if owner:
+        task["owner"] = {"reference": owner}
     return task
 
 
@@ -149,8 +174,11 @@ def signoff_requests(state: PlanState, now: str) -> list[dict[str, Any]]:
                 out.append(signoff_task(state, role, now))
             continue
         status = task.get("status")
+        owner = state.funder_organisation(role)
         if want == "requested" and status not in OPEN_TASK:
-            out.append(_moved(task, "requested", now, reason=None))
+            out.append(_owned(_moved(task, "requested", now, reason=None), owner))
+        elif want == "requested" and owner and (task.get("owner") or {}).get("reference") != owner:
+            out.append(_owned(_moved(task, status, now, reason=None), owner))   # its funder is now known
         elif want == "completed" and status in OPEN_TASK:
             done = _moved(task, "completed", now, reason=None)
             when = _agreed_date(plan, role)
@@ -163,6 +191,12 @@ def signoff_requests(state: PlanState, now: str) -> list[dict[str, Any]]:
                    "the plan moved back before 'record and agree'")
             out.append(_moved(task, "cancelled", now, reason=why))
     return out
+
+
+def _owned(task: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    if owner:
+        task["owner"] = {"reference": owner}
+    return task
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,25 @@ async def link_patient(conn: AsyncConnection, source: str, source_id: str, patie
         (source, source_id, patient_id, method))
 
 
+REVIEW_CHANNEL = "ipc_identity_review"
+
+
+async def announce_review(conn: AsyncConnection) -> None:
+    """Wake the review pass (the plan worker listens) when the writing transaction commits."""
+    await conn.execute("SELECT pg_notify(%s, '')", (REVIEW_CHANNEL,))
+
+
+async def lock_review_pass(conn: AsyncConnection) -> None:
+    """One review pass at a time, until the transaction ends (recorders and plan workers)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('ipc-hub:identity-review', 0))")
+
+
+async def anyone_to_review(conn: AsyncConnection) -> bool:
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM person_link WHERE method = 'new-unreviewed')"
+                             " OR EXISTS (SELECT 1 FROM held_apart WHERE NOT reviewed)")
+    return bool((await cur.fetchone())[0])
+
+
 async def repoint_links(conn: AsyncConnection, from_patient: str, to_patient: str) -> None:
     """After a merge: every source record that meant `from_patient` now means `to_patient`."""
     await conn.execute("UPDATE person_link SET patient_id = %s, method = 'merge' WHERE patient_id = %s",

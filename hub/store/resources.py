@@ -189,6 +189,7 @@ async def update(
     if_match: int | None = None,
     skip_unchanged: bool = False,
     chosen: bool = True,
+    accept_chosen: bool = False,
     hold_apart: bool = False,
 ) -> tuple[Version, bool]:
     """Store a new version (or the first, update-as-create). Returns (version, created).
@@ -198,11 +199,12 @@ async def update(
     coordinators editing one plan learn that the other saved first.
 
     What `access` may not see is, to it, absent: it cannot overwrite it, and since the id is
-    taken it cannot create it either, so it is told the id is unknown. A client cannot create
-    an id of the hub's own form (`chosen`: the client chose the id, as a PUT does; hub.fhir.ids),
-    absent or hidden alike, so no update-as-create can land on, or tell anything about, what the
-    hub assigned or derived. (An id a client chose itself and another client's record holds is
-    the one case left: see hub/consent/README.md.)
+    taken it cannot create it either. So a client (`chosen`: the client chose the id, as a PUT
+    does) never creates under an id it chose, absent or hidden alike (`unknown_id`): an
+    update-as-create could otherwise tell a free id (201) from one a hidden resource holds. The
+    hub's own work (trusted access: feeds, loaders) still creates under the ids it derives.
+    `accept_chosen` (HUB_CLIENT_IDS=accept) restores FHIR's update-as-create for ids not of the
+    hub's form, with that inference.
 
     With `skip_unchanged` (the hub's own writes: the recorder, Provenance, review Tasks), content
     equal to the current version's apart from id and meta writes nothing and returns the current
@@ -220,11 +222,16 @@ async def update(
                 return Version(res_type, res_id, row[0], row[3], row[2], method=UNCHANGED), False
     else:
         previous = await lock(conn, access, res_type, res_id)
+        if chosen and not access.trusted and (previous is None or not previous.visible) \
+                and (ids.is_hub_form(res_id) or not accept_chosen):
+            # Nothing the caller may see holds the id: a create under an id the client chose, which
+            # the hub does not take from clients (405, FHIR R4 http.html#update), whether the id is
+            # free or held by something hidden, so the answer tells the two apart by nothing; ids
+            # of the hub's own form never (404). (A deleted resource the caller may see is
+            # re-created as FHIR allows: it knows the id.)
+            raise unknown_id(res_type, res_id)
         if previous is not None and not previous.visible:
-            raise unknown_id(res_type, res_id)
-        if previous is None and chosen and not access.trusted and ids.is_hub_form(res_id):
-            # (A deleted resource the caller may see is re-created as FHIR allows: it knows the id.)
-            raise unknown_id(res_type, res_id)
+            raise not_found(res_type, res_id)   # HUB_CLIENT_IDS=accept: the inference it accepts
     saved = await _put(conn, res_type, res_id, resource, if_match=if_match, method="PUT",
                        previous=previous, access=access, hold_apart=hold_apart)
     return saved, previous is None or previous.deleted
@@ -232,11 +239,16 @@ async def update(
 
 def unknown_id(res_type: str, res_id: str) -> FhirError:
     """What an update answers for an id the caller may not create: the same whether nothing,
-    or something it may not see, holds it."""
+    or something it may not see, holds it. Ids of the hub's own form are the hub's (404: no such
+    resource); any other id would be one the client chose, which the hub does not accept from
+    clients (405 Method Not Allowed, as FHIR R4 says of a server without client-defined ids;
+    CapabilityStatement `updateCreate` false)."""
     if ids.is_hub_form(res_id):
         return FhirError("not-found", f"{res_type}/{res_id} is not known to the hub (ids of this form are the "
                          "hub's own: create a new resource with POST)")
-    return not_found(res_type, res_id)
+    return FhirError("not-supported", f"{res_type}/{res_id}: no resource you may update has this id, and the hub "
+                     "does not create resources under ids a client chooses: create it with POST (the hub assigns "
+                     "the id), or use a conditional update without an id", status=405)
 
 
 async def delete(conn: AsyncConnection, res_type: str, res_id: str, *, access: Access,

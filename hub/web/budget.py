@@ -4,7 +4,9 @@ computes them from the spend lines (`$budget-position`; a statement never holds 
 bar chart (SVG drawn on the server, with the same figures in a table for screen readers and
 without images). A funder whose commissioner has not agreed the plan the statement is part of (a
 funder added after the plan was agreed, or one that withdrew) is marked: its allocation is not in
-effect until it agrees (hub.plans.agreement.awaiting)."""
+effect until it agrees (hub.plans.agreement.awaiting): it is left out of the allocated total,
+as the hub's accounts leave it out of the budget position and the cost of care
+(hub.money.accounts.awaiting_agreement)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -38,12 +40,17 @@ async def budget(budget_id: str, request: Request) -> Response:
         r["awaiting"] = awaiting.get(r["source_code"])
     indicative = (facts.ext_value(statement, "indicative-amount") or {}).get("value")
     agreed = (facts.ext_value(statement, "agreed-amount") or {}).get("value")
-    total = sum(r["amount"] for r in rows)
+    agreed = float(agreed) if agreed is not None else None
+    # What is allocated is what is in effect: an allocation awaiting its funder's agreement is
+    # shown, marked, but counts in no total until that funder agrees (as the accounts say).
+    total = sum(r["amount"] for r in rows if not r["awaiting"])
+    awaiting_total = sum(r["amount"] for r in rows if r["awaiting"])
     shared = all(r["spent"] is not None for r in rows)
     spent = sum(r["spent"] for r in rows) if shared else None
     return render("budget", **page_context(
         workspace, "caseload", statement.get("title") or "Budget statement", statement=statement, patient=patient,
-        rows=rows, indicative=indicative, agreed=agreed, total=total, spent=spent, shared=shared,
+        rows=rows, indicative=indicative, agreed=agreed, total=total, awaiting_total=awaiting_total, spent=spent,
+        shared=shared,
         chart=facts.chart(rows, indicative), budget_type=facts.ext_value(statement, "budget-type")))
 
 
@@ -53,10 +60,6 @@ async def _awaiting(record: Record, statement: dict, sources: set[str]) -> dict[
     out: dict[str, str] = {}
     for plan_id in parent_plans(statement):
         plan = await record.read("CarePlan", plan_id)
-        if plan is None or plan.get("status") not in ("active", "on-hold"):
-            continue
-        missing = set(agreement.awaiting(plan, sources))
-        for source, role in agreement.ROLE_FOR_FUNDER.items():
-            if role in missing:
-                out[source] = agreement.ROLE_NAMES[role]
+        if plan is not None:
+            out.update(agreement.awaiting_by_source(plan, sources))
     return out

@@ -94,6 +94,27 @@ def agreements(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+ONE_PAGE_SECTIONS = (("appreciation", "What people like and admire about me"),
+                     ("important", "What is important to me"), ("support", "How best to support me"))
+
+
+def one_page_profile(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The one-page profile's sections that are filled in, as (heading, text), in their order."""
+    found = extension(plan, "one-page-profile")
+    if not found:
+        return []
+    return [(heading, text) for name, heading in ONE_PAGE_SECTIONS
+            for text in sub_values(found[0], name)[:1] if isinstance(text, str) and text.strip()]
+
+
+def needs(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Needs by life area (`life-area-need`): the area, what is working and what is not."""
+    return [{"area": (sub_values(ext, "lifeArea") or [{}])[0],
+             "working": (sub_values(ext, "working") or [""])[0],
+             "not_working": (sub_values(ext, "notWorking") or [""])[0]}
+            for ext in extension(plan, "life-area-need")]
+
+
 def has_category(resource: dict[str, Any], code: str) -> bool:
     return any(c.get("system") == PLAN_CATEGORY and c.get("code") == code
                for cat in resource.get("category") or [] for c in cat.get("coding") or [])

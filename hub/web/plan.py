@@ -14,12 +14,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from hub.plans.agreement import ROLE_NAMES
 from hub.web import facts
 from hub.web.access import Workspace, posted, signed_in
 from hub.web.context import page_context
 from hub.web.errors import PageError
 from hub.web.pages import concept_text, render
 from hub.web.record import Record
+from hub.web.signoff import signing_role
 
 router = APIRouter(include_in_schema=False)
 
@@ -63,7 +65,9 @@ async def _render(workspace: Workspace, plan_id: str, *, conflict: dict[str, Any
         coordinator=facts.coordinator(plan), version=plan["meta"]["versionId"], versions=versions,
         trail=facts.audit_rows(trail, names),
         goal_trails={k: facts.audit_rows(v, names) for k, v in goal_trails.items()}, goal_versions=goal_versions, values=values, conflict=conflict,
-        saved=saved, error=error, review_overdue=facts.is_overdue(facts.next_review(plan))))
+        saved=saved, error=error, review_overdue=facts.is_overdue(facts.next_review(plan)),
+        sign_as=ROLE_NAMES.get(signing_role(workspace, plan) or ""), profile=facts.one_page_profile(plan),
+        needs=facts.needs(plan)))
 
 
 async def practitioner_names(record: Record, events: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The worklist (`/app/worklist`): open Tasks owned by me or my organisation (MOD handovers to
-the receiving GP practice and commissioners, due and overdue) and identity review candidates,
+the receiving GP practice and commissioners, due and overdue; plan sign-off requests to the
+funder's commissioner, each with a link to the plan to agree) and identity review candidates,
 which a person decides: confirm (the two records are merged: the newer one is retired and
 linked `replaced-by` the other, which gains its identifiers) or reject (they are kept apart).
 Each decision is written through the API in one transaction, so it is audited and its
@@ -13,6 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from hub.plans import agreement
+from hub.plans.model import AGREEMENT_ROLE_SYSTEM, PLAN_TASK_SYSTEM
 from hub.web import facts
 from hub.web.access import Workspace, posted, signed_in
 from hub.web.context import page_context
@@ -24,6 +27,7 @@ router = APIRouter(include_in_schema=False)
 
 OPEN = "requested,received,accepted,in-progress"
 REVIEW_CODE = "review-possible-duplicate"
+SIGN_OFF = "plan-sign-off"
 
 
 def is_review(task: dict[str, Any]) -> bool:
@@ -41,6 +45,22 @@ async def review_queue(record: Record) -> list[dict[str, Any]]:
         second = await record.read("Patient", _ref_id(other_ref))
         queue.append({"task": task, "first": first, "second": second})
     return queue
+
+
+def is_sign_off(task: dict[str, Any]) -> bool:
+    return facts.code_of(task.get("code"), PLAN_TASK_SYSTEM) == SIGN_OFF
+
+
+def signs_as(task: dict[str, Any], workspace: Workspace) -> bool:
+    """A plan sign-off request no organisation owns yet (the record names no funder for it:
+    hub.plans.followups) reaches every commissioner of its role's kind who may see the plan: the
+    NHS commissioner role to NHS commissioners, the local authority's to councils', education's
+    to education's. One owned by an Organization reaches that organisation's staff (`_mine`)."""
+    user = workspace.user
+    if user.role != "commissioner" or not is_sign_off(task) or (task.get("owner") or {}).get("reference"):
+        return False
+    roles = {facts.code_of(concept, AGREEMENT_ROLE_SYSTEM) for concept in task.get("performerType") or []}
+    return agreement.ROLE_FOR_FUNDER.get(user.partner_class) in roles
 
 
 def _ref_id(reference: str | None) -> str:
@@ -68,12 +88,14 @@ async def worklist(request: Request) -> Response:
             continue
         owners = {(task.get("owner") or {}).get("reference")} | {
             r.get("reference") for r in (task.get("restriction") or {}).get("recipient") or []}
-        if not owners & mine:
+        if not owners & mine and not signs_as(task, workspace):
             continue
         due = ((task.get("restriction") or {}).get("period") or {}).get("end") \
             or (task.get("executionPeriod") or {}).get("end")
+        plan = (task.get("focus") or {}).get("reference", "") if is_sign_off(task) else ""
         owned.append({"task": task, "due": due, "overdue": facts.is_overdue(due, today),
-                      "patient": _ref_id((task.get("for") or {}).get("reference"))})
+                      "patient": _ref_id((task.get("for") or {}).get("reference")),
+                      "plan": plan.removeprefix("CarePlan/") if plan.startswith("CarePlan/") else None})
     reviews = await review_queue(record) if workspace.user.role in ("operator", "coordinator") else []
     return render("worklist", **page_context(workspace, "worklist", "Your worklist", tasks=owned, reviews=reviews,
                                              done=request.query_params.get("done")))

@@ -113,3 +113,46 @@ def test_every_interaction_answers_a_hidden_id_as_an_absent_one(world, data):
     on_absent = _answer(charity, _interactions(res_type, absent_id, patient)[name], absent_id)
     assert on_hidden == on_absent, (name, on_hidden, on_absent)
     assert on_hidden[0] != 200 or name.startswith("search") or name == "history"  # nothing hidden was served
+
+
+def test_an_id_a_client_chose_answers_alike_free_or_held_by_something_hidden(world, pg_url, start_api):
+    """Issue 20, update-as-create: an id not of the hub's form (one a client or a loader chose)
+    held by a resource the client may not see answers every interaction exactly as a free one.
+    The hub takes no client-chosen ids (405, CapabilityStatement updateCreate false), so a PUT to
+    a free id no longer answers 201 where a held one answers 404."""
+    import asyncio
+    import secrets
+
+    from psycopg import AsyncConnection
+
+    from hub.search.access import Access
+    from hub.store import resources as store
+
+    shared, hidden, patient = world
+    from hub.config import Settings
+
+    assert Settings.model_fields["client_ids"].default == "refuse"   # the product's default
+    api = start_api(client_ids="refuse")   # the shared test API accepts client ids for its fixtures
+    charity = httpx.Client(base_url=f"{api.url}/fhir", timeout=30, headers=dict(shared.headers))
+    chosen = {res_type: f"chosen-{res_type.lower()}-{secrets.token_hex(6)}" for res_type in HIDDEN}
+
+    async def write_hidden() -> None:
+        async with await AsyncConnection.connect(pg_url) as conn:
+            for res_type, res_id in chosen.items():
+                body = {**HIDDEN[res_type], "id": res_id, "subject": {"reference": f"Patient/{patient}"}}
+                await store.update(conn, res_type, res_id, body, access=Access.system())
+            await conn.commit()
+
+    asyncio.run(write_hidden())
+    for res_type, held_id in chosen.items():
+        free_id = f"chosen-{res_type.lower()}-{secrets.token_hex(6)}"
+        for name in sorted(_interactions(res_type, held_id, patient)):
+            on_held = _answer(charity, _interactions(res_type, held_id, patient)[name], held_id)
+            on_free = _answer(charity, _interactions(res_type, free_id, patient)[name], free_id)
+            assert on_held == on_free, (res_type, name, on_held, on_free)
+        assert charity.get(f"/{res_type}/{free_id}").status_code == 404   # nothing was created
+        update = _answer(charity, _interactions(res_type, free_id, patient)["update"], free_id)
+        assert update[0] == 405 and update[2][0][0] == "not-supported", update
+    statement = charity.get("/metadata").json()
+    assert {r["updateCreate"] for r in statement["rest"][0]["resource"] if "updateCreate" in r} == {False}
+    charity.close()

@@ -271,3 +271,98 @@ def test_an_agreed_plan_closes_the_plan_it_replaces(plan_workers, fhir, hold_ref
     assert closed["period"] == {"start": "2025-02-05", "end": "2026-02-05"}
     assert f"Replaced by CarePlan/{new['id']}" in closed["note"][-1]["text"]
     assert [p["id"] for p in found(fhir, "/CarePlan", subject=person, status="active,draft,on-hold")] == [new["id"]]
+
+
+def test_a_look_alike_created_over_the_api_gets_its_review_task_with_no_feed_traffic(clean_db, fhir, tmp_path):
+    """Issue 20: the review pass runs on its own (the plan worker, woken by the API's write), not
+    only when the recorder handles a feed batch; two workers at once raise the pair's Task once."""
+    family = unique("Lookalike")
+    details = {"resourceType": "Patient", "name": [{"family": family, "given": ["Robin"]}],
+               "birthDate": "1969-04-04", "gender": "female"}
+    first = created(fhir, details)
+    second = created(fhir, details)   # no NHS number: a look-alike, stored, scored later
+    task_code = "https://ipc-hub.example.org/fhir/CodeSystem/task-code|review-possible-duplicate"
+    assert found(fhir, "/Task", focus=f"Patient/{first['id']}") == []   # nothing in the request itself
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute("SELECT count(*) FROM person_link WHERE method = 'new-unreviewed'").fetchone()[0] == 2
+    env = plan_worker_env(clean_db)
+    runs = [subprocess.Popen([IPC_HUB, "worker", "plans", "--once"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for run in runs:
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, output
+    tasks = found(fhir, "/Task", focus=f"Patient/{first['id']}")
+    assert [t["code"]["coding"][0]["code"] for t in tasks] == ["review-possible-duplicate"], tasks
+    assert tasks[0]["input"][0]["valueReference"]["reference"] == f"Patient/{second['id']}"
+    assert len(found(fhir, "/Task", code=task_code)) == 1
+    with psycopg.connect(clean_db) as conn:
+        assert conn.execute("SELECT count(*) FROM person_link WHERE method = 'new-unreviewed'").fetchone()[0] == 0
+
+
+def test_a_sign_off_request_is_owned_by_the_funder_and_on_its_commissioners_worklist_until_agreed(
+        plan_workers, fhir, hold_referenced, hub_url, pg_url):
+    """Issue 13: each sign-off Task has an owner — the funder's Organization (named on the budget
+    allocation) — and reaches its commissioners' worklist, not only a search; a request whose
+    funder the record does not name reaches commissioners of its role's kind. Agreeing from the
+    plan page closes it."""
+    from tests.integration.signin import add_user
+    from tests.integration.test_workspace_pages import csrf_of, workspace
+
+    icb_code, council_code = f"Q{unique()[-6:]}".upper(), f"E{unique()[-8:]}".upper()
+    icb = created(fhir, {"resourceType": "Organization", "name": "Midshire ICB", "identifier": [
+        {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": icb_code}]})
+    person = someone(hold_referenced)
+    plan = created(fhir, ipc_plan(person))
+    statement = budget_statement(person, plan["id"], {"nhs": "12000.00", "local-authority": "8320.00"})
+    nhs_share = next(e for e in statement["extension"] if b'"nhs"' in jsontext.dumps(e))
+    nhs_share["extension"].append({"url": "funder", "valueReference": {"reference": f"Organization/{icb['id']}"}})
+    created(fhir, statement)
+    plan = read(fhir, f"CarePlan/{plan['id']}")
+    plan["extension"].append(plan_agreement("person", person, "2026-02-02T14:00:00Z"))
+    put(fhir, plan)
+    wait_for(lambda: len(sign_offs(fhir, plan["id"])) == 2, 60, "two sign-off requests")
+    requests = {t["performerType"][0]["coding"][0]["code"]: t
+                for t in found(fhir, "/Task", code=f"{TASKS}|plan-sign-off", focus=f"CarePlan/{plan['id']}")}
+    assert requests["nhs-commissioner"]["owner"] == {"reference": f"Organization/{icb['id']}"}
+    assert "owner" not in requests["local-authority-commissioner"]   # the record names no council
+    # The standard search by owner finds the ICB's.
+    assert [t["id"] for t in found(fhir, "/Task", owner=f"Organization/{icb['id']}", status="requested")] == \
+        [requests["nhs-commissioner"]["id"]]
+
+    link = f'href="/app/plans/{plan["id"]}"'
+    icb_commissioner = workspace(hub_url, add_user(pg_url, role="commissioner", organisation=icb_code).username)
+    other_icb = workspace(hub_url, add_user(pg_url, role="commissioner", organisation="QZZ").username)
+    council = workspace(hub_url, add_user(pg_url, role="commissioner", partner_class="local-authority",
+                                          organisation=council_code).username)
+    page = icb_commissioner.get("/app/worklist").text
+    assert link in page and "Plan sign-off" in page and "as its nhs commissioner" in page
+    assert link not in other_icb.get("/app/worklist").text       # owned by another ICB
+    # The council's request names no council: it would reach council commissioners, but consent
+    # holds on the worklist too (a council sees only who the person is, by default).
+    assert link not in council.get("/app/worklist").text
+    # A request whose funder the record does not name reaches the commissioners of its kind.
+    someone_else = someone(hold_referenced)
+    unnamed = created(fhir, ipc_plan(someone_else))
+    created(fhir, budget_statement(someone_else, unnamed["id"], {"nhs": "5000.00"}))
+    unnamed = read(fhir, f"CarePlan/{unnamed['id']}")
+    unnamed["extension"].append(plan_agreement("person", someone_else, "2026-02-02T14:00:00Z"))
+    put(fhir, unnamed)
+    wait_for(lambda: sign_offs(fhir, unnamed["id"]) == {"nhs-commissioner": "requested"}, 60, "its sign-off request")
+    assert f'href="/app/plans/{unnamed["id"]}"' in other_icb.get("/app/worklist").text
+    assert f'href="/app/plans/{unnamed["id"]}"' not in council.get("/app/worklist").text
+
+    # The ICB's commissioner agrees from the plan page: recorded on the plan, the request closed.
+    plan_page = icb_commissioner.get(f"/app/plans/{plan['id']}")
+    assert "Agree the plan as the NHS commissioner" in plan_page.text
+    version = read(fhir, f"CarePlan/{plan['id']}")["meta"]["versionId"]
+    answer = icb_commissioner.post(f"/app/plans/{plan['id']}/agree",
+                                   data={"csrf_token": csrf_of(plan_page.text), "version": version})
+    assert answer.status == 303, answer.text[:300]
+    agreed = read(fhir, f"CarePlan/{plan['id']}")
+    nhs = [e for e in ext(agreed, "plan-agreement") if b"nhs-commissioner" in jsontext.dumps(e)]
+    assert [s["valueReference"]["reference"] for e in nhs for s in e["extension"] if s["url"] == "agreedBy"] == \
+        [f"Organization/{icb['id']}"]
+    assert agreed["status"] == "draft"   # the council has still to agree
+    wait_for(lambda: sign_offs(fhir, plan["id"])["nhs-commissioner"] == "completed", 60, "the NHS request closed")
+    assert link not in icb_commissioner.get("/app/worklist").text
+    assert "Agree the plan as" not in icb_commissioner.get(f"/app/plans/{plan['id']}").text

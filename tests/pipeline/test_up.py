@@ -52,10 +52,12 @@ def test_up_runs_the_workers(tmp_path):
         person = fhir.post("/Patient", json=patient()).json()["id"]
         for code in LONG_TERM[:2]:
             assert fhir.post("/Condition", json=condition(f"Patient/{person}", code, "active")).status_code == 201
-        assert fhir.put("/Group/def-up", json=multiple_conditions("def-up")).status_code == 201
-        wait_for(lambda: fhir.get("/Task", params={"focus": "Group/cohort-def-up"}).json().get("total") == 1, 60,
+        made = fhir.post("/Group", json=multiple_conditions("def-up"))   # the hub assigns its id (HUB_CLIENT_IDS)
+        assert made.status_code == 201, made.text
+        gid = made.json()["id"]
+        wait_for(lambda: fhir.get("/Task", params={"focus": f"Group/cohort-{gid}"}).json().get("total") == 1, 60,
                  "the cohort worker's offer under up")
-        members = fhir.get("/Group/cohort-def-up").json()["member"]
+        members = fhir.get(f"/Group/cohort-{gid}").json()["member"]
         assert [m["entity"]["reference"] for m in members] == [f"Patient/{person}"]
         fhir.close()
     finally:

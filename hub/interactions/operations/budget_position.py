@@ -3,7 +3,9 @@ spend lines and never typed in (hub/money/ledger.py): per account (one per alloc
 management option) the allocation, contingency reserve, personal contribution, spend to date,
 refunds, money returned and clawed back, balance, what is free to spend, what the plan expected
 by now and whether spend runs ahead of it; and the statement's totals beside its indicative and
-agreed amounts. Optional `date` (default today). Needs read on CarePlan, Account and ChargeItem."""
+agreed amounts. An allocation awaiting its funder's agreement (an on-hold account, allocated
+nothing) is in no total: `awaitingAgreement` says how much is waiting. Optional `date` (default
+today). Needs read on CarePlan, Account and ChargeItem."""
 from __future__ import annotations
 
 from datetime import date
@@ -17,7 +19,7 @@ from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.operations.operation import Operation, first, parameters
 from hub.money import accounts as money_accounts
 from hub.money.ledger import Position
-from hub.money.statement import AGREED_AMOUNT, INDICATIVE_AMOUNT, is_statement, money_value
+from hub.money.statement import AGREED_AMOUNT, INDICATIVE_AMOUNT, allocations, is_statement, money_value
 from hub.store import resources
 
 
@@ -69,6 +71,12 @@ async def run(ctx: Context, request: FhirRequest, res_type: str | None, res_id: 
         if url in extension:
             out.append({"name": name, "valueMoney": _money(money_value(extension[url].get("valueMoney")))})
     out += [{"name": name, "valueMoney": _money(value)} for name, value in totals.items()]
+    # A funder whose commissioner has not agreed the agreed plan: its account is on hold with
+    # nothing allocated (hub.money.accounts.awaiting_agreement); what it was asked for, apart.
+    held = {place.funder for account, place in found if account.get("status") == "on-hold"}
+    if held:
+        waiting = sum((a.amount for a in allocations(statement) if a.funder in held), Decimal(0))
+        out.append({"name": "awaitingAgreement", "valueMoney": _money(waiting)})
     out += [account_part(account, place) for account, place in found]
     return Outcome(200, body={"resourceType": "Parameters", "parameter": out})
 
