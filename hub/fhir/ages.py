@@ -19,6 +19,12 @@ def birthday(born: date, age: int) -> date:
         return date(year, 3, 1)
 
 
+def day_before_birthday(born: date, age: int) -> date:
+    """The last day before `born` attains `age` (an EHC plan runs at most to the day before the
+    25th birthday)."""
+    return date.fromordinal(birthday(born, age).toordinal() - 1)
+
+
 def age_on(born: date, day: date) -> int:
     """Whole years of age on `day` (0 before the first birthday)."""
     age = day.year - born.year

@@ -3,23 +3,23 @@ the young person's 25th birthday, and its annual review is due a year after the 
 issued or last reviewed (Children and Families Act 2014 s44; SEND Regulations 2014 reg 2).
 
 The store applies `check_ends_by_25` to every write of an EHC plan beside the other plan rules;
-the plan worker raises each annual review Task with the review machinery (hub.plans.reviews:
-due within the lead time, claimed once per plan and due date)."""
+the plan worker raises each annual review Task on the plan's next review date (set a year after
+it was issued or last reviewed) with the review machinery (hub.plans.reviews: due within the
+lead time, claimed once per plan and due date)."""
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
 
-from hub.fhir.ages import birthday, parse_birth_date
+from hub.fhir.ages import day_before_birthday, parse_birth_date
 from hub.fhir.errors import FhirError
 from hub.fhir.ids import derived_id
-from hub.plans.model import CS, LAST_REVIEW, PLAN_CATEGORY_SYSTEM, SD, concept, subject
-from hub.plans.reviews import add_interval, as_day
+from hub.plans.model import CS, PLAN_CATEGORY_SYSTEM, SD, concept, subject
+from hub.plans.reviews import as_day
 
 EHC = "ehc-plan"
 CHILDREN_TASK_SYSTEM = CS + "ipc-children-task"
 EHC_TASK_PROFILE = SD + "ipc-ehc-task"
-ANNUAL: tuple[int, str] = (12, "mo")
 
 
 def is_ehc_plan(resource: dict[str, Any]) -> bool:
@@ -30,7 +30,7 @@ def is_ehc_plan(resource: dict[str, Any]) -> bool:
 
 def last_day(born: date) -> date:
     """The last day an EHC plan may run: the day before the 25th birthday."""
-    return date.fromordinal(birthday(born, 25).toordinal() - 1)
+    return day_before_birthday(born, 25)
 
 
 def check_ends_by_25(plan: dict[str, Any], birth_date: str | None) -> None:
@@ -46,13 +46,6 @@ def check_ends_by_25(plan: dict[str, Any], birth_date: str | None) -> None:
         raise FhirError("business-rule", f"An EHC plan ends no later than the day before the young person's 25th "
                         f"birthday ({last_day(born).isoformat()}); this one ends {end.isoformat()}",
                         "CarePlan.period.end")
-
-
-def annual_review_due(plan: dict[str, Any]) -> str | None:
-    """A year after the last review (`last-review`), or after the plan was issued (period start)."""
-    last = next((e.get("valueDate") for e in plan.get("extension") or () if e.get("url") == LAST_REVIEW), None)
-    start = as_day(last) or as_day((plan.get("period") or {}).get("start"))
-    return add_interval(start, ANNUAL).isoformat() if start else None
 
 
 def annual_review_task(plan: dict[str, Any], plan_id: str, due: str, raised: str) -> dict[str, Any]:
