@@ -40,12 +40,12 @@ def check_ends_by_25(plan: dict[str, Any], birth_date: str | None) -> None:
     end = as_day((plan.get("period") or {}).get("end"))
     if end is None:
         raise FhirError("business-rule", "An EHC plan ends no later than the day before the young person's 25th "
-                        "birthday: period.end is required", "CarePlan.period.end")
+                        "birthday: period.end is required", expression="CarePlan.period.end")
     born = parse_birth_date(birth_date)
     if born is not None and end > last_day(born):
         raise FhirError("business-rule", f"An EHC plan ends no later than the day before the young person's 25th "
                         f"birthday ({last_day(born).isoformat()}); this one ends {end.isoformat()}",
-                        "CarePlan.period.end")
+                        expression="CarePlan.period.end")
 
 
 def annual_review_task(plan: dict[str, Any], plan_id: str, due: str, raised: str) -> dict[str, Any]:
