@@ -128,13 +128,13 @@ _CHILDREN = (
 )
 _YOUNG_CARERS = (
     "SELECT DISTINCT p.res_id, p.content->>'birthDate' FROM resource r"
-    " CROSS JOIN LATERAL jsonb_array_elements(r.content->'extension') own"
-    " CROSS JOIN LATERAL jsonb_array_elements(own->'extension') part"
+    " CROSS JOIN LATERAL json_array_elements(r.content->'extension') own"
+    " CROSS JOIN LATERAL json_array_elements(own->'extension') link"
     " JOIN resource p ON p.res_type = 'Patient' AND NOT p.deleted"
-    "  AND 'Patient/' || p.res_id = part->'valueReference'->>'reference'"
+    "  AND 'Patient/' || p.res_id = link->'valueReference'->>'reference'"
     " WHERE r.res_type = 'RelatedPerson' AND NOT r.deleted"
-    " AND own->>'url' = %s AND part->>'url' = 'person'"
-    " AND r.content @> %s::jsonb"
+    " AND own->>'url' = %s AND link->>'url' = 'person'"
+    " AND r.content::jsonb @> %s::jsonb"
 )
 _CLAIM_STEP = ("INSERT INTO child_transition_raised (patient_id, step, written) VALUES (%s, %s, %s) "
                "ON CONFLICT DO NOTHING RETURNING 1")
