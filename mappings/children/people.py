@@ -14,7 +14,10 @@ from mappings.la.rows import read_rows
 
 EPISODE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-children-episode"
 _SEX = {"M": "Male", "F": "Female", "U": "Unknown"}   # SEN2 / CIN sex → the CLD gender the ConceptMap reads
-_EPISODES = {"CIN": ("cin", "Child in need"), "CPP": ("cpp", "Child protection plan"), "CLA": ("cla", "Looked after child")}
+# The displays say which part of the record an episode belongs to (hub.consent.parts reads them):
+# children's social care, or safeguarding for a child protection plan.
+_EPISODES = {"CIN": ("cin", "Child in need (children's social care)"), "CPP": ("cpp", "Child protection plan"),
+             "CLA": ("cla", "Looked after child (children's social care)")}
 _NEEDS = {"N1": "Abuse or neglect", "N2": "Child's disability or illness", "N3": "Parental disability or illness",
           "N4": "Family in acute stress", "N5": "Family dysfunction", "N6": "Socially unacceptable behaviour",
           "N7": "Low income", "N8": "Absent parenting", "N9": "Cases other than children in need"}

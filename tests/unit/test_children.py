@@ -146,3 +146,16 @@ def test_the_adult_plan_replaces_the_childs_and_carries_its_goals():
     assert adult["goal"] == child["goal"] and adult["period"] == {"start": "2027-05-14"}
     assert adult["subject"] == {"reference": "Patient/p1"}
     assert [i.diagnostics for i in validate(adult) if i.severity == "error"] == []
+
+
+@pytest.mark.parametrize(("episode", "part"), [("CIN", "social-care"), ("CLA", "social-care"), ("CPP", "safeguarding")])
+def test_childrens_social_care_episodes_sit_in_their_protected_parts_of_the_record(episode, part):
+    from hub.consent.parts import record_part
+    from mappings.children import map_episode
+
+    legal = "C2" if episode == "CLA" else ""
+    payload = ("LA_Code,Child_Id,Episode_Id,Episode_Type,Start_Date,End_Date,Primary_Need,Legal_Status\n"
+               f"E10000024,C1,EP1,{episode},2020-01-01,,N1,{legal}\n").encode()
+    [entry] = map_episode(payload, SOURCE)["entry"]
+    assert record_part(entry["resource"]) == part
+    assert [i.diagnostics for i in validate(entry["resource"]) if i.severity == "error"] == []
