@@ -103,50 +103,46 @@ def _episode_rule(row: dict[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def _col(name: str, required: bool, check) -> Column:  # noqa: ANN001 - a connectors.la.format.Check
-    return Column(name, required, check)
-
-
 CHILDREN = FileKind("children", "children-person", (
-    _col("LA_Code", True, check_la_code),
-    _col("Child_Id", True, check_local_id),
-    _col("UPN", False, check_upn),
-    _col("NHS_Number", False, check_nhs_number),
-    _col("Forename", False, check_text),
-    _col("Surname", True, check_text),
-    _col("Date_of_Birth", True, check_date),
-    _col("Sex", False, one_of(SEXES)),
-    _col("Postcode", False, check_postcode),
+    Column("LA_Code", True, check_la_code),
+    Column("Child_Id", True, check_local_id),
+    Column("UPN", False, check_upn),
+    Column("NHS_Number", False, check_nhs_number),
+    Column("Forename", False, check_text),
+    Column("Surname", True, check_text),
+    Column("Date_of_Birth", True, check_date),
+    Column("Sex", False, one_of(SEXES)),
+    Column("Postcode", False, check_postcode),
 ), "Child_Id", _child_rule)
 
 EHC = FileKind("ehc", "children-ehc", (
-    _col("LA_Code", True, check_la_code),
-    _col("Child_Id", True, check_local_id),
-    _col("Date_of_Birth", True, check_date),
-    _col("Request_Id", True, check_local_id),
-    _col("Request_Received_Date", True, check_date),
-    _col("Decision", False, one_of(DECISIONS)),
-    _col("Decision_Date", False, check_date),
-    _col("Advice_Date", False, check_date),
-    _col("Draft_Plan_Date", False, check_date),
-    _col("Assessment_Outcome", False, one_of(ASSESSMENT_OUTCOMES)),
-    _col("Final_Plan_Date", False, check_date),
-    _col("SEN_Type", False, one_of(SEN_TYPES)),
-    _col("Placement_URN", False, check_urn),
-    _col("Placement_Type", False, one_of(PLACEMENTS)),
-    _col("Last_Review_Date", False, check_date),
-    _col("Plan_Ceased_Date", False, check_date),
+    Column("LA_Code", True, check_la_code),
+    Column("Child_Id", True, check_local_id),
+    Column("Date_of_Birth", True, check_date),
+    Column("Request_Id", True, check_local_id),
+    Column("Request_Received_Date", True, check_date),
+    Column("Decision", False, one_of(DECISIONS)),
+    Column("Decision_Date", False, check_date),
+    Column("Advice_Date", False, check_date),
+    Column("Draft_Plan_Date", False, check_date),
+    Column("Assessment_Outcome", False, one_of(ASSESSMENT_OUTCOMES)),
+    Column("Final_Plan_Date", False, check_date),
+    Column("SEN_Type", False, one_of(SEN_TYPES)),
+    Column("Placement_URN", False, check_urn),
+    Column("Placement_Type", False, one_of(PLACEMENTS)),
+    Column("Last_Review_Date", False, check_date),
+    Column("Plan_Ceased_Date", False, check_date),
 ), "Child_Id", _ehc_rule)
 
 EPISODES = FileKind("episodes", "children-episode", (
-    _col("LA_Code", True, check_la_code),
-    _col("Child_Id", True, check_local_id),
-    _col("Episode_Id", True, check_local_id),
-    _col("Episode_Type", True, one_of(EPISODE_TYPES)),
-    _col("Start_Date", True, check_date),
-    _col("End_Date", False, check_date),
-    _col("Primary_Need", True, one_of(PRIMARY_NEEDS)),
-    _col("Legal_Status", False, one_of(LEGAL_STATUSES)),
+    Column("LA_Code", True, check_la_code),
+    Column("Child_Id", True, check_local_id),
+    Column("Episode_Id", True, check_local_id),
+    Column("Episode_Type", True, one_of(EPISODE_TYPES)),
+    Column("Start_Date", True, check_date),
+    Column("End_Date", False, check_date),
+    Column("Primary_Need", True, one_of(PRIMARY_NEEDS)),
+    Column("Legal_Status", False, one_of(LEGAL_STATUSES)),
 ), "Child_Id", _episode_rule)
 
 KINDS = (CHILDREN, EHC, EPISODES)   # also the order an extract is published in
