@@ -221,10 +221,16 @@ class PlanWorker:
         people = [(pid, born, growing_up.CHILD) for pid, born in await queue.children(conn)]
         people += [(pid, born, growing_up.YOUNG_CARER) for pid, born in
                    await queue.young_carers(conn, SD + "carer-own-record", SD + "carer-type")]
+        done = await queue.steps_raised(conn)
         for patient_id, birth_date, who in people:
             born = parse_birth_date(birth_date)
             if born is None:
                 continue   # no age-based step is decided without a full birth date
+            due = {s.code for s in growing_up.due_steps(born, day, who)}
+            if who == growing_up.CHILD and growing_up.adult_plan_due(born, day):
+                due.add(growing_up.ADULT_PLAN)
+            if due <= done.get(patient_id, set()):
+                continue   # everything due is raised: no need to read their plans
             raised += await self._raise_steps(conn, patient_id, born, who, day)
         if raised:
             log.info("plan worker: %d growing-up steps raised", raised)

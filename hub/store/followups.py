@@ -167,6 +167,15 @@ async def open_plans_of(conn: AsyncConnection, patient_id: str, category: str) -
     return [(res_id, jsontext.loads(text)) for res_id, text in await open_plans(conn, "Patient", patient_id, category)]
 
 
+async def steps_raised(conn: AsyncConnection) -> dict[str, set[str]]:
+    """The growing-up steps raised so far, by person (a sweep skips people with nothing new)."""
+    cur = await conn.execute("SELECT patient_id, step FROM child_transition_raised")
+    out: dict[str, set[str]] = {}
+    for patient_id, step in await cur.fetchall():
+        out.setdefault(patient_id, set()).add(step)
+    return out
+
+
 async def claim_step(conn: AsyncConnection, patient_id: str, step: str, written: str) -> bool:
     """Claim a growing-up step of a person for this transaction; False if it was raised before."""
     cur = await conn.execute(_CLAIM_STEP, (patient_id, step, written))
