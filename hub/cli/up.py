@@ -38,8 +38,8 @@ log = logging.getLogger("hub")
 # members and offers (hub/cohorts); notifier: change events → subscribers (hub/subscriptions).
 # All run and restarted like the rest.
 WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts", "notifier")
-CONNECTORS = ("hl7v2", "mod", "la", "statements", "children")
-WATCHERS = ("la", "statements", "children")  # file connectors: `connector NAME watch`
+CONNECTORS = ("hl7v2", "mod", "la", "statements")
+WATCHERS = ("la", "statements")  # file connectors: `connector NAME watch`
 
 
 def _free_port() -> int:
@@ -66,7 +66,6 @@ def print_banner(settings: Settings, clients: str = "") -> None:
         f"  MOD handover        POST {_mod_url(settings)}/handover, or files in {settings.mod_drop_dir}\n"
         f"  Local authority CSV files in {settings.la_drop_dir}\n"
         f"  Statements CSV      files in {settings.statements_drop_dir}\n"
-        f"  Children's CSV      files in {settings.children_drop_dir}\n"
         f"  Data and logs       {settings.data_dir.resolve()}\n"
         f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
         f"{clients}"
@@ -76,13 +75,12 @@ def print_banner(settings: Settings, clients: str = "") -> None:
 
 
 def _with_drop_folders(settings: Settings) -> Settings:
-    """`up` watches a MOD, a local authority, a statements and a children's drop folder, in the data folder
+    """`up` watches a MOD, a local authority and a statements drop folder, in the data folder
     unless configured."""
     return settings.model_copy(update={
         "mod_drop_dir": settings.mod_drop_dir or settings.data_dir / "mod-drop",
         "la_drop_dir": settings.la_drop_dir or settings.data_dir / "la-drop",
-        "statements_drop_dir": settings.statements_drop_dir or settings.data_dir / "statements-drop",
-        "children_drop_dir": settings.children_drop_dir or settings.data_dir / "children-drop"})
+        "statements_drop_dir": settings.statements_drop_dir or settings.data_dir / "statements-drop"})
 
 
 def _child_env(settings: Settings, db_url: str, bootstrap: str, journal: bool) -> dict[str, str]:
@@ -92,7 +90,6 @@ def _child_env(settings: Settings, db_url: str, bootstrap: str, journal: bool) -
                HUB_DATA_DIR=str(settings.data_dir.resolve()),
                HUB_MOD_DROP_DIR=str(settings.mod_drop_dir), HUB_LA_DROP_DIR=str(settings.la_drop_dir),
                HUB_STATEMENTS_DROP_DIR=str(settings.statements_drop_dir),
-               HUB_CHILDREN_DROP_DIR=str(settings.children_drop_dir),
                HUB_LOG_FORMAT="json")
     if not settings.auth_jwks_url:
         env["HUB_AUTH_JWKS_URL"] = f"http://{settings.http_host}:{settings.http_port}/.well-known/jwks.json"
@@ -111,7 +108,7 @@ def _children(settings: Settings, env: dict[str, str]) -> tuple[list[Child], lis
         workers.append(Child(name, [*command, "worker", name], {**env, "HUB_WORKER_HTTP_PORT": str(port),
                                                                  "HUB_HTTP_HOST": "127.0.0.1"},
                              logs / f"{name}.log", health_port=port))
-    ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0, "statements": 0, "children": 0}
+    ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0, "statements": 0}
     connectors = []
     for name in CONNECTORS:
         # The MLLP listener's /metrics (messages by ACK code) is merged into the API's.

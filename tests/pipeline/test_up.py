@@ -104,21 +104,6 @@ def test_up_loads_the_demonstration_cohort_through_the_feeds_and_takes_mod_hando
         wait_for(lambda: lines() >= 6, 90, "the sample statement's six lines")
         assert lines() == 6
         assert [p.name for p in (data_dir / "statements-drop" / "processed").glob("*september.csv")]
-        # And the children's connector (issue 17): the sample extract's EHC plan reaches the API.
-        import connectors.children
-
-        for name in ("children.csv", "ehc.csv", "episodes.csv"):
-            sample = (Path(connectors.children.__file__).parent / "samples" / name).read_bytes()
-            (data_dir / "children-drop" / f"{name}.part").write_bytes(sample)
-        for name in ("children.csv", "ehc.csv", "episodes.csv"):
-            (data_dir / "children-drop" / f"{name}.part").rename(data_dir / "children-drop" / name)
-        [ellie] = wait_for(lambda: httpx.get(f"{hub.base}/fhir/Patient", params={"identifier": "CH-000101"},
-                                             headers=auth).json().get("entry"), 90, "the children's sample child")
-        ehc = wait_for(lambda: httpx.get(f"{hub.base}/fhir/CarePlan", headers=auth, params={
-            "subject": f"Patient/{ellie['resource']['id']}",
-            "category": "https://ipc-hub.example.org/fhir/CodeSystem/ipc-plan-category|ehc-plan"}).json().get("total"),
-            90, "her EHC plan under up")
-        assert ehc == 1
 
         secret = re.search(r"defence\s+(demo-defence)\s+(\S+)", "".join(hub.output))
         assert secret, "the banner lists no defence client"
