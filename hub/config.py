@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     subscription_tls_key: Path | None = None
     subscription_tls_ca: Path | None = None
     # Mapping modules the mapper loads (comma-separated), besides `ipc_hub.mappings` entry points.
-    mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la,mappings.statements"
+    mappings: str = "mappings.fhir_bundle,mappings.hl7v2,mappings.mod,mappings.la,mappings.statements,mappings.children"
     # The HL7 v2 MLLP listener (`ipc-hub connector hl7v2`, and part of `ipc-hub up`).
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # data_dir/statement-imports). Envelopes in flight and the poll interval are the LA ones.
     statements_drop_dir: Path | None = None
     statements_ledger_dir: Path | None = None
+    # The children's connector (`ipc-hub connector children import|watch`: SEN2- and CIN/CLA-shaped
+    # CSV): its drop folder (unset: data_dir/children-drop) and its record of imported file
+    # contents (unset: data_dir/children-imports). Envelopes in flight and the poll interval are
+    # the LA ones.
+    children_drop_dir: Path | None = None
+    children_ledger_dir: Path | None = None
     # `ipc-hub up` on the embedded default drops the sample MOD handover and local authority
     # extract into the watched folders on a first start (an empty record), as a demonstration.
     demo_cohort: bool = True

@@ -146,6 +146,9 @@ class Importer:
     sink: Sink
     ledger: Ledger
     work_dir: Path | None = None  # for the event buckets; the system's temporary folder if None
+    # The kinds of file an extract may hold, in publication order: a council's adult extract by
+    # default; connectors/children gives its own (read, checked and published the same way).
+    kinds: tuple[FileKind, ...] = KINDS
 
     def import_extract(self, paths: Iterable[Path], *, force: bool = False) -> list[FileReport]:
         """Import the files of one extract: people first, then carers, then events."""
@@ -154,7 +157,7 @@ class Importer:
         for report in reports:
             errors = ErrorFile(report.path)
             try:
-                ranked.append((KINDS.index(kind_of_file(report.path)), report))
+                ranked.append((self.kinds.index(kind_of_file(report.path, self.kinds)), report))
             except FileRefused as refused:
                 report.status, report.reason = "refused", refused.error.reason
                 errors.add(refused.error)
@@ -169,9 +172,9 @@ class Importer:
         try:
             if refused_as_duplicate(self.ledger, report, errors, force):
                 return
-            reader = FileReader(path, errors.add)
+            reader = FileReader(path, errors.add, self.kinds)
             try:
-                if kind_of_file(path) is EVENTS:
+                if kind_of_file(path, self.kinds) is EVENTS:
                     self._publish_grouped(reader, report)
                 else:
                     self._publish_rows(reader, report)
@@ -216,7 +219,7 @@ class Importer:
                     report.envelopes += 1
 
 
-def kind_of_file(path: Path) -> FileKind:
+def kind_of_file(path: Path, kinds: tuple[FileKind, ...] = KINDS) -> FileKind:
     """The file's kind from its header alone (the rows are read later, in extract order)."""
     with open(path, "rb") as stream:
         first = stream.readline()
@@ -229,7 +232,7 @@ def kind_of_file(path: Path) -> FileKind:
     if not text.strip():
         raise FileRefused(RowError(path.name, 1, "", "the file is empty (no header line)"))
     try:
-        return kind_of_header(next(csv.reader([text])))
+        return kind_of_header(next(csv.reader([text])), kinds)
     except HeaderError as exc:
         raise FileRefused(RowError(path.name, 1, "", str(exc))) from None
     except csv.Error as exc:

@@ -30,7 +30,8 @@ from hub.runtime.embedded import EmbeddedError, ensure_port_free
 log = logging.getLogger("hub")
 
 # Connectors in a CLI module of their own: name → module whose run(args, settings) serves it.
-CONNECTORS = {"mod": "hub.cli.mod_handover", "la": "hub.cli.la_extracts", "statements": "hub.cli.statements"}
+CONNECTORS = {"mod": "hub.cli.mod_handover", "la": "hub.cli.la_extracts", "statements": "hub.cli.statements",
+              "children": "hub.cli.children"}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -95,7 +96,7 @@ async def serve_mllp(settings: Settings, database_url: str, bus: BusSettings, st
 
 def cmd_connector(args: argparse.Namespace, settings: Settings) -> None:
     """One connector as its own process (production runs several behind a TCP load balancer)."""
-    if args.options and args.name not in ("la", "statements"):  # only these take arguments (import, watch)
+    if args.options and args.name not in ("la", "statements", "children"):  # only these take arguments (import, watch)
         if args.options[0] not in ("-h", "--help"):
             args.connector_parser.error("unrecognized arguments: " + " ".join(args.options))
         return args.connector_parser.print_help()
@@ -134,9 +135,11 @@ def _add_connector(sub: argparse._SubParsersAction) -> None:
         "drop folder HUB_MOD_DROP_DIR (connectors/mod/README.md). la: `import FILE...` or `watch` "
         "for local authority CSV extracts (connectors/la/README.md). statements: `import FILE...` or "
         "`watch` for direct payment and support service statements and providers' invoices "
-        "(connectors/statements/README.md). All publish to Kafka before they answer.")
+        "(connectors/statements/README.md). children: `import FILE...` or `watch` for a council's "
+        "children's extract: SEN2-shaped EHC requests and plans, children in need and looked-after episodes "
+        "(connectors/children/README.md). All publish to Kafka before they answer.")
     p.add_argument("name", choices=["hl7v2", *CONNECTORS], help="which connector")
-    p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la, statements: import FILE... | watch)")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the connector's own arguments (la, statements, children: import FILE... | watch)")
     p.set_defaults(handler=cmd_connector, connector_parser=p)
 
 

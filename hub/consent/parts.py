@@ -57,9 +57,11 @@ _BY_PROFILE = {
     # the risks the person chooses to take, the Tasks about it — seen by whoever sees the plan.
     **{_IPC + f"StructureDefinition/{name}": PLAN for name in (
         "ipc-plan-meeting", "ipc-plan-communication", "ipc-outcome-response", "ipc-outcome-observation",
-        "ipc-positive-risk", "ipc-review-task", "ipc-review-request", "ipc-sign-off-task", "ipc-plan-action")},
+        "ipc-positive-risk", "ipc-review-task", "ipc-review-request", "ipc-sign-off-task", "ipc-plan-action",
+        # Children and young people (issue 17): the EHC plan, its Tasks, the young person's views.
+        "ipc-ehc-plan", "ipc-ehc-task", "ipc-young-person-views")},
 }
-_BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "care-team": CARE_TEAM,
+_BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "ehc-plan": PLAN, "care-team": CARE_TEAM,
                      "record-sharing": CONSENT}
 _BY_FLAG = {"armed-forces-veteran": ARMED_FORCES, "service-leaver": ARMED_FORCES,
             "has-carer": CARERS, "is-carer": CARERS}
@@ -179,6 +181,8 @@ def tagged_part(resource: dict[str, Any]) -> str | None:
 
 def _sensitive_part(resource: dict[str, Any]) -> str | None:
     concepts = _category(resource) + [resource.get("code")]
+    if resource.get("resourceType") == "EpisodeOfCare":   # its kind is its type (a child protection plan, ...)
+        concepts += list(resource.get("type") or [])
     if resource.get("resourceType") == "Flag":
         for code in _codes(_category(resource), FLAG_CATEGORY_SYSTEM):
             if code in _SENSITIVE_FLAG_CATEGORIES:

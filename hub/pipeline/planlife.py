@@ -14,9 +14,14 @@ reviews that fall due with time.
   is left unscored, so a look-alike created over the API gets its review Task with no feed
   traffic; passes are serialised, so each is raised once however many workers run.
 - **Reviews.** Every `HUB_PLAN_WORKER_INTERVAL_S` (and whenever woken), agreed plans whose next
-  review date is within `HUB_REVIEW_TASK_LEAD_DAYS` get a review Task for their coordinator. The
+  review date is within `HUB_REVIEW_TASK_LEAD_DAYS` get a review Task for their coordinator, and
+  active EHC plans their annual review Task for the council (hub.plans.ehc). The
   (plan, due date) is claimed in `plan_review_raised` (primary key) in the transaction that
   writes the Task: however many schedulers run at once, each review is raised exactly once.
+- **Growing up.** In the same sweep, every child or young person with an EHC plan, and every
+  assessed young carer, gets the growing-up steps whose day has come (hub.plans.growing_up):
+  transition Tasks and, at 18, the adult plan replacing the child's. Each (person, step) is
+  claimed in `child_transition_raised` in the transaction that writes it: raised exactly once.
 
 Everything the worker writes goes through the store as the hub's own work (`Access.system()`),
 passing every rule a write passes, with a Provenance naming the plan worker and the versions
@@ -39,8 +44,9 @@ from hub.fhir.errors import FhirError
 from hub.fhir.validation import load_guide
 from hub.pipeline.lookalikes import review_all
 from hub.plans import followups as plan_followups
-from hub.plans import outcomes, reviews
-from hub.plans.model import CARE_PLAN, extensions, next_review, value
+from hub.plans import ehc, growing_up, outcomes, reviews
+from hub.fhir.ages import parse_birth_date
+from hub.plans.model import CARE_PLAN, PLAN, SD, extensions, next_review, value
 from hub.search.access import Access
 from hub.store import followups as queue
 from hub.store import resources as store
@@ -109,6 +115,7 @@ class PlanWorker:
                 await review_all(conn)   # look-alike people created over the API (hub.pipeline.lookalikes)
                 if once or time.monotonic() >= next_sweep:
                     await self.raise_reviews(conn, reviews.today())
+                    await self.raise_growing_up(conn, reviews.today())
                     next_sweep = time.monotonic() + self.interval_s
                 if once:
                     await self.follow_up(conn)   # what raising reviews queued
@@ -196,11 +203,13 @@ class PlanWorker:
         time and not yet raised; the number this scheduler raised."""
         until = day + timedelta(days=self.lead_days + 1)
         raised = 0
-        for plan_id, plan in await queue.due_for_review(conn, until):
+        due_plans = [(p, c, reviews.review_task) for p, c in await queue.due_for_review(conn, until)]
+        due_plans += [(p, c, ehc.annual_review_task) for p, c in await queue.ehc_due_for_review(conn, until)]
+        for plan_id, plan, make_task in due_plans:
             due = reviews.as_day(next_review(plan))
             if due is None or not reviews.is_due(next_review(plan), self.lead_days, day):
                 continue
-            task = reviews.review_task(plan, plan_id, due.isoformat(), _now())
+            task = make_task(plan, plan_id, due.isoformat(), _now())
             async with conn.transaction():
                 if not await queue.claim_review(conn, plan_id, due, task["id"]):
                     continue   # another scheduler raised it
@@ -209,6 +218,63 @@ class PlanWorker:
             raised += 1
         if raised:
             log.info("plan worker: %d review tasks raised", raised)
+        return raised
+
+    # --- growing up -------------------------------------------------------------------------------
+
+    async def raise_growing_up(self, conn: AsyncConnection, day: Any) -> int:
+        """Raise every growing-up step whose day has come and that was never raised, for children
+        with an EHC plan and young carers; the number this scheduler raised."""
+        raised = 0
+        people = [(pid, born, growing_up.CHILD) for pid, born in await queue.children(conn)]
+        people += [(pid, born, growing_up.YOUNG_CARER) for pid, born in
+                   await queue.young_carers(conn, SD + "carer-own-record", SD + "carer-type")]
+        done = await queue.steps_raised(conn)
+        for patient_id, birth_date, who in people:
+            born = parse_birth_date(birth_date)
+            if born is None:
+                continue   # no age-based step is decided without a full birth date
+            due = {s.code for s in growing_up.due_steps(born, day, who)}
+            if who == growing_up.CHILD and growing_up.adult_plan_due(born, day):
+                due.add(growing_up.ADULT_PLAN)
+            if due <= done.get(patient_id, set()):
+                continue   # everything due is raised: no need to read their plans
+            raised += await self._raise_steps(conn, patient_id, born, who, day)
+        if raised:
+            log.info("plan worker: %d growing-up steps raised", raised)
+        return raised
+
+    async def _raise_steps(self, conn: AsyncConnection, patient_id: str, born: Any, who: str, day: Any) -> int:
+        person = f"Patient/{patient_id}"
+        ehc_plans = await queue.open_plans_of(conn, patient_id, ehc.EHC)
+        child_plans = await queue.open_plans_of(conn, patient_id, PLAN)
+        focus = f"CarePlan/{ehc_plans[0][0]}" if ehc_plans and who == growing_up.CHILD else None
+        owner = ehc_plans[0][1].get("author") if ehc_plans and who == growing_up.CHILD else None
+        writes: list[tuple[str, dict[str, Any], list[str | None]]] = []
+        for step in growing_up.due_steps(born, day, who):
+            task = growing_up.transition_task(step, person, born, _now(), focus=focus, owner=owner)
+            writes.append((step.code, task, [_version_of("CarePlan", ehc_plans[0][0], ehc_plans[0][1])
+                                             if ehc_plans else None]))
+        if who == growing_up.CHILD and child_plans and growing_up.adult_plan_due(born, day):
+            child_id, child_plan = next(((i, p) for i, p in child_plans if "ipc-adult" not in str(p.get("category"))),
+                                        (None, None))
+            if child_id is not None:
+                adult = growing_up.adult_plan(child_plan, child_id, born, ehc_plans[0][0] if ehc_plans else None)
+                writes.append((growing_up.ADULT_PLAN, adult, [_version_of("CarePlan", child_id, child_plan)]))
+        raised = 0
+        for step_code, resource, grounds in writes:
+            try:
+                async with conn.transaction():
+                    if not await queue.claim_step(conn, patient_id, step_code,
+                                                  f"{resource['resourceType']}/{resource['id']}"):
+                        continue   # raised before (by this or another scheduler)
+                    version = await _write(conn, resource)
+                    await _attribute(conn, [version] if version else [], grounds)
+                raised += 1
+            except FhirError as error:
+                # A rule refused it (e.g. the person's plans changed): nothing is claimed, the
+                # next sweep tries again.
+                log.warning("growing-up step %s for %s refused: %s", step_code, person, error.issues[0].diagnostics)
         return raised
 
 

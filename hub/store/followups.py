@@ -7,6 +7,7 @@ All of it is the hub's own work on the whole record (no caller's access applies)
 takes the worker's connection inside its transaction."""
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -15,7 +16,7 @@ from psycopg import AsyncConnection
 from hub.fhir import jsontext
 from hub.plans.followups import PlanState
 from hub.plans.model import PLAN, PLAN_CATEGORY_SYSTEM
-from hub.store.plans import budgets_of
+from hub.store.plans import budgets_of, open_plans
 
 _CLAIM = (
     "DELETE FROM plan_followup WHERE seq IN (SELECT seq FROM plan_followup ORDER BY seq LIMIT %s "
@@ -107,4 +108,75 @@ async def claim_review(conn: AsyncConnection, plan_id: str, due: date, task_id: 
     """Claim the review of `plan_id` due on `due` for this transaction. False if another
     scheduler has (it waits for that one's transaction: a claim is final only when committed)."""
     cur = await conn.execute(_CLAIM_REVIEW, (plan_id, due, task_id))
+    return await cur.fetchone() is not None
+
+
+# --- children and young people (hub.plans.ehc, hub.plans.growing_up) -----------------------------
+
+# The people the growing-up steps are for, with their birth date: the subject of a current EHC
+# plan, or the carer's own Patient of a young carer (hub.plans.growing_up.YOUNG_CARER).
+_CHILDREN = (
+    "SELECT DISTINCT p.res_id, p.content->>'birthDate' FROM resource r"
+    " JOIN idx_reference s ON s.res_type = r.res_type AND s.res_id = r.res_id AND s.param = 'subject'"
+    "  AND s.target_type = 'Patient'"
+    " JOIN resource p ON p.res_type = 'Patient' AND p.res_id = s.target_id AND NOT p.deleted"
+    " WHERE r.res_type = 'CarePlan' AND NOT r.deleted"
+    " AND EXISTS (SELECT 1 FROM idx_token c WHERE c.res_type = r.res_type AND c.res_id = r.res_id"
+    "  AND c.param = 'category' AND c.system = %s AND c.code = 'ehc-plan')"
+    " AND EXISTS (SELECT 1 FROM idx_token t WHERE t.res_type = r.res_type AND t.res_id = r.res_id"
+    "  AND t.param = 'status' AND t.code = ANY(%s))"
+)
+_YOUNG_CARERS = (
+    "SELECT DISTINCT p.res_id, p.content->>'birthDate' FROM resource r"
+    " CROSS JOIN LATERAL json_array_elements(r.content->'extension') own"
+    " CROSS JOIN LATERAL json_array_elements(own->'extension') link"
+    " JOIN resource p ON p.res_type = 'Patient' AND NOT p.deleted"
+    "  AND 'Patient/' || p.res_id = link->'valueReference'->>'reference'"
+    " WHERE r.res_type = 'RelatedPerson' AND NOT r.deleted"
+    " AND own->>'url' = %s AND link->>'url' = 'person'"
+    " AND r.content::jsonb @> %s::jsonb"
+)
+_CLAIM_STEP = ("INSERT INTO child_transition_raised (patient_id, step, written) VALUES (%s, %s, %s) "
+               "ON CONFLICT DO NOTHING RETURNING 1")
+
+
+async def ehc_due_for_review(conn: AsyncConnection, until: date, limit: int = 200) -> list[tuple[str, dict[str, Any]]]:
+    """(id, content) of active EHC plans whose next review is before `until`, not yet raised."""
+    cutoff = datetime.combine(until, time(), tzinfo=UTC)
+    cur = await conn.execute(_DUE, (cutoff, PLAN_CATEGORY_SYSTEM, "ehc-plan", limit))
+    return [(res_id, jsontext.loads(text)) for res_id, text in await cur.fetchall()]
+
+
+async def children(conn: AsyncConnection) -> list[tuple[str, str | None]]:
+    """(Patient id, birth date) of everyone with a current EHC plan."""
+    cur = await conn.execute(_CHILDREN, (PLAN_CATEGORY_SYSTEM, ["draft", "active", "on-hold"]))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def young_carers(conn: AsyncConnection, own_record: str, carer_type: str) -> list[tuple[str, str | None]]:
+    """(Patient id, birth date) of each assessed young carer's own record (the carer's
+    RelatedPerson has carer type `young-carer` and a `carer-own-record` person)."""
+    marker = json.dumps({"extension": [{"url": carer_type, "valueCodeableConcept": {
+        "coding": [{"code": "young-carer"}]}}]})
+    cur = await conn.execute(_YOUNG_CARERS, (own_record, marker))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def open_plans_of(conn: AsyncConnection, patient_id: str, category: str) -> list[tuple[str, dict[str, Any]]]:
+    """(id, content) of the person's open plans of an IPC plan category, oldest id first."""
+    return [(res_id, jsontext.loads(text)) for res_id, text in await open_plans(conn, "Patient", patient_id, category)]
+
+
+async def steps_raised(conn: AsyncConnection) -> dict[str, set[str]]:
+    """The growing-up steps raised so far, by person (a sweep skips people with nothing new)."""
+    cur = await conn.execute("SELECT patient_id, step FROM child_transition_raised")
+    out: dict[str, set[str]] = {}
+    for patient_id, step in await cur.fetchall():
+        out.setdefault(patient_id, set()).add(step)
+    return out
+
+
+async def claim_step(conn: AsyncConnection, patient_id: str, step: str, written: str) -> bool:
+    """Claim a growing-up step of a person for this transaction; False if it was raised before."""
+    cur = await conn.execute(_CLAIM_STEP, (patient_id, step, written))
     return await cur.fetchone() is not None

@@ -4,6 +4,8 @@ inside the write's own transaction:
 
 - one open care and support plan per person and period (hub.plans.periods), serialised per
   person by an advisory lock, so two plans written at the same moment cannot both pass;
+- an EHC plan ends no later than the day before its subject's 25th birthday (hub.plans.ehc),
+  judged against the stored Patient's birth date;
 - the plan's life cycle (hub.plans.lifecycle): agreement before `active`, stage entry rules, the
   next review date — judged against the stored version and the funders of the plan's open budget
   statements (written earlier in the same transaction, or in the same batch, included);
@@ -18,7 +20,7 @@ from psycopg import AsyncConnection
 
 from hub.fhir import jsontext
 from hub.fhir.references import parse_reference
-from hub.plans import lifecycle, periods
+from hub.plans import ehc, lifecycle, periods
 from hub.plans.followups import triggers
 from hub.plans.model import BUDGET, OPEN_STATUSES, PLAN, PLAN_CATEGORY_SYSTEM, funders, parent_plans, plan_kind
 
@@ -46,6 +48,8 @@ _BUDGETS = (
     "  AND t.param = 'status' AND t.code = ANY(%s))"
     " ORDER BY r.res_id"
 )
+_BIRTH_DATE = ("SELECT content->>'birthDate' FROM resource WHERE res_type = 'Patient' AND res_id = %s"
+               " AND NOT deleted")
 _STORED = "SELECT content::text, deleted FROM resource WHERE res_type = 'CarePlan' AND res_id = %s"
 _ENQUEUE = ("INSERT INTO plan_followup (res_type, res_id) SELECT * FROM unnest(%s::text[], %s::text[])")
 
@@ -114,11 +118,27 @@ async def check_one_plan_per_period(conn: AsyncConnection, resource: dict[str, A
             raise periods.two_plans(resource, other_id)
 
 
+async def check_ehc_plan_end(conn: AsyncConnection, resource: dict[str, Any]) -> None:
+    """Refuse (422, business-rule) an EHC plan without an end or ending after the day before its
+    subject's 25th birthday. A subject the record does not hold yet (or without a full birth
+    date) leaves only the end's presence to judge."""
+    if not ehc.is_ehc_plan(resource):
+        return
+    subject = parse_reference((resource.get("subject") or {}).get("reference") or "")
+    born = None
+    if subject is not None and subject[0] == "Patient":
+        cur = await conn.execute(_BIRTH_DATE, (subject[1],))
+        row = await cur.fetchone()
+        born = row[0] if row else None
+    ehc.check_ends_by_25(resource, born)
+
+
 async def check_plans_written_together(conn: AsyncConnection, plans: list[tuple[dict[str, Any], str]]) -> None:
     """The one-plan rule for several plans written in one statement (the recorder's batches): each
     against the store, and each against the ones before it in the batch, which the store cannot
     see yet."""
     for index, (resource, res_id) in enumerate(plans):
+        await check_ehc_plan_end(conn, resource)
         await check_one_plan_per_period(conn, resource, res_id)
         for earlier, earlier_id in plans[:index]:
             if periods.same_person(resource, earlier) and periods.clash(resource, earlier, earlier_id):

@@ -22,7 +22,7 @@ from hub.fhir.errors import FhirError, gone, not_found
 from hub.search.access import Access, visible_sql
 from hub.store import index, placing
 from hub.store.audit import record_consent_change
-from hub.store.plans import check_one_plan_per_period, queue_followups, settle_plan
+from hub.store.plans import check_ehc_plan_end, check_one_plan_per_period, queue_followups, settle_plan
 
 _READ = ("SELECT version, last_updated, deleted, content::text, patient_id FROM resource r "
          "WHERE res_type = %s AND res_id = %s")
@@ -422,6 +422,7 @@ async def _put(
     consent = await _consent_change(conn, access, res_type, res_id, resource, place, previous)
     if res_type == "Organization" and previous is not None and not previous.deleted:
         await _check_organisation_identity(conn, access, res_id, resource)
+    await check_ehc_plan_end(conn, resource)
     await check_one_plan_per_period(conn, resource, res_id)
     patient_id, part, owner = place.patient_id, place.part, place.owner
     while True:

@@ -12,4 +12,4 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures)
     signing_keys,
     token_for,
 )
-from tests.pipeline.conftest import bus, kafka  # noqa: F401 (fixtures)
+from tests.pipeline.conftest import bus, kafka, workers  # noqa: F401 (fixtures)

@@ -122,6 +122,42 @@ def answers_a_guide_questionnaire(response: dict[str, Any]) -> bool | None:
     return isinstance(questionnaire, str) and questionnaire.startswith(f"{CANONICAL_BASE}/Questionnaire/")
 
 
+_EHC_SECTION = f"{CANONICAL_BASE}/CodeSystem/ipc-ehc-section"
+
+
+def ehc_plan_has_end(plan: dict[str, Any]) -> bool:
+    """ehc-1 (the day itself, against the birth date, is judged by the store: hub.plans.ehc)."""
+    period = plan.get("period")
+    return isinstance(period, dict) and period.get("end") is not None
+
+
+def ehc_provision_names_section(plan: dict[str, Any]) -> bool:
+    """ehc-2: every activity's detail.code has a coding from the EHC section CodeSystem."""
+    for activity in plan.get("activity") or ():
+        detail = activity.get("detail") if isinstance(activity, dict) else None
+        code = detail.get("code") if isinstance(detail, dict) else None
+        codings = code.get("coding") if isinstance(code, dict) else None
+        if not any(isinstance(c, dict) and c.get("system") == _EHC_SECTION for c in codings or ()):
+            return False
+    return True
+
+
+def issued_ehc_plan_addresses_needs(plan: dict[str, Any]) -> bool:
+    """ehc-3."""
+    return plan.get("status") == "draft" or bool(plan.get("addresses"))
+
+
+def views_are_the_senders_own(communication: dict[str, Any]) -> bool | None:
+    """ypv-1: sender and subject are one reference. None (no verdict, as FHIRPath's empty
+    comparison) when either reference is missing: cardinality reports that."""
+    sender, subject = communication.get("sender"), communication.get("subject")
+    sender_ref = sender.get("reference") if isinstance(sender, dict) else None
+    subject_ref = subject.get("reference") if isinstance(subject, dict) else None
+    if sender_ref is None or subject_ref is None:
+        return None
+    return sender_ref == subject_ref
+
+
 NATIVE: dict[str, Callable[[Any], bool | None]] = {
     "ipc-nhs-1": is_valid_nhs_number,
     "ipc-mod-1": service_number_format,
@@ -134,4 +170,8 @@ NATIVE: dict[str, Callable[[Any], bool | None]] = {
     "ipc-rr-1": declined_request_says_why,
     "ipc-mt-1": finished_meeting_has_end,
     "ipc-or-1": answers_a_guide_questionnaire,
+    "ehc-1": ehc_plan_has_end,
+    "ehc-2": ehc_provision_names_section,
+    "ehc-3": issued_ehc_plan_addresses_needs,
+    "ypv-1": views_are_the_senders_own,
 }
