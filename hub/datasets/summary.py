@@ -90,10 +90,9 @@ def figures(rows: list[dict[str, str]]) -> list[Figure]:
 
 
 def withheld(figure: Figure, minimum: int) -> bool:
-    """A count of 1..minimum-1 people, or any sum or mean over fewer than minimum people."""
-    if figure.value is None and figure.unit is None:
-        return 0 < figure.people < minimum
-    return figure.people < minimum
+    """A count of 1..minimum-1 people, or a sum or mean over 1..minimum-1 people (over nobody
+    there is nothing to withhold: the figure is a count of 0 and has no value)."""
+    return 0 < figure.people < minimum
 
 
 def report(cohort: str, rows: list[dict[str, str]], minimum: int, today: date) -> dict[str, Any]:

@@ -126,6 +126,8 @@ def test_the_summary_counts_each_figure_and_withholds_small_numbers():
     # Nothing at all is a count of zero, not a withheld one.
     empty = _groups(summary.report("Group/c", [], 10, TODAY))
     assert empty["identified"]["population"][0]["count"] == 0
+    assert empty["budget-total"]["population"][0]["count"] == 0 and empty["budget-total"]["measureScore"]["value"] == 0
+    assert "measureScore" not in empty["wellbeing-change"]   # a mean over nobody has no value
 
 
 def test_the_summary_csv_reads_back_every_figure():
