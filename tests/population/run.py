@@ -200,7 +200,7 @@ def counts(url: str) -> dict[str, int]:
         patients = conn.execute(
             "SELECT count(DISTINCT r.res_id), count(DISTINCT i->>'value') FROM resource r, "
             "json_array_elements(r.content->'identifier') i WHERE r.res_type = 'Patient' AND NOT r.deleted "
-            "AND i->>'system' = %s AND i->>'value' LIKE '99940%%'", (NHS,)).fetchone()
+            "AND i->>'system' = %s AND i->>'value' LIKE '9994%%'", (NHS,)).fetchone()
         rows = dict(conn.execute(
             "SELECT res_type, count(*) FROM resource WHERE NOT deleted AND res_type IN ('Condition', 'Encounter') "
             "GROUP BY res_type").fetchall())
@@ -215,7 +215,7 @@ def patient_ids(url: str) -> dict[str, str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT i->>'value', r.res_id FROM resource r, json_array_elements(r.content->'identifier') i "
-            "WHERE r.res_type = 'Patient' AND NOT r.deleted AND i->>'system' = %s AND i->>'value' LIKE '99940%%'",
+            "WHERE r.res_type = 'Patient' AND NOT r.deleted AND i->>'system' = %s AND i->>'value' LIKE '9994%%'",
             (NHS,)).fetchall()
     return dict(rows)
 
