@@ -33,9 +33,9 @@ CHARTED = ("identified", "offered", "accepted", "with-plan", "with-budget", "rev
 async def _cohorts(record: Record) -> tuple[int | None, list[dict[str, Any]]]:
     """The population the commissioner may see, and each cohort with its summary figures."""
     population = (await record.search("Patient", [("_summary", "count")])).total
-    groups = await record.search("Group", [("_profile", COHORT_PROFILE), ("_count", "100"), ("_sort", "name")])
+    groups = await record.search("Group", [("_profile", COHORT_PROFILE), ("_count", "100")])
     cohorts = []
-    for group in groups.matches:
+    for group in sorted(groups.matches, key=lambda g: (g.get("name") or g["id"]).lower()):
         report = await record.cohort_report(group["id"])
         if report is None:
             continue
