@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench chaos install lock clean browser oidc
+.PHONY: run test bench chaos population install lock clean browser oidc
 
 run: $(STAMP)
 	$(BIN)/ipc-hub up
@@ -35,6 +35,12 @@ bench: $(STAMP)
 # prints what was acknowledged and recorded (tests/chaos/run.py). A short run is part of `make test`.
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+# Issue 16's check on 10,000 people built through the real feeds (HL7 v2, GP FHIR bundles, MOD
+# handovers): each cohort finds exactly the right people (tests/population/run.py). Not in `make test`
+# (it takes many minutes); POPULATION_ARGS="--people 1000" for a shorter run.
+population: $(STAMP)
+	$(BIN)/python -m tests.population.run $(POPULATION_ARGS)
 
 install: $(STAMP)
 

@@ -23,6 +23,7 @@ from hub.cohorts.membership import Change, cohort_id, next_group, offer_task, wi
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.search.access import Access
+from hub.store import batch
 from hub.store import cohorts as store
 from hub.store.resources import update
 
@@ -103,20 +104,29 @@ async def evaluate(conn: AsyncConnection, definition: CohortDefinition, scope: C
     group = current[1] if current else None
     found, excluded_by, people = await find(conn, definition, scope)
     change: Change = next_group(definition, group, found, excluded_by, set(scope) if scope is not None else None, now)
-    offers: list[str] = []
     if change.any or current is None or _defined_by(group) != definition.reference:
         await update(conn, "Group", gid, change.group, access=Access.system())
-    for patient_id, criteria in change.entered.items():
-        task = offer_task(definition, people[patient_id], criteria, now)
-        await update(conn, "Task", task["id"], task, access=Access.system())
-        offers.append(task["id"])
+    tasks = [offer_task(definition, people[patient_id], criteria, now) for patient_id, criteria in change.entered.items()]
+    offers = [task["id"] for task in tasks]
     if change.left:
         for task_id, task in await store.open_offers(conn, f"Group/{gid}", change.left):
             patient_id = ((task.get("for") or {}).get("reference") or "").removeprefix("Patient/")
-            await update(conn, "Task", task_id, withdrawn_offer(task, change.left.get(patient_id, "left"), now),
-                         access=Access.system())
+            tasks.append({**withdrawn_offer(task, change.left.get(patient_id, "left"), now), "id": task_id})
+    await _write_tasks(conn, tasks)
     members = change.group.get("quantity", 0)
     return Result(definition.id, gid, members, sorted(change.entered), sorted(change.left), offers)
+
+
+async def _write_tasks(conn: AsyncConnection, tasks: list[dict], chunk: int = 2000) -> None:
+    """The offers and withdrawals, written as the recorder writes a batch (hub.store.batch: a
+    few statements per chunk, not a dozen round trips per Task): a first evaluation of a large
+    population raises tens of thousands of offers at once (make bench, section cohorts)."""
+    for start in range(0, len(tasks), chunk):
+        part = tasks[start:start + chunk]
+        current = await batch.lock_current(conn, {("Task", task["id"]) for task in part})
+        staged = [s for task in part
+                  if (s := batch.stage("Task", task["id"], task, current.get(("Task", task["id"])))) is not None]
+        await batch.write_staged(conn, staged, set(current))
 
 
 def _defined_by(group: dict | None) -> str | None:

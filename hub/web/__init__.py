@@ -3,7 +3,7 @@
 Pages are server-rendered from the hub's own FHIR API under the signed-in person's access
 (hub.web.record), so consent and audit apply to every page exactly as to any app. One route
 module per area: signin, caseload, person, plan (and signoff: a commissioner agreeing it), budget,
-worklist, operations; templates are
+worklist, operations, commissioning; templates are
 named after their page; the NHS design system's stylesheet is vendored in static/nhsuk."""
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from hub.web import budget, caseload, operations, person, plan, signin, signoff, worklist
+from hub.web import budget, caseload, commissioning, operations, person, plan, signin, signoff, worklist
 from hub.web.errors import PageError, SignInRequired
 from hub.web.pages import STATIC, render
 
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and the answers to their errors to the app."""
-    for module in (signin, caseload, person, plan, signoff, budget, worklist, operations):
+    for module in (signin, caseload, person, plan, signoff, budget, worklist, operations, commissioning):
         app.router.routes.extend(module.router.routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -115,6 +115,12 @@ class Record:
         answer = await self._call("GET", f"/CarePlan/{statement_id}/$budget-position")
         return answer.json() if answer.status_code == 200 else None
 
+    async def cohort_report(self, group_id: str) -> dict[str, Any] | None:
+        """A cohort's summary figures (`$cohort-report`, a MeasureReport); None if this person
+        may not see the cohort."""
+        answer = await self._call("GET", f"/Group/{group_id}/$cohort-report")
+        return answer.json() if answer.status_code == 200 else None
+
     async def history(self, res_type: str, res_id: str) -> list[dict[str, Any]]:
         answer = await self._call("GET", f"/{res_type}/{res_id}/_history")
         if answer.status_code != 200:

@@ -852,6 +852,11 @@ def _register_section_modules() -> None:
                                 write.print_result)
     SECTIONS["up"] = Section("up", "`ipc-hub up` (workers, connectors, broker beside the API) against "
                              "`ipc-hub api` alone: reads and creates", up.run, up.print_result)
+    from tests.bench import cohorts
+
+    SECTIONS["cohorts"] = Section("cohorts", "Bulk Data $export against raw COPY TO of the same rows, with the "
+                                  "API's memory; cohort evaluation for 100,000 people against one SQL pass",
+                                  cohorts.run, cohorts.print_result)
     from tests.bench import push
 
     SECTIONS["push"] = Section("push", "Subscriptions: events told to a local rest-hook receiver, against a plain "

@@ -2,7 +2,7 @@
 `ipc-hub up` with its demonstration cohort: signing in locally and through a real OpenID Connect
 provider, the caseload, a person's record, the plan (goal progress, versions, the audit trail
 naming the person; two people editing at once), the budget, what a charity may not see, an
-operator replaying a dead letter, sign-out and CSRF. Every page is checked with axe-core and
+operator replaying a dead letter, the commissioners' cohort figures, sign-out and CSRF. Every page is checked with axe-core and
 kept as a screenshot (tests/browser/screenshots, not committed)."""
 from __future__ import annotations
 
@@ -283,3 +283,67 @@ def test_a_form_with_a_wrong_csrf_token_is_refused(hub, new_page):
     page.go_back()
     page.reload()
     assert "Forged change" not in page.inner_text("main") and "One-page profile" in before
+
+
+def _a_cohort_of_twelve(hub) -> str:
+    """Twelve people with two long-term conditions each (three of them with a learning disability
+    too), written through the API; the multiple-conditions and complex-needs cohorts evaluated.
+    Returns the tag in their names."""
+    from tests.factories import patient
+    from tests.pipeline.cohort_cases import LEARNING_DISABILITY, LONG_TERM, complex_needs, condition, multiple_conditions
+
+    auth = {**hub.bearer(), "Content-Type": "application/fhir+json"}
+    tag = f"Cmsn{int(time.time())}"
+    entries = []
+    for n in range(12):
+        url = f"urn:uuid:00000000-0000-4000-9000-{n:012d}"
+        entries.append({"fullUrl": url, "resource": patient(family=f"{tag}{n}", given="Test"),
+                        "request": {"method": "POST", "url": "Patient"}})
+        codes = [*LONG_TERM[:2], *([LEARNING_DISABILITY] if n < 3 else [])]
+        entries += [{"resource": condition(url, code, "active"), "request": {"method": "POST", "url": "Condition"}}
+                    for code in codes]
+    reply = httpx.post(f"{hub.base}/fhir", headers=auth, timeout=60,
+                       json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert reply.status_code == 200, reply.text[:400]
+    for definition in (multiple_conditions("def-browser-mltc"), complex_needs("def-browser-complex")):
+        assert httpx.put(f"{hub.base}/fhir/Group/{definition['id']}", headers=auth, json=definition).status_code in (200, 201)
+        found = httpx.post(f"{hub.base}/fhir/Group/{definition['id']}/$evaluate-cohort", headers=auth, timeout=120,
+                           json={"resourceType": "Parameters"})
+        assert found.status_code == 200, found.text[:400]
+    return tag
+
+
+def test_the_commissioners_page_charts_each_cohort_and_downloads_the_summary(hub, new_page):
+    tag = _a_cohort_of_twelve(hub)
+    page = new_page()
+    sign_in(page, hub, "demo.commissioner")
+    page.click("header a:has-text('Commissioning')")
+    page.wait_for_selector("h1:has-text('Commissioning')")
+    population = httpx.get(f"{hub.base}/fhir/Patient", headers=hub.bearer(), params={"_summary": "count"}).json()["total"]
+    assert page.inner_text("#population") == f"{population:,}"
+    mltc = page.locator("section.hub-cohort", has=page.locator("h2", has_text="Multiple long-term conditions"))
+    # The twelve (the demonstration people have none of these conditions): a bar and a table row each.
+    assert mltc.locator("tr[data-measure='identified'] td").nth(1).inner_text() == "12"
+    assert mltc.locator("tr[data-measure='offered'] td").nth(1).inner_text() == "12"
+    assert mltc.locator("svg.hub-chart rect").count() >= 2
+    assert "people in the cohort now: 12" in mltc.locator("svg desc").text_content()
+    # Three people with complex needs: fewer than ten, withheld in the table and the chart alike.
+    complex_ = page.locator("section.hub-cohort", has=page.locator("h2", has_text="Complex needs"))
+    assert complex_.locator("tr[data-measure='identified'] td").nth(1).inner_text() == "suppressed"
+    assert "people in the cohort now: suppressed" in complex_.locator("svg desc").text_content()
+    assert tag not in page.inner_text("main")   # nobody is named
+    check_page(page, "10-commissioning")
+    download = page.context.request.get(f"{hub.base}/app/commissioning/summary.csv")
+    assert download.status == 200 and download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    text = download.text()
+    assert "Multiple long-term conditions,identified,people in the cohort now,12," in text
+    assert "Complex needs,identified,people in the cohort now,suppressed," in text
+    assert f"people you may see,{population}," in text and tag not in text
+    # Only commissioners: a coordinator is refused the page and the download, with no figures.
+    other = new_page()
+    sign_in(other, hub, "demo.coordinator")
+    assert other.locator("header a:has-text('Commissioning')").count() == 0
+    answer = other.goto(f"{hub.base}/app/commissioning")
+    assert answer.status == 403 and "Not available to your role" in other.inner_text("main")
+    assert other.context.request.get(f"{hub.base}/app/commissioning/summary.csv").status == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hub.interactions.operations import (
     budget_position,
+    cohort_report,
     cost_of_care,
     evaluate_cohort,
     everything,
@@ -24,6 +25,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     export.OPERATION,
     evaluate_cohort.OPERATION,
     linked_dataset.OPERATION,
+    cohort_report.OPERATION,
     terminology.LOOKUP,
     terminology.VALIDATE_CODE,
     terminology.EXPAND,

@@ -13,30 +13,28 @@ Who and why:
   cohort, rows, columns, suppressed values, the CSV's SHA-256) and the request's AuditEvent,
   which names every person in the file, so each can learn their data left and for whom.
 
-Read scopes needed: Group, Patient, CarePlan, Goal and Task (403 otherwise, never a narrower
-dataset passed off as whole)."""
+Read scopes needed: Group, Patient, CarePlan, Goal, Task, Encounter (review meetings) and
+Observation (outcome measures) (403 otherwise, never a narrower dataset passed off as whole);
+spend comes from the spend lines only with ChargeItem read (else the column is empty)."""
 from __future__ import annotations
 
 import base64
 import hashlib
 from datetime import UTC, date, datetime
 
-from hub.datasets import linked
-from hub.fhir import jsontext
+from hub.datasets import linked, records, summary
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.interactions.context import Context, FhirRequest, Outcome
 from hub.interactions.operations.operation import Operation, first, parameters
 from hub.store import datasets
-from hub.store.resources import Version, read
 
 DIRECT_CARE = "TREAT"
-_READS = ("Group", "Patient", "CarePlan", "Goal", "Task")
 
 
 async def run(ctx: Context, request: FhirRequest, res_type: str | None, res_id: str | None) -> Outcome:
     assert res_id is not None
-    for name in _READS:
+    for name in records.READS:
         ctx.access.require(name, "r")
     principal = ctx.principal
     if principal is None:
@@ -51,31 +49,18 @@ async def run(ctx: Context, request: FhirRequest, res_type: str | None, res_id: 
         raise FhirError("required", "say why the dataset is needed: the parameter 'purpose'", status=400)
     today = datetime.now(UTC).date()
     async with ctx.writing() as conn:
-        stored = await read(conn, "Group", res_id, access=ctx.access)
-        group = jsontext.loads(stored.content)
-        members = _members(group)
-        people = {pid: linked.Person(pid, member=member) for pid, member in members.items()}
-        disclosed: list[Version] = [stored]
-        async for pid, rid, version, content in datasets.visible_rows(conn, "Patient", ctx.access, people):
-            people[pid].patient = jsontext.loads(content)
-            disclosed.append(Version("Patient", rid, version, stored.last_updated, None, patient_id=pid))
-        people = {pid: p for pid, p in people.items() if p.patient is not None}  # consent: not theirs to see
-        for res, attribute in (("CarePlan", "plans"), ("Goal", "goals"), ("Task", "offers"), ("ChargeItem", "lines")):
-            async for pid, _rid, _version, content in datasets.visible_rows(conn, res, ctx.access, people):
-                resource = jsontext.loads(content)
-                if res == "Task" and not _offer_of(resource, res_id):
-                    continue
-                getattr(people[pid], attribute).append(resource)
+        found = await records.members(conn, res_id, ctx.access)
         key = await datasets.recipient_key(conn, principal.client_id)
         minimum = ctx.settings.dataset_min_count
-        dataset = linked.build(list(people.values()), key, minimum, today)
-        report = linked.summary(f"Group/{res_id}", dataset.rows, minimum, today)
+        dataset = linked.build(list(found.people.values()), key, minimum, today)
+        report = summary.report(f"Group/{res_id}", dataset.rows, minimum, today)
         release = await datasets.record_release(
             conn, recipient=principal.client_id, organisation=principal.organisation,
             partner_class=principal.partner_class, purpose_of_use=principal.purpose_of_use, purpose=purpose[:500],
             cohort=f"Group/{res_id}", people=len(dataset.rows), columns=linked.COLUMNS,
             suppressed=dataset.suppressed, sha256=hashlib.sha256(dataset.csv.encode()).hexdigest(),
             created=datetime.now(UTC))
+    disclosed = found.disclosed
     ctx.touched += disclosed
     body = {"resourceType": "Parameters", "parameter": [
         {"name": "release", "valueIdentifier": {"system": f"{CANONICAL_BASE}/Id/dataset-release", "value": release}},
@@ -84,22 +69,6 @@ async def run(ctx: Context, request: FhirRequest, res_type: str | None, res_id: 
         {"name": "summary", "resource": report},
     ]}
     return Outcome(200, body=body, headers={"Cache-Control": "no-store"})
-
-
-def _members(group: dict) -> dict[str, dict]:
-    """Every member entry by patient (the latest entry of each person: their current or last
-    spell in the cohort)."""
-    found: dict[str, dict] = {}
-    for member in group.get("member") or []:
-        ref = (member.get("entity") or {}).get("reference") or ""
-        if ref.startswith("Patient/"):
-            found[ref[len("Patient/"):].split("/")[0]] = member
-    return found
-
-
-def _offer_of(task: dict, group_id: str) -> bool:
-    codes = {c.get("code") for c in (task.get("code") or {}).get("coding") or ()}
-    return linked.OFFER_CODE in codes and (task.get("focus") or {}).get("reference") == f"Group/{group_id}"
 
 
 def _attachment(text: str, title: str, today: date) -> dict:
