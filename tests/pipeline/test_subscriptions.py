@@ -291,7 +291,7 @@ def test_capability_statement_lists_the_topics_and_operations(fhir):
               if e["url"] == BACKPORT + "capabilitystatement-subscriptiontopic-canonical"}
     assert {TOPIC + t for t in ("plan-changed", "plan-agreed", "budget-statement-changed", "encounter-admission",
                                 "encounter-discharge", "encounter-transfer", "mod-handover-received",
-                                "patient-merged")} == topics
+                                "patient-merged", "handover-overdue", "review-due", "review-overdue")} == topics
     assert {"status", "events"} <= {op["name"] for op in entry["operation"]}
     assert "history-type" not in {i["code"] for i in entry["interaction"]}
 
@@ -307,34 +307,43 @@ def test_consent_at_delivery_charity_told_only_what_the_person_shared(api, token
     sub = post(charity, subscription("plan-changed", receiver.url, payload="full-resource"))
     run_notifier()
     wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
-    post(fhir, ipc_plan(private.patient, "Not shared with the charity"))
+    private_plan = post(fhir, ipc_plan(private.patient, "Not shared with the charity"))
     shared_plan = post(fhir, ipc_plan(shared.patient, "Shared with the charity"))
-    wait_for(lambda: receiver.of_type("event-notification"), 30, "the shared plan's notification")
-    # Both changes were numbered; only the shared one was told.
-    wait_for(lambda: status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
-             ["events-since-subscription-start"] == "2", 30, "both events numbered")
-    wait_for(lambda: _settled(charity, sub["id"]), 30, "both events settled")
-    told = [e for b in receiver.of_type("event-notification") for e in b["entry"][1:]]
-    assert [e["resource"]["id"] for e in told] == [shared_plan["id"]]
+    r = fhir.put(f"/CarePlan/{private_plan['id']}", content=dumps(dict(private_plan, description="Not shared, v2")),
+                 headers=JSON)
+    assert r.status_code == 200, r.text
+    shared_plan = fhir.put(f"/CarePlan/{shared_plan['id']}", content=dumps(dict(shared_plan, description="Shared, v2")),
+                           headers=JSON).json()
+    # Four events matched; the two the charity may not read were withheld without a number, so
+    # the two it was told are numbered 1 and 2: no gap says that something was hidden from it.
+    wait_for(lambda: _settled(sub["id"], 4), 30, "all four events judged and settled")
+    status = status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
+    assert status["events-since-subscription-start"] == "2"
+    told = [(e["event-number"], b["entry"][1 + i]["resource"]["description"])
+            for b in receiver.of_type("event-notification") for i, e in enumerate(status_of(b)["events"])]
+    assert told == [("1", "Shared with the charity"), ("2", "Shared, v2")]
     assert all("Not shared" not in json.dumps(b) for b in receiver.taken)
+    events = charity.get(f"/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": "1"}).json()
+    assert [e["event-number"] for e in status_of(events)["events"]] == ["1", "2"]
 
     # The person withdraws consent: the next change of the shared plan is not sent, at once.
     give_consent(recorder, shared, [permit("lead-charity", ["demographics"], shared.charity)])
     changed = dict(shared_plan, description="Changed after consent was withdrawn")
     assert fhir.put(f"/CarePlan/{shared_plan['id']}", content=dumps(changed), headers=JSON).status_code == 200
-    wait_for(lambda: status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
-             ["events-since-subscription-start"] == "3", 30, "the third event numbered")
-    wait_for(lambda: _settled(charity, sub["id"]), 30, "the third event settled")
+    wait_for(lambda: _settled(sub["id"], 5), 30, "the fifth event judged")
+    assert status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())["events-since-subscription-start"] \
+        == "2"
     assert all("withdrawn" not in json.dumps(b) for b in receiver.taken)
     # $events, asked now, shows none of the plans: the charity may read neither at this moment.
     events = charity.get(f"/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": "1"}).json()
     assert status_of(events)["events"] == [] and len(events["entry"]) == 1
 
 
-def _settled(fhir: httpx.Client, sub_id: str) -> bool:
-    """Every numbered event has been sent or withheld."""
-    return count(_DB[0], "SELECT count(*) FROM subscription WHERE id = %s "
-                 "AND delivered_through = events_since_start", sub_id) == 1
+def _settled(sub_id: str, matched: int) -> bool:
+    """`matched` events were queued, each was judged (numbered or withheld), and every numbered
+    one was delivered."""
+    return count(_DB[0], "SELECT count(*) FROM subscription WHERE id = %s AND matched = %s AND judged = matched "
+                 "AND delivered_through = events_since_start", sub_id, matched) == 1
 
 
 _DB: list[str] = []
