@@ -466,3 +466,83 @@ def test_delivery_over_https_with_mutual_tls_and_heartbeat(api, token_for, run_n
     assert receiver.of_type("handshake") and receiver.peers[0] == "ipc-hub-notifier"
     assert status_of(receiver.of_type("heartbeat")[0])["subscription"]["reference"].endswith(sub["id"])
     assert all(a == SECRET for a in receiver.auth)
+
+
+def test_fhirpy_subscribes_with_empty_payload_and_metrics_count_per_subscription(api, token_for, run_notifier,
+                                                                                  receivers, fhir):
+    """A real FHIR client library (fhirpy) creates the Subscription and asks `$status` and
+    `$events`; an `empty` notification names its event numbers and nothing else; the notifier's
+    /metrics (served as `ipc-hub worker notifier` serves it) counts per subscription."""
+    from fhirpy import SyncFHIRClient
+
+    from hub.bus.metrics import serve_health
+
+    receiver = receivers()
+    token = bearer(token_for(partner_class="nhs", organisation="RX1", client_id="sub-fhirpy"))["Authorization"]
+    library = SyncFHIRClient(f"{api.url}/fhir", authorization=token)
+    sub = library.resource("Subscription", **subscription("plan-changed", receiver.url, payload="empty"))
+    sub.save()
+    assert sub.id and sub["status"] == "requested"
+    run_notifier()
+    wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
+    person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Library"}]})
+    post(fhir, ipc_plan(person["id"], "told emptily"))
+    wait_for(lambda: receiver.of_type("event-notification"), 30, "the empty notification")
+    bundle = receiver.of_type("event-notification")[0]
+    assert len(bundle["entry"]) == 1   # the status alone: no focus, no resource
+    assert status_of(bundle)["events"][0]["event-number"] == "1" and "focus" not in status_of(bundle)["events"][0]
+    status = library.execute(f"Subscription/{sub.id}/$status", method="get")
+    assert status_of(status)["events-since-subscription-start"] == "1"
+    events = library.execute(f"Subscription/{sub.id}/$events", method="get", params={"eventsSinceNumber": "1"})
+    assert [e["event-number"] for e in status_of(events)["events"]] == ["1"]
+
+    server = serve_health("127.0.0.1", 0, lambda: True, lambda: True)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=10).text
+    finally:
+        server.shutdown()
+    assert f'ipc_subscription_events_delivered_total{{subscription="{sub.id}"}} 1.0' in text
+    assert f'ipc_subscription_lag{{subscription="{sub.id}"}} 0.0' in text
+
+
+def test_back_off_doubles_and_error_comes_only_after_a_day_of_failures(clean_db):
+    """The retry schedule on the real delivery state: each failure doubles the wait (from
+    HUB_SUBSCRIPTION_RETRY_FIRST_S), and the subscription goes to `error` only once its endpoint
+    has failed for longer than HUB_SUBSCRIPTION_GIVE_UP_S, which by default is over 24 hours."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.store import subscriptions as state
+
+    give_up = Settings(database_url=clean_db).subscription_give_up_s
+    assert give_up >= 24 * 3600
+
+    async def schedule() -> None:
+        async with await AsyncConnection.connect(clean_db, autocommit=True) as conn:
+            owner = state.Owner("sub-backoff", "nhs", "RX1", "", ("system/Subscription.cruds",))
+            await state.save(conn, "backoff-1", owner, topic=TOPIC + "plan-changed", filters=[],
+                             endpoint="https://receiver.example.org/notify", headers=[], payload="id-only",
+                             heartbeat_s=None, max_count=20, status="active")
+
+            async def fail() -> str:
+                return await state.failed(conn, "backoff-1", "the endpoint answered HTTP 503", first_delay_s=5.0,
+                                          max_delay_s=3600.0, give_up_s=give_up)
+
+            waits = []
+            for _ in range(6):
+                assert await fail() == "active"
+                cur = await conn.execute("SELECT extract(epoch FROM next_attempt_at - now()) FROM subscription "
+                                         "WHERE id = 'backoff-1'")
+                waits.append(round(float((await cur.fetchone())[0])))
+            assert waits == [5, 10, 20, 40, 80, 160]
+            await conn.execute("UPDATE subscription SET first_failure_at = now() - interval '24 hours' "
+                               "WHERE id = 'backoff-1'")
+            assert await fail() == "active"   # a day of failures is not yet enough
+            await conn.execute("UPDATE subscription SET first_failure_at = now() - make_interval(secs => %s + 60) "
+                               "WHERE id = 'backoff-1'", (give_up,))
+            assert await fail() == "error"
+            row = await state.get(conn, "backoff-1")
+            assert row is not None and row.status == "error" and "HTTP 503" in (row.error or "")
+
+    asyncio.run(schedule())
