@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 _COLUMNS = ("id, client_id, partner_class, organisation, organisation_system, scopes, topic, filters, endpoint, "
             "headers, payload, heartbeat_s, max_count, status, error, paused, events_since_start, "
             "delivered_through, attempts, first_failure_at, next_attempt_at, last_sent_at, delivered_count, "
-            "withheld_count, retried_count, created_at, kind, matched, judged")
+            "withheld_count, retried_count, created_at, kind, matched, judged, timeout_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,7 @@ class Row:
     kind: str  # topic (R5 Backport) or criteria (classic R4)
     matched: int  # events queued for it (the last `seq`)
     judged: int   # queued events judged: numbered (the subscriber may read them) or withheld
+    timeout_s: int | None  # its own backport-timeout; None: the hub-wide one
 
     @property
     def owner(self) -> Owner:
@@ -81,21 +82,21 @@ class EventRow:
 
 async def save(conn: AsyncConnection, res_id: str, owner: Owner, *, topic: str, filters: list[tuple[str, str]],
                endpoint: str, headers: list[str], payload: str, heartbeat_s: int | None, max_count: int,
-               status: str, kind: str = "topic") -> None:
+               status: str, kind: str = "topic", timeout_s: int | None = None) -> None:
     """Create or replace what a Subscription asks for. A rewrite keeps its event numbering and
     delivery position; a rewrite asking `requested` is handshaken again."""
     await conn.execute(
         "INSERT INTO subscription (id, client_id, partner_class, organisation, organisation_system, scopes, topic, "
-        "filters, endpoint, headers, payload, heartbeat_s, max_count, status, kind) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "filters, endpoint, headers, payload, heartbeat_s, max_count, status, kind, timeout_s) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (id) DO UPDATE SET topic = EXCLUDED.topic, filters = EXCLUDED.filters, "
         "endpoint = EXCLUDED.endpoint, headers = EXCLUDED.headers, payload = EXCLUDED.payload, "
         "heartbeat_s = EXCLUDED.heartbeat_s, max_count = EXCLUDED.max_count, status = EXCLUDED.status, "
-        "kind = EXCLUDED.kind, "
+        "kind = EXCLUDED.kind, timeout_s = EXCLUDED.timeout_s, "
         "error = NULL, attempts = 0, first_failure_at = NULL, next_attempt_at = now()",
         (res_id, owner.client_id, owner.partner_class, owner.organisation, owner.organisation_system,
          list(owner.scopes), topic, Jsonb([list(f) for f in filters]), endpoint, headers, payload, heartbeat_s,
-         max_count, status, kind))
+         max_count, status, kind, timeout_s))
 
 
 async def remove(conn: AsyncConnection, res_id: str) -> None:
@@ -164,30 +165,30 @@ async def unjudged(conn: AsyncConnection, sub_id: str, limit: int) -> tuple[int,
     return last, [(r[0], EventRow(*r[1:])) for r in await cur.fetchall()]
 
 
-async def judged_events(conn: AsyncConnection, sub_id: str, verdicts: list[tuple[int, bool]]) -> tuple[int, int]:
+async def judged_events(conn: AsyncConnection, sub_id: str, verdicts: list[tuple[int, bool]]) -> list[int | None]:
     """Record the verdicts (seq, may be told) on queued events, in order: each told one takes the
-    subscription's next event number, a withheld one none. Returns (numbered, withheld)."""
+    subscription's next event number, a withheld one none. Returns each event's number (None
+    for a withheld one), in the verdicts' order."""
     if not verdicts:
-        return 0, 0
+        return []
     cur = await conn.execute("SELECT events_since_start FROM subscription WHERE id = %s", (sub_id,))
     found = await cur.fetchone()
     if found is None:
-        return 0, 0
-    number, told, withheld = found[0], 0, 0
-    for seq, shown in verdicts:
+        return [None] * len(verdicts)
+    number, numbers = found[0], []
+    for _, shown in verdicts:
         if shown:
             number += 1
-            told += 1
-            await conn.execute("UPDATE subscription_event SET event_number = %s WHERE subscription_id = %s "
-                               "AND seq = %s", (number, sub_id, seq))
-        else:
-            withheld += 1
-            await conn.execute("UPDATE subscription_event SET withheld = true WHERE subscription_id = %s "
-                               "AND seq = %s", (sub_id, seq))
+        numbers.append(number if shown else None)
+    withheld = sum(1 for n in numbers if n is None)
+    await conn.execute(
+        "UPDATE subscription_event e SET event_number = v.number, withheld = v.number IS NULL "
+        "FROM unnest(%s::bigint[], %s::bigint[]) AS v(seq, number) WHERE e.subscription_id = %s AND e.seq = v.seq",
+        ([seq for seq, _ in verdicts], numbers, sub_id))
     await conn.execute("UPDATE subscription SET events_since_start = %s, judged = greatest(judged, %s), "
                        "withheld_count = withheld_count + %s WHERE id = %s",
                        (number, verdicts[-1][0], withheld, sub_id))
-    return told, withheld
+    return numbers
 
 
 async def due(conn: AsyncConnection, heartbeat_due: bool = True) -> list[Row]:

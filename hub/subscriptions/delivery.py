@@ -61,6 +61,10 @@ WITHHELD = Counter("ipc_subscription_events_withheld",
 RETRIED = Counter("ipc_subscription_retries", "Notifications that failed and will be tried again", ["subscription"])
 FAILED = Counter("ipc_subscription_errors", "Subscriptions put in error after their endpoint kept failing",
                  ["subscription"])
+# The longest a subscription's own backport-timeout may make the hub wait for its endpoint (the
+# wait holds only that subscription's own task, never another's).
+MAX_TIMEOUT_S = 300
+
 LAG = Gauge("ipc_subscription_lag", "Events numbered for a subscription and not yet settled", ["subscription"])
 
 
@@ -207,27 +211,30 @@ class Sender:
             await self._post(conn, http, row, body, row.delivered_through, 0, 0)
 
     async def _events(self, conn: AsyncConnection, http: httpx.AsyncClient, row: state.Row) -> None:
-        """Number what may be told of the queued events (judged now, with the subscriber's
-        access), then send the numbered ones not yet delivered, judged again (consent may have
-        changed while an endpoint was failing)."""
+        """Send the numbered events not yet delivered (a retry: judged again, since consent may
+        have changed while the endpoint was failing); when there are none, number what may be
+        told of the queued events (judged now, with the subscriber's access) and send those."""
         registered = await clients.get_client(conn, row.client_id)
         if registered is not None and not registered.active:
             await self._stop(conn, row, "the subscribing client's registration was revoked")
             return
         access = subscriber_access(row.owner, self.settings.consent_defaults)
         numbered = row.events_since_start
-        room = row.max_count - (numbered - row.delivered_through)
-        if room > 0 and row.judged < row.matched:
-            told, withheld = await judge(conn, row.id, access, room)
-            numbered += told
-            WITHHELD.labels(row.id).inc(withheld)
-        pending = await state.events(conn, row.id, row.delivered_through, None, row.max_count)
-        if not pending:
+        if row.delivered_through < row.events_since_start:
+            pending = await state.events(conn, row.id, row.delivered_through, None, row.max_count)
+            events, _ = await as_seen_by(conn, pending, access, row.payload)
+            withheld = sum(1 for e in events if not e.shown)
+        else:
+            events, _, judged_out = await judge(conn, row.id, access, row.max_count, row.payload)
+            WITHHELD.labels(row.id).inc(judged_out)
+            withheld = 0
+            if not events:
+                return  # every queued event withheld: nothing to send, and no number taken
+            numbered = events[-1].number
+        if not events:
             return
-        last = pending[-1].number
-        events, _ = await as_seen_by(conn, pending, access, row.payload)
+        last = max(e.number for e in events)
         shown = sum(1 for e in events if e.shown)
-        withheld = len(events) - shown
         if not shown:  # numbered, then hidden by a change of consent before it could be sent
             await state.delivered(conn, row.id, last, 0, withheld)
             WITHHELD.labels(row.id).inc(withheld)
@@ -244,7 +251,7 @@ class Sender:
             await _set_resource_status(conn, row.id, "active", None)
         access = subscriber_access(row.owner, self.settings.consent_defaults)
         if row.delivered_through >= row.events_since_start and row.judged < row.matched:
-            _, withheld = await judge(conn, row.id, access, 1)
+            _, _, withheld = await judge(conn, row.id, access, 1)
             WITHHELD.labels(row.id).inc(withheld)
         pending = await state.events(conn, row.id, row.delivered_through, None, 1)
         if not pending:
@@ -270,7 +277,9 @@ class Sender:
             name, _, value = line.partition(":")
             headers[name.strip()] = value.strip()
         try:
-            answer = await http.request(method, url or row.endpoint, content=body, headers=headers)
+            answer = await http.request(method, url or row.endpoint, content=body, headers=headers,
+                                        timeout=min(row.timeout_s, MAX_TIMEOUT_S) if row.timeout_s
+                                        else self.settings.subscription_timeout_s)
             reason = None if 200 <= answer.status_code < 300 else f"the endpoint answered HTTP {answer.status_code}"
         except httpx.HTTPError as exc:
             reason = f"the endpoint could not be reached ({type(exc).__name__})"

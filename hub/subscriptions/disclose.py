@@ -10,6 +10,8 @@ sees run without gaps over everything it was allowed to see, and a gap means a r
 hub/subscriptions/README.md)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from psycopg import AsyncConnection
 
 from hub.auth.principal import grants
@@ -52,14 +54,19 @@ async def as_seen_by(conn: AsyncConnection, rows: list[EventRow], access: Access
     return events, disclosed
 
 
-async def judge(conn: AsyncConnection, sub_id: str, access: Access, limit: int) -> tuple[int, int]:
+async def judge(conn: AsyncConnection, sub_id: str, access: Access, limit: int,
+                payload: str = "empty") -> tuple[list[Event], list[Version], int]:
     """Judge up to `limit` of the subscription's queued events, in match order, with the
     subscriber's `access` now: each it may read takes the next event number, each it may not is
     withheld without one. One transaction, the subscription row locked, so two notifiers (or a
-    notifier and `$events`) never number one event twice. Returns (numbered, withheld)."""
+    notifier and `$events`) never number one event twice. Returns the numbered events as the
+    subscriber may see them (with `payload`'s content), the versions disclosed, and how many
+    were withheld."""
     async with conn.transaction():
         _, queued = await state.unjudged(conn, sub_id, limit)
         if not queued:
-            return 0, 0
-        seen, _ = await as_seen_by(conn, [row for _, row in queued], access, "empty")
-        return await state.judged_events(conn, sub_id, [(seq, event.shown) for (seq, _), event in zip(queued, seen)])
+            return [], [], 0
+        seen, disclosed = await as_seen_by(conn, [row for _, row in queued], access, payload)
+        numbers = await state.judged_events(conn, sub_id, [(seq, event.shown) for (seq, _), event in zip(queued, seen)])
+    told = [replace(event, number=number) for event, number in zip(seen, numbers) if number is not None]
+    return told, disclosed, len(seen) - len(told)

@@ -546,3 +546,28 @@ def test_back_off_doubles_and_error_comes_only_after_a_day_of_failures(clean_db)
             assert row is not None and row.status == "error" and "HTTP 503" in (row.error or "")
 
     asyncio.run(schedule())
+
+
+def test_a_subscriptions_own_timeout_fails_a_slow_attempt_and_it_is_retried(api, token_for, run_notifier,
+                                                                             receivers, fhir, clean_db):
+    """`backport-timeout` on the channel: the hub waits that long for this endpoint (here 1 s,
+    against a hub-wide 120 s), counts the attempt failed and retries it; once the endpoint
+    answers, the event arrives, numbered as before."""
+    receiver = receivers()
+    receiver.hold = lambda bundle: bundle.get("resourceType") == "Bundle" and \
+        status_of(bundle)["type"] == "event-notification" and not receiver.released.is_set()
+    nhs = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-timeout")
+    body = subscription("plan-changed", receiver.url, payload="id-only")
+    body["channel"]["extension"] = [{"url": BACKPORT + "backport-timeout", "valueUnsignedInt": 1}]
+    sub = post(nhs, body)
+    run_notifier(subscription_timeout_s=120.0)
+    wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
+    person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Timeout"}]})
+    post(fhir, ipc_plan(person["id"], "told after a timeout"))
+    try:
+        wait_for(lambda: count(clean_db, "SELECT retried_count FROM subscription WHERE id = %s", sub["id"]) >= 1, 60,
+                 "the slow attempt counted failed by the subscription's own timeout")
+    finally:
+        receiver.released.set()
+    wait_for(lambda: receiver.of_type("event-notification"), 30, "the event after the endpoint answered")
+    assert [e["event-number"] for b in receiver.of_type("event-notification") for e in status_of(b)["events"]][0] == "1"
