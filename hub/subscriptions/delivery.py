@@ -6,7 +6,8 @@ with the hub's own access, shown to each topic (hub.subscriptions.topics) with t
 before it, filtered (hub.subscriptions.matching), and queued for every subscription it matches,
 in one database transaction; the offsets are committed only after it, and a redelivered change
 event is never queued twice (the bus coordinates are kept with each). Events are queued in the
-order the group reads them: one resource's events in order (one key, one partition). The
+order the group reads them: one person's events in commit order (the relay keys change events by
+person: one key, one partition). The
 sender's loop also runs the deadline scheduler (hub.subscriptions.deadlines) every minute.
 
 Delivering (`Sender`): every subscription with something due gets its own task, so a slow or
