@@ -252,6 +252,12 @@ def test_a_client_sees_only_its_own_subscriptions(api, token_for, receivers, cle
     history = other.get("/_history", params={"_count": "100"}).json()
     assert all(e["resource"]["resourceType"] != "Subscription" for e in history.get("entry", []) if "resource" in e)
     assert mine.delete(f"/Subscription/{sub['id']}").status_code == 204
+    # Creating one needs the Subscription scope: a client granted only reads of plans may not.
+    reader = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-no-scope",
+                    scopes=["system/CarePlan.rs"])
+    refused = reader.post("/Subscription", content=dumps(subscription("plan-changed", receiver.url)), headers=JSON)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
 
 
 @pytest.mark.parametrize(("change", "element"), [
