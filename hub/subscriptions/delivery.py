@@ -178,7 +178,7 @@ class Sender:
                                                                 connect_timeout=5)
                     if time.monotonic() >= next_scan:
                         next_scan = time.monotonic() + deadlines.SCAN_EVERY_S
-                        await deadlines.raise_due(looking, datetime.now(UTC))
+                        await self._scan_deadlines(looking)
                     rows = await state.due(looking)
                     self.connected = True
                 except psycopg.OperationalError:
@@ -194,6 +194,17 @@ class Sender:
             await asyncio.gather(*inflight.values(), return_exceptions=True)
             if looking is not None:
                 await looking.close()
+
+    async def _scan_deadlines(self, conn: AsyncConnection) -> None:
+        """The deadline scheduler's pass. A fault in it (other than the database being away,
+        which the loop handles) is logged and tried again next minute: it must not stop the
+        delivery of everything else. Nothing is lost: an unraised deadline stays unraised."""
+        try:
+            await deadlines.raise_due(conn, datetime.now(UTC))
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.warning("notifier: the deadline scan failed (%s); trying again next minute", type(exc).__name__)
 
     async def _serve(self, http: httpx.AsyncClient, row: state.Row) -> None:
         LAG.labels(row.id).set(row.matched - row.judged + row.events_since_start - row.delivered_through)
