@@ -92,7 +92,7 @@ async def keep(conn: AsyncConnection, ctx: Context, res_id: str, resource: dict[
         headers = row.headers if row else []
     await state.save(conn, res_id, _owner(ctx), topic=spec.watched, filters=spec.filters, endpoint=spec.endpoint,
                      headers=headers, payload=spec.payload, heartbeat_s=spec.heartbeat_s, max_count=spec.max_count,
-                     status=resource["status"], kind=spec.kind)
+                     status=resource["status"], kind=spec.kind, timeout_s=spec.timeout_s)
 
 
 def sent_headers(resource: dict[str, Any]) -> list[str] | None:

@@ -104,7 +104,11 @@ class Relay:
                 for e in events:
                     value = orjson.dumps({"resourceType": e.res_type, "id": e.res_id, "versionId": str(e.version),
                                           "method": e.method})
-                    publisher.send(self.topic, f"{e.res_type}/{e.res_id}".encode(), value, e.headers())
+                    # Keyed by person (DESIGN: one person's events stay in order, one partition),
+                    # so the notifier tells a subscriber of one person's changes in commit order;
+                    # a resource outside every record is keyed by itself.
+                    key = f"Patient/{e.patient_id}" if e.patient_id else f"{e.res_type}/{e.res_id}"
+                    publisher.send(self.topic, key.encode(), value, e.headers())
                 publisher.flush()
                 outbox.remove(conn, [e.seq for e in events])
                 metrics.PUBLISHED_EVENTS.inc(len(events))

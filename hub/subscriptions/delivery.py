@@ -3,15 +3,18 @@
 Matching (`Matcher`, a handler on hub.bus's worker loop, consumer group `<prefix>.notifier` on
 record.events, so it scales across machines like the other workers): each change event is read
 with the hub's own access, shown to each topic (hub.subscriptions.topics) with the version
-before it, filtered, and given the next event number of every subscription it matches, in one
-database transaction; the offsets are committed only after it, and a redelivered change event is
-never numbered twice (the bus coordinates are kept with each number). Events are numbered in the
-order the group reads them: one resource's events in order (one key, one partition).
+before it, filtered (hub.subscriptions.matching), and queued for every subscription it matches,
+in one database transaction; the offsets are committed only after it, and a redelivered change
+event is never queued twice (the bus coordinates are kept with each). Events are queued in the
+order the group reads them: one person's events in commit order (the relay keys change events by
+person: one key, one partition). The
+sender's loop also runs the deadline scheduler (hub.subscriptions.deadlines) every minute.
 
 Delivering (`Sender`): every subscription with something due gets its own task, so a slow or
 dead endpoint holds up nobody else. A `requested` subscription is sent a handshake first (2xx
-makes it `active`); then its events in number order, at most `max-count` per notification,
-each focus read with the subscriber's access at that moment (hub.subscriptions.disclose);
+makes it `active`); then its queued events are judged with the subscriber's access at that
+moment (hub.subscriptions.disclose: what it may read takes the next event number, what it may
+not is withheld without one) and sent in number order, at most `max-count` per notification;
 a heartbeat when it has been quiet for its heartbeat period. A failed POST (no answer within
 the timeout, or not 2xx) is tried again after a back-off doubling from
 HUB_SUBSCRIPTION_RETRY_FIRST_S to HUB_SUBSCRIPTION_RETRY_MAX_S; an endpoint still failing after
@@ -34,21 +37,21 @@ import psycopg
 from prometheus_client import Counter, Gauge
 from psycopg import AsyncConnection
 
-from hub.auth.principal import grants
 from hub.bus.kafka import BusSettings
 from hub.bus.topics import Topics
 from hub.bus.worker import Message, Outcome, Transient, Worker
 from hub.config import Settings
-from hub.consent.defaults import parse_defaults
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.search.access import Access
 from hub.search.parse import parse_search
 from hub.store import clients, resources, searching
 from hub.store import subscriptions as state
-from hub.subscriptions.disclose import as_seen_by
+from hub.subscriptions import deadlines
+from hub.subscriptions.disclose import as_seen_by, judge, subscriber_access
+from hub.subscriptions.matching import queue_for
 from hub.subscriptions.notification import About, notification
-from hub.subscriptions.topics import BY_URL, Change, Topic, identifier_tokens, passes, references
+from hub.subscriptions.topics import BY_URL, Change, Topic
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ WITHHELD = Counter("ipc_subscription_events_withheld",
 RETRIED = Counter("ipc_subscription_retries", "Notifications that failed and will be tried again", ["subscription"])
 FAILED = Counter("ipc_subscription_errors", "Subscriptions put in error after their endpoint kept failing",
                  ["subscription"])
+# The longest a subscription's own backport-timeout may make the hub wait for its endpoint (the
+# wait holds only that subscription's own task, never another's).
+MAX_TIMEOUT_S = 300
+
 LAG = Gauge("ipc_subscription_lag", "Events numbered for a subscription and not yet settled", ["subscription"])
 
 
@@ -104,23 +111,16 @@ class Matcher:
             for row in classic.get(res_type, ()):
                 if published >= row.created_at and method in ("POST", "PUT") and \
                         await _meets(conn, row.topic, res_type, res_id):
-                    await state.number_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
-                                             patient, part)
+                    await state.queue_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
+                                            patient, part)
             candidates = by_type.get(res_type)
             if not candidates:
                 continue
-            change = Change(res_type, res_id, method, (headers.get("ipc-record-part") or b"").decode() or None,
-                            await _version(conn, res_type, res_id, number),
+            change = Change(res_type, res_id, method, part, await _version(conn, res_type, res_id, number),
                             await _version(conn, res_type, res_id, number - 1) if number > 1 else None)
-            for row, topic in candidates:
-                if published < row.created_at or not topic.matches(change):
-                    continue  # published before the subscription existed, or not this topic's
-                filters = [(f[0], f[1]) for f in row.filters]
-                identifiers = await _identifiers(conn, topic, filters, change.resource, res_id)
-                if not passes(topic, filters, change.resource, res_id, identifiers):
-                    continue
-                await state.number_event(conn, row.id, message.coordinates, res_type, res_id, number, method,
-                                         patient, change.part)
+            await queue_for(conn, [(row, topic) for row, topic in candidates if topic.matches(change)],
+                            occurred=published, source=message.coordinates, res_type=res_type, res_id=res_id,
+                            version=number, method=method, resource=change.resource, patient=patient, part=part)
 
 
 async def _version(conn: AsyncConnection, res_type: str, res_id: str, number: int) -> dict | None:
@@ -140,36 +140,6 @@ async def _meets(conn: AsyncConnection, criteria: str, res_type: str, res_id: st
     except FhirError:
         return False
     return bool(found.matches)
-
-
-async def _identifiers(conn: AsyncConnection, topic: Topic, filters: list[tuple[str, str]], resource: dict | None,
-                       res_id: str) -> dict[str, list[str]]:
-    """For `name:identifier` filters: the identifiers of each resource the focus refers to there."""
-    found: dict[str, list[str]] = {}
-    for name, _ in filters:
-        if not name.endswith(":identifier"):
-            continue
-        for ref in references(topic, name.removesuffix(":identifier"), resource, res_id):
-            if ref in found or ref.count("/") != 1:
-                continue
-            target_type, target_id = ref.split("/")
-            try:
-                target = await resources.read(conn, target_type, target_id, access=Access.system())
-            except FhirError:
-                found[ref] = []
-                continue
-            found[ref] = identifier_tokens(jsontext.loads(target.content))
-    return found
-
-
-def subscriber_access(owner: state.Owner, consent_defaults: str | None) -> Access:
-    """The subscribing client's access, built as the API builds it for the client's token."""
-    if owner.client_id == "system":
-        return Access.system()
-    return Access(partner_class=owner.partner_class, org_code=owner.organisation,
-                  org_system=owner.organisation_system or None,
-                  default_parts=parse_defaults(consent_defaults).get(owner.partner_class, ()),
-                  scopes=grants(frozenset(owner.scopes)))
 
 
 class Sender:
@@ -192,6 +162,7 @@ class Sender:
     async def _run(self, stop: threading.Event) -> None:
         inflight: dict[str, asyncio.Task] = {}
         looking: AsyncConnection | None = None  # the connection that looks for due work, kept open
+        next_scan = 0.0  # when to look next for deadlines passed (the time-based topics)
         async with httpx.AsyncClient(timeout=self.settings.subscription_timeout_s, follow_redirects=False,
                                      verify=tls_context(self.settings)) as http:
             while not stop.is_set():
@@ -205,6 +176,9 @@ class Sender:
                     if looking is None or looking.closed:
                         looking = await AsyncConnection.connect(self.database_url, autocommit=True,
                                                                 connect_timeout=5)
+                    if time.monotonic() >= next_scan:
+                        next_scan = time.monotonic() + deadlines.SCAN_EVERY_S
+                        await self._scan_deadlines(looking)
                     rows = await state.due(looking)
                     self.connected = True
                 except psycopg.OperationalError:
@@ -221,8 +195,19 @@ class Sender:
             if looking is not None:
                 await looking.close()
 
+    async def _scan_deadlines(self, conn: AsyncConnection) -> None:
+        """The deadline scheduler's pass. A fault in it (other than the database being away,
+        which the loop handles) is logged and tried again next minute: it must not stop the
+        delivery of everything else. Nothing is lost: an unraised deadline stays unraised."""
+        try:
+            await deadlines.raise_due(conn, datetime.now(UTC))
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.warning("notifier: the deadline scan failed (%s); trying again next minute", type(exc).__name__)
+
     async def _serve(self, http: httpx.AsyncClient, row: state.Row) -> None:
-        LAG.labels(row.id).set(row.events_since_start - row.delivered_through)
+        LAG.labels(row.id).set(row.matched - row.judged + row.events_since_start - row.delivered_through)
         async with await AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
             if row.kind == "criteria":
                 await self._classic(conn, http, row)
@@ -231,30 +216,42 @@ class Sender:
                 body = notification(self.base, _about(row, row.events_since_start), "handshake", [], "empty")
                 await self._post(conn, http, row, body, row.delivered_through, 0, 0, became="active")
                 return
-            if row.delivered_through < row.events_since_start:
+            if row.delivered_through < row.events_since_start or row.judged < row.matched:
                 await self._events(conn, http, row)
                 return
             body = notification(self.base, _about(row, row.events_since_start), "heartbeat", [], "empty")
             await self._post(conn, http, row, body, row.delivered_through, 0, 0)
 
     async def _events(self, conn: AsyncConnection, http: httpx.AsyncClient, row: state.Row) -> None:
-        pending = await state.events(conn, row.id, row.delivered_through, None, row.max_count)
-        if not pending:
-            return
-        last = pending[-1].number
+        """Send the numbered events not yet delivered (a retry: judged again, since consent may
+        have changed while the endpoint was failing); when there are none, number what may be
+        told of the queued events (judged now, with the subscriber's access) and send those."""
         registered = await clients.get_client(conn, row.client_id)
         if registered is not None and not registered.active:
             await self._stop(conn, row, "the subscribing client's registration was revoked")
             return
         access = subscriber_access(row.owner, self.settings.consent_defaults)
-        events, _ = await as_seen_by(conn, pending, access, row.payload)
+        numbered = row.events_since_start
+        if row.delivered_through < row.events_since_start:
+            pending = await state.events(conn, row.id, row.delivered_through, None, row.max_count)
+            events, _ = await as_seen_by(conn, pending, access, row.payload)
+            withheld = sum(1 for e in events if not e.shown)
+        else:
+            events, _, judged_out = await judge(conn, row.id, access, row.max_count, row.payload)
+            WITHHELD.labels(row.id).inc(judged_out)
+            withheld = 0
+            if not events:
+                return  # every queued event withheld: nothing to send, and no number taken
+            numbered = events[-1].number
+        if not events:
+            return
+        last = max(e.number for e in events)
         shown = sum(1 for e in events if e.shown)
-        withheld = len(events) - shown
-        if not shown:  # nothing this subscriber may read now: nothing is sent for these events
+        if not shown:  # numbered, then hidden by a change of consent before it could be sent
             await state.delivered(conn, row.id, last, 0, withheld)
             WITHHELD.labels(row.id).inc(withheld)
             return
-        body = notification(self.base, _about(row, last), "event-notification", events, row.payload)
+        body = notification(self.base, _about(row, max(numbered, last)), "event-notification", events, row.payload)
         await self._post(conn, http, row, body, last, shown, withheld)
 
     async def _classic(self, conn: AsyncConnection, http: httpx.AsyncClient, row: state.Row) -> None:
@@ -264,11 +261,14 @@ class Sender:
         if row.status == "requested":
             await state.delivered(conn, row.id, row.delivered_through, 0, 0, status="active")
             await _set_resource_status(conn, row.id, "active", None)
+        access = subscriber_access(row.owner, self.settings.consent_defaults)
+        if row.delivered_through >= row.events_since_start and row.judged < row.matched:
+            _, _, withheld = await judge(conn, row.id, access, 1)
+            WITHHELD.labels(row.id).inc(withheld)
         pending = await state.events(conn, row.id, row.delivered_through, None, 1)
         if not pending:
             return
         event = pending[0]
-        access = subscriber_access(row.owner, self.settings.consent_defaults)
         seen, _ = await as_seen_by(conn, pending, access, row.payload)
         if not seen[0].shown:
             await state.delivered(conn, row.id, event.number, 0, 1)
@@ -289,7 +289,9 @@ class Sender:
             name, _, value = line.partition(":")
             headers[name.strip()] = value.strip()
         try:
-            answer = await http.request(method, url or row.endpoint, content=body, headers=headers)
+            answer = await http.request(method, url or row.endpoint, content=body, headers=headers,
+                                        timeout=min(row.timeout_s, MAX_TIMEOUT_S) if row.timeout_s
+                                        else self.settings.subscription_timeout_s)
             reason = None if 200 <= answer.status_code < 300 else f"the endpoint answered HTTP {answer.status_code}"
         except httpx.HTTPError as exc:
             reason = f"the endpoint could not be reached ({type(exc).__name__})"

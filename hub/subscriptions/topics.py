@@ -1,6 +1,8 @@
 """The SubscriptionTopics the hub publishes, and whether a change to the record is an event of
 one. Pure: a topic looks at the change event (type, method, record part), the version written
-and, where a transition matters (admitted, discharged, merged), the version before it.
+and, where a transition matters (admitted, discharged, merged), the version before it. The
+time-based topics (a deadline passing: `handover-overdue`, `review-due`, `review-overdue`) are no
+write's events; hub.subscriptions.deadlines raises them.
 
 R4 has no SubscriptionTopic resource; the Subscriptions R5 Backport names topics by canonical URL
 (`Subscription.criteria`) and the server lists the ones it supports in its CapabilityStatement
@@ -106,6 +108,11 @@ def _handover_received(change: Change) -> bool:
         change.previous is None or not _is_handover(change.previous))
 
 
+def _never(change: Change) -> bool:
+    """A time-based topic: no write is one of its events (hub.subscriptions.deadlines raises them)."""
+    return False
+
+
 def _retired(resource: dict[str, Any] | None) -> bool:
     return resource is not None and any(link.get("type") == "replaced-by" for link in resource.get("link") or [])
 
@@ -140,6 +147,17 @@ TOPICS: tuple[Topic, ...] = (
     Topic("patient-merged", "Person merged", "Patient",
           "Two records of one person were merged (HL7 v2 A40): the focus is the retired Patient, "
           "`replaced-by` the survivor.", _merged),
+    Topic("handover-overdue", "MOD handover overdue", "Task",
+          "A service leaver's GP registration handover is still open when its due date "
+          "(Task.restriction.period.end) has passed (raised once, at midnight UK time after the due date); "
+          "filter by `owner` or `owner:identifier` as for mod-handover-received.", _never,
+          ("patient", "owner", "owner:identifier")),
+    Topic("review-due", "Plan review due", "CarePlan",
+          "An agreed care and support plan's next review date has arrived (raised once, at midnight UK time "
+          "on that date).", _never),
+    Topic("review-overdue", "Plan review overdue", "CarePlan",
+          "An agreed care and support plan's next review date has passed and no review has moved it (raised "
+          "once, at midnight UK time after that date).", _never),
 )
 
 BY_URL = {topic.url: topic for topic in TOPICS}

@@ -3,6 +3,7 @@ and ipc-record-part), so anything delivering record.events to partners can apply
 without fetching the resource."""
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -32,7 +33,13 @@ def test_record_events_carry_patient_and_part_headers(clean_db, hub_url, fhir, b
     finally:
         stop.set()
         thread.join(10)
-    headers = {r.key.decode(): r.headers for r in read_topic(bus, Topics(bus.topic_prefix).record_events)}
+    records = list(read_topic(bus, Topics(bus.topic_prefix).record_events))
+    headers = {"{resourceType}/{id}".format(**json.loads(r.value)): r.headers for r in records}
+    # Keyed by person, so one person's events keep their order (one partition); a resource outside
+    # every record by itself.
+    keys = {"{resourceType}/{id}".format(**json.loads(r.value)): r.key for r in records}
+    assert keys[f"Flag/{flag['id']}"] == keys[f"Patient/{patient['id']}"] == f"Patient/{patient['id']}".encode()
+    assert keys[f"Organization/{org['id']}"] == f"Organization/{org['id']}".encode()
     assert headers[f"Patient/{patient['id']}"] == {"ipc-patient": patient["id"].encode(),
                                                    "ipc-record-part": b"demographics"}
     assert headers[f"Flag/{flag['id']}"] == {"ipc-patient": patient["id"].encode(),

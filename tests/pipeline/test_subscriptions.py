@@ -252,6 +252,12 @@ def test_a_client_sees_only_its_own_subscriptions(api, token_for, receivers, cle
     history = other.get("/_history", params={"_count": "100"}).json()
     assert all(e["resource"]["resourceType"] != "Subscription" for e in history.get("entry", []) if "resource" in e)
     assert mine.delete(f"/Subscription/{sub['id']}").status_code == 204
+    # Creating one needs the Subscription scope: a client granted only reads of plans may not.
+    reader = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-no-scope",
+                    scopes=["system/CarePlan.rs"])
+    refused = reader.post("/Subscription", content=dumps(subscription("plan-changed", receiver.url)), headers=JSON)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
 
 
 @pytest.mark.parametrize(("change", "element"), [
@@ -291,7 +297,7 @@ def test_capability_statement_lists_the_topics_and_operations(fhir):
               if e["url"] == BACKPORT + "capabilitystatement-subscriptiontopic-canonical"}
     assert {TOPIC + t for t in ("plan-changed", "plan-agreed", "budget-statement-changed", "encounter-admission",
                                 "encounter-discharge", "encounter-transfer", "mod-handover-received",
-                                "patient-merged")} == topics
+                                "patient-merged", "handover-overdue", "review-due", "review-overdue")} == topics
     assert {"status", "events"} <= {op["name"] for op in entry["operation"]}
     assert "history-type" not in {i["code"] for i in entry["interaction"]}
 
@@ -307,34 +313,43 @@ def test_consent_at_delivery_charity_told_only_what_the_person_shared(api, token
     sub = post(charity, subscription("plan-changed", receiver.url, payload="full-resource"))
     run_notifier()
     wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
-    post(fhir, ipc_plan(private.patient, "Not shared with the charity"))
+    private_plan = post(fhir, ipc_plan(private.patient, "Not shared with the charity"))
     shared_plan = post(fhir, ipc_plan(shared.patient, "Shared with the charity"))
-    wait_for(lambda: receiver.of_type("event-notification"), 30, "the shared plan's notification")
-    # Both changes were numbered; only the shared one was told.
-    wait_for(lambda: status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
-             ["events-since-subscription-start"] == "2", 30, "both events numbered")
-    wait_for(lambda: _settled(charity, sub["id"]), 30, "both events settled")
-    told = [e for b in receiver.of_type("event-notification") for e in b["entry"][1:]]
-    assert [e["resource"]["id"] for e in told] == [shared_plan["id"]]
+    r = fhir.put(f"/CarePlan/{private_plan['id']}", content=dumps(dict(private_plan, description="Not shared, v2")),
+                 headers=JSON)
+    assert r.status_code == 200, r.text
+    shared_plan = fhir.put(f"/CarePlan/{shared_plan['id']}", content=dumps(dict(shared_plan, description="Shared, v2")),
+                           headers=JSON).json()
+    # Four events matched; the two the charity may not read were withheld without a number, so
+    # the two it was told are numbered 1 and 2: no gap says that something was hidden from it.
+    wait_for(lambda: _settled(sub["id"], 4), 30, "all four events judged and settled")
+    status = status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
+    assert status["events-since-subscription-start"] == "2"
+    told = [(e["event-number"], b["entry"][1 + i]["resource"]["description"])
+            for b in receiver.of_type("event-notification") for i, e in enumerate(status_of(b)["events"])]
+    assert told == [("1", "Shared with the charity"), ("2", "Shared, v2")]
     assert all("Not shared" not in json.dumps(b) for b in receiver.taken)
+    events = charity.get(f"/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": "1"}).json()
+    assert [e["event-number"] for e in status_of(events)["events"]] == ["1", "2"]
 
     # The person withdraws consent: the next change of the shared plan is not sent, at once.
     give_consent(recorder, shared, [permit("lead-charity", ["demographics"], shared.charity)])
     changed = dict(shared_plan, description="Changed after consent was withdrawn")
     assert fhir.put(f"/CarePlan/{shared_plan['id']}", content=dumps(changed), headers=JSON).status_code == 200
-    wait_for(lambda: status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())
-             ["events-since-subscription-start"] == "3", 30, "the third event numbered")
-    wait_for(lambda: _settled(charity, sub["id"]), 30, "the third event settled")
+    wait_for(lambda: _settled(sub["id"], 5), 30, "the fifth event judged")
+    assert status_of(charity.get(f"/Subscription/{sub['id']}/$status").json())["events-since-subscription-start"] \
+        == "2"
     assert all("withdrawn" not in json.dumps(b) for b in receiver.taken)
     # $events, asked now, shows none of the plans: the charity may read neither at this moment.
     events = charity.get(f"/Subscription/{sub['id']}/$events", params={"eventsSinceNumber": "1"}).json()
     assert status_of(events)["events"] == [] and len(events["entry"]) == 1
 
 
-def _settled(fhir: httpx.Client, sub_id: str) -> bool:
-    """Every numbered event has been sent or withheld."""
-    return count(_DB[0], "SELECT count(*) FROM subscription WHERE id = %s "
-                 "AND delivered_through = events_since_start", sub_id) == 1
+def _settled(sub_id: str, matched: int) -> bool:
+    """`matched` events were queued, each was judged (numbered or withheld), and every numbered
+    one was delivered."""
+    return count(_DB[0], "SELECT count(*) FROM subscription WHERE id = %s AND matched = %s AND judged = matched "
+                 "AND delivered_through = events_since_start", sub_id, matched) == 1
 
 
 _DB: list[str] = []
@@ -457,3 +472,108 @@ def test_delivery_over_https_with_mutual_tls_and_heartbeat(api, token_for, run_n
     assert receiver.of_type("handshake") and receiver.peers[0] == "ipc-hub-notifier"
     assert status_of(receiver.of_type("heartbeat")[0])["subscription"]["reference"].endswith(sub["id"])
     assert all(a == SECRET for a in receiver.auth)
+
+
+def test_fhirpy_subscribes_with_empty_payload_and_metrics_count_per_subscription(api, token_for, run_notifier,
+                                                                                  receivers, fhir):
+    """A real FHIR client library (fhirpy) creates the Subscription and asks `$status` and
+    `$events`; an `empty` notification names its event numbers and nothing else; the notifier's
+    /metrics (served as `ipc-hub worker notifier` serves it) counts per subscription."""
+    from fhirpy import SyncFHIRClient
+
+    from hub.bus.metrics import serve_health
+
+    receiver = receivers()
+    token = bearer(token_for(partner_class="nhs", organisation="RX1", client_id="sub-fhirpy"))["Authorization"]
+    library = SyncFHIRClient(f"{api.url}/fhir", authorization=token)
+    sub = library.resource("Subscription", **subscription("plan-changed", receiver.url, payload="empty"))
+    sub.save()
+    assert sub.id and sub["status"] == "requested"
+    run_notifier()
+    wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
+    person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Library"}]})
+    post(fhir, ipc_plan(person["id"], "told emptily"))
+    wait_for(lambda: receiver.of_type("event-notification"), 30, "the empty notification")
+    bundle = receiver.of_type("event-notification")[0]
+    assert len(bundle["entry"]) == 1   # the status alone: no focus, no resource
+    assert status_of(bundle)["events"][0]["event-number"] == "1" and "focus" not in status_of(bundle)["events"][0]
+    status = library.execute(f"Subscription/{sub.id}/$status", method="get")
+    assert status_of(status)["events-since-subscription-start"] == "1"
+    events = library.execute(f"Subscription/{sub.id}/$events", method="get", params={"eventsSinceNumber": "1"})
+    assert [e["event-number"] for e in status_of(events)["events"]] == ["1"]
+
+    server = serve_health("127.0.0.1", 0, lambda: True, lambda: True)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=10).text
+    finally:
+        server.shutdown()
+    assert f'ipc_subscription_events_delivered_total{{subscription="{sub.id}"}} 1.0' in text
+    assert f'ipc_subscription_lag{{subscription="{sub.id}"}} 0.0' in text
+
+
+def test_back_off_doubles_and_error_comes_only_after_a_day_of_failures(clean_db):
+    """The retry schedule on the real delivery state: each failure doubles the wait (from
+    HUB_SUBSCRIPTION_RETRY_FIRST_S), and the subscription goes to `error` only once its endpoint
+    has failed for longer than HUB_SUBSCRIPTION_GIVE_UP_S, which by default is over 24 hours."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.store import subscriptions as state
+
+    give_up = Settings(database_url=clean_db).subscription_give_up_s
+    assert give_up >= 24 * 3600
+
+    async def schedule() -> None:
+        async with await AsyncConnection.connect(clean_db, autocommit=True) as conn:
+            owner = state.Owner("sub-backoff", "nhs", "RX1", "", ("system/Subscription.cruds",))
+            await state.save(conn, "backoff-1", owner, topic=TOPIC + "plan-changed", filters=[],
+                             endpoint="https://receiver.example.org/notify", headers=[], payload="id-only",
+                             heartbeat_s=None, max_count=20, status="active")
+
+            async def fail() -> str:
+                return await state.failed(conn, "backoff-1", "the endpoint answered HTTP 503", first_delay_s=5.0,
+                                          max_delay_s=3600.0, give_up_s=give_up)
+
+            waits = []
+            for _ in range(6):
+                assert await fail() == "active"
+                cur = await conn.execute("SELECT extract(epoch FROM next_attempt_at - now()) FROM subscription "
+                                         "WHERE id = 'backoff-1'")
+                waits.append(round(float((await cur.fetchone())[0])))
+            assert waits == [5, 10, 20, 40, 80, 160]
+            await conn.execute("UPDATE subscription SET first_failure_at = now() - interval '24 hours' "
+                               "WHERE id = 'backoff-1'")
+            assert await fail() == "active"   # a day of failures is not yet enough
+            await conn.execute("UPDATE subscription SET first_failure_at = now() - make_interval(secs => %s + 60) "
+                               "WHERE id = 'backoff-1'", (give_up,))
+            assert await fail() == "error"
+            row = await state.get(conn, "backoff-1")
+            assert row is not None and row.status == "error" and "HTTP 503" in (row.error or "")
+
+    asyncio.run(schedule())
+
+
+def test_a_subscriptions_own_timeout_fails_a_slow_attempt_and_it_is_retried(api, token_for, run_notifier,
+                                                                             receivers, fhir, clean_db):
+    """`backport-timeout` on the channel: the hub waits that long for this endpoint (here 1 s,
+    against a hub-wide 120 s), counts the attempt failed and retries it; once the endpoint
+    answers, the event arrives, numbered as before."""
+    receiver = receivers()
+    receiver.hold = lambda bundle: bundle.get("resourceType") == "Bundle" and \
+        status_of(bundle)["type"] == "event-notification" and not receiver.released.is_set()
+    nhs = client(api, token_for, partner_class="nhs", organisation="RX1", client_id="sub-timeout")
+    body = subscription("plan-changed", receiver.url, payload="id-only")
+    body["channel"]["extension"] = [{"url": BACKPORT + "backport-timeout", "valueUnsignedInt": 1}]
+    sub = post(nhs, body)
+    run_notifier(subscription_timeout_s=120.0)
+    wait_for(lambda: receiver.of_type("handshake"), 30, "the handshake")
+    person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Timeout"}]})
+    post(fhir, ipc_plan(person["id"], "told after a timeout"))
+    try:
+        wait_for(lambda: count(clean_db, "SELECT retried_count FROM subscription WHERE id = %s", sub["id"]) >= 1, 60,
+                 "the slow attempt counted failed by the subscription's own timeout")
+    finally:
+        receiver.released.set()
+    wait_for(lambda: receiver.of_type("event-notification"), 30, "the event after the endpoint answered")
+    assert [e["event-number"] for b in receiver.of_type("event-notification") for e in status_of(b)["events"]][0] == "1"

@@ -119,7 +119,8 @@ def test_operator_pauses_resumes_and_resends(api, token_for, run_notifier, recei
 
     person = post(fhir, {"resourceType": "Patient", "name": [{"family": "Paused"}]})
     post(fhir, ipc_plan(person["id"], "while paused"))
-    wait_for(lambda: json.loads(cli("list", "--json"))[0]["events"] == 1, 30, "the event numbered while paused")
+    # Queued while paused; numbered only when judged for sending.
+    wait_for(lambda: json.loads(cli("list", "--json"))[0]["waiting"] == 1, 30, "the event queued while paused")
     assert receiver.of_type("event-notification") == []
     cli("resume", sub["id"])
     wait_for(lambda: receiver.of_type("event-notification"), 30, "the event after resume")
