@@ -60,7 +60,7 @@ _BY_PROFILE = {
         "ipc-positive-risk", "ipc-review-task", "ipc-review-request", "ipc-sign-off-task", "ipc-plan-action")},
 }
 _BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "care-team": CARE_TEAM,
-                     "record-sharing": CONSENT}
+                     "record-sharing": CONSENT, "proxy-delegation": CONSENT}
 _BY_FLAG = {"armed-forces-veteran": ARMED_FORCES, "service-leaver": ARMED_FORCES,
             "has-carer": CARERS, "is-carer": CARERS}
 _BY_TYPE = {

@@ -11,7 +11,7 @@ from hub.store.grants import revoke_families_of_user
 
 _COLUMNS = ("user_id, username, display_name, role, organisation, organisation_system, partner_class, "
             "practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject, status, "
-            "failed_attempts, locked_until, created_at, last_sign_in_at")
+            "failed_attempts, locked_until, created_at, last_sign_in_at, fhir_user, patient_id")
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,12 @@ class UserRecord:
     user_id: str
     username: str
     display_name: str
-    role: str  # coordinator, commissioner, clinician, operator
+    role: str  # coordinator, commissioner, clinician, operator; person, proxy (citizens)
     organisation: str
     organisation_system: str
     partner_class: str
-    practitioner_id: str
-    practitioner_role_id: str
+    practitioner_id: str | None  # staff only
+    practitioner_role_id: str | None
     password_hash: str | None = None
     totp_secret: str | None = None
     external_subject: str | None = None
@@ -33,24 +33,33 @@ class UserRecord:
     locked_until: datetime | None = None
     created_at: datetime | None = None
     last_sign_in_at: datetime | None = None
+    # Citizens (issue 18): the Patient or RelatedPerson they sign in as, and whose record opens.
+    fhir_user: str | None = None
+    patient_id: str | None = None
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
     @property
+    def is_citizen(self) -> bool:
+        return self.fhir_user is not None
+
+    @property
     def practitioner(self) -> str:
-        return f"Practitioner/{self.practitioner_id}"
+        """Who the account is in the record: the staff member's Practitioner, or for a citizen
+        their Patient or RelatedPerson (what tokens, audit and Provenance name)."""
+        return self.fhir_user if self.fhir_user else f"Practitioner/{self.practitioner_id}"
 
 
 async def insert_user(conn: AsyncConnection, user: UserRecord) -> None:
     await conn.execute(
         "INSERT INTO hub_user (user_id, username, display_name, role, organisation, organisation_system,"
-        " partner_class, practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " partner_class, practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject,"
+        " fhir_user, patient_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (user.user_id, user.username, user.display_name, user.role, user.organisation,
          user.organisation_system, user.partner_class, user.practitioner_id, user.practitioner_role_id,
-         user.password_hash, user.totp_secret, user.external_subject))
+         user.password_hash, user.totp_secret, user.external_subject, user.fhir_user, user.patient_id))
 
 
 async def _one(conn: AsyncConnection, where: str, value: str) -> UserRecord | None:
