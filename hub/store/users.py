@@ -2,7 +2,7 @@
 OpenID Connect provider, with what lockout needs (failed attempts, locked until)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from psycopg import AsyncConnection
@@ -148,3 +148,36 @@ async def unlock(conn: AsyncConnection, user_id: str) -> None:
     """A lock whose time has passed: the count starts again."""
     await conn.execute("UPDATE hub_user SET failed_attempts = 0, locked_until = NULL WHERE user_id = %s",
                        (user_id,))
+
+
+# --- people signing in themselves (issue 18) ------------------------------------------------------
+
+async def patients_with_nhs_number(conn: AsyncConnection, nhs_number: str, system: str) -> list[str]:
+    """The current Patients in the hub holding this NHS number (held-apart and inactive, that is
+    merged, records left out): at most a few, and the caller refuses anything but exactly one."""
+    cur = await conn.execute(
+        "SELECT DISTINCT r.res_id FROM idx_token t JOIN resource r ON r.res_type = t.res_type AND r.res_id = t.res_id"
+        " WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.system = %s AND t.code = %s"
+        " AND NOT r.deleted AND r.owner IS NULL AND coalesce(r.content->>'active', 'true') <> 'false'"
+        " ORDER BY r.res_id LIMIT 3", (system, nhs_number))
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def link_external_citizen(conn: AsyncConnection, user: UserRecord) -> UserRecord:
+    """The account of a person signing in through the people's provider: made at their first
+    sign-in, and linked again to the Patient their NHS number matches now (the provider's proofed
+    NHS number is what links them, not an earlier match)."""
+    async with conn.transaction():
+        cur = await conn.execute(f"SELECT {_COLUMNS} FROM hub_user WHERE external_subject = %s FOR UPDATE",
+                                 (user.external_subject,))
+        row = await cur.fetchone()
+        if row is None:
+            await insert_user(conn, user)
+            return user
+        found = UserRecord(*row)
+        if found.patient_id != user.patient_id or found.fhir_user != user.fhir_user:
+            await conn.execute("UPDATE hub_user SET patient_id = %s, fhir_user = %s WHERE user_id = %s",
+                               (user.patient_id, user.fhir_user, found.user_id))
+            await end_everything_of(conn, found.user_id)
+            found = replace(found, patient_id=user.patient_id, fhir_user=user.fhir_user)
+        return found
