@@ -71,7 +71,7 @@ def test_a_veteran_uses_his_own_record(hub, new_page):
     page = new_page()
     nhs_login(page, hub, f"P9-{VETERAN_NHS}")
     page.wait_for_selector("h1:has-text('Your plan')")
-    assert VETERAN_GOAL in page.inner_text("#goals")
+    assert VETERAN_GOAL in page.inner_text("main")
     check_page(page, "person-01-plan")
 
     card = page.locator(".nhsuk-card", has_text=VETERAN_GOAL)
