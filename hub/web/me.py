@@ -24,7 +24,7 @@ from hub.web import session as web
 from hub.web.access import Workspace, posted, signed_in
 from hub.web.errors import PageError
 from hub.web.pages import person_name, render
-from hub.web.signin import PERSON_APP, app_callback, app_sign_in
+from hub.web.signin import PERSON_APP, app_callback, app_sign_in, app_sign_out
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,17 +54,7 @@ async def callback(request: Request) -> Response:
 
 @router.post("/me/sign-out")
 async def sign_out(request: Request) -> Response:
-    current = await web.current_session(request, "person")
-    fields = await request.form()
-    if current is not None:
-        if not web.same(str(fields.get("csrf_token") or ""), current.csrf):
-            raise PageError(403, "This form has expired", "Go back, reload the page and try again.")
-        await web.end_session(request, web.PERSON_COOKIE)
-        await web.end_session(request, web.SIGNIN_COOKIE)
-    response = render("signed_out")
-    for cookie in (web.PERSON_COOKIE, web.SIGNIN_COOKIE, web.FLOW_COOKIE):
-        web.clear_cookie(request, response, cookie)
-    return response
+    return await app_sign_out(request, PERSON_APP)
 
 
 # --- reading the record ------------------------------------------------------------------------------

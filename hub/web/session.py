@@ -49,6 +49,11 @@ PERSON_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "launch/pati
 _COOKIES = {"sign-in": SIGNIN_COOKIE, "workspace": WORKSPACE_COOKIE, "person": PERSON_COOKIE}
 
 
+def cookie_of(kind: str) -> str:
+    """The cookie that carries a session of this kind (sign-in, workspace, person)."""
+    return _COOKIES[kind]
+
+
 def sealer(request: Request) -> Sealer:
     found = getattr(request.app.state, "web_sealer", None)
     if found is None:

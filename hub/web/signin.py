@@ -401,8 +401,14 @@ def _own_id_token(request: Request, token: str, nonce: str, client_id: str) -> d
 
 @router.post("/app/sign-out")
 async def sign_out(request: Request) -> Response:
-    current = await web.current_session(request, "workspace")
+    return await app_sign_out(request, WORKSPACE_APP)
+
+
+async def app_sign_out(request: Request, app: OwnApp) -> Response:
+    """End the app's session and the sign-in session, revoking the app's tokens."""
+    current = await web.current_session(request, app.kind)
     fields = await request.form()
+    cookie = web.cookie_of(app.kind)
     if current is not None:
         if not web.same(str(fields.get("csrf_token") or ""), current.csrf):
             raise PageError(403, "Sign-out form expired", web.csrf_refused().issues[0].diagnostics)
@@ -410,10 +416,10 @@ async def sign_out(request: Request) -> Response:
         for token, hint in ((refresh, "refresh_token"), (access, "access_token")):
             if token:
                 await oauth_post(request, "/auth/revoke", {"token": token, "token_type_hint": hint,
-                                                           "client_id": WORKSPACE_CLIENT})
-        await web.end_session(request, web.WORKSPACE_COOKIE)
+                                                           "client_id": app.client_id})
+        await web.end_session(request, cookie)
         await web.end_session(request, web.SIGNIN_COOKIE)
-    response = render("signed_out")
-    for cookie in (web.WORKSPACE_COOKIE, web.SIGNIN_COOKIE, web.FLOW_COOKIE):
-        web.clear_cookie(request, response, cookie)
+    response = render("signed_out", home=app.home)
+    for name in (cookie, web.SIGNIN_COOKIE, web.FLOW_COOKIE):
+        web.clear_cookie(request, response, name)
     return response
