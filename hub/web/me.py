@@ -242,7 +242,7 @@ async def sharing(request: Request) -> Response:
                 role = facts.code_of(actor.get("role")) or ""
                 ref = (actor.get("reference") or {}).get("reference", "")
                 choices.append({"index": index, "who": names.get(ref) or PARTNER_NAMES.get(role, role),
-                                "kind": PARTNER_NAMES.get(role, role), "shared": provision.get("type") == "permit",
+                                "kind": PARTNER_NAMES.get(role, role), "sharing": provision.get("type") == "permit",
                                 "parts": [PART_NAMES.get(c, c) for concept in provision.get("code") or []
                                           for c in [facts.code_of(concept, PART_SYSTEM)] if c]})
     return render("me_sharing", **_context(me, patient, "sharing", "Who can see your record", consent=consent,
