@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     oidc_user_claim: str = "sub"
     oidc_scopes: str = "openid profile email"
     oidc_display_name: str = "your organisation's sign-in"
+    # People signing in themselves (issue 18, docs/person.md): an external OpenID Connect provider
+    # set up as NHS login is (unset issuer: local citizen accounts only, linked to a Patient by a
+    # coordinator). The id_token must carry the identity proofing level claim at or above
+    # `person_oidc_min_proofing` (P0 < P5 < P9) and the NHS number claim, matched to exactly one
+    # Patient in the hub.
+    person_oidc_issuer: str | None = None
+    person_oidc_client_id: str | None = None
+    person_oidc_client_secret: str | None = None
+    person_oidc_scopes: str = "openid profile"
+    person_oidc_proofing_claim: str = "identity_proofing_level"
+    person_oidc_min_proofing: str = "P9"
+    person_oidc_nhs_number_claim: str = "nhs_number"
+    person_oidc_display_name: str = "NHS login"
+    # A parent's (or guardian's) proxy access to a child's record ends on the young person's
+    # birthday at this age, and passes to them (Mental Capacity Act 2005 s.2(5), Family Law
+    # Reform Act 1969 s.8: docs/person.md).
+    proxy_passes_at_age: int = 16
     # Per-client token bucket: sustained requests per second and burst size (0 rps: no limit).
     rate_limit_rps: float = 200.0
     rate_limit_burst: int = 400
@@ -228,7 +245,7 @@ class Settings(BaseSettings):
             if name == "database_url" and "@" in text:
                 scheme, _, rest = text.partition("://")
                 text = f"{scheme}://***@{rest.rpartition('@')[2]}"
-            if name == "oidc_client_secret" and text:
+            if name in ("oidc_client_secret", "person_oidc_client_secret") and text:
                 text = "***"
             shown[f"HUB_{name.upper()}"] = text
         return shown

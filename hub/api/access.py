@@ -49,25 +49,37 @@ def check_settings(settings: Settings) -> None:
 # token id → (its Principal, the consent settings, the Access made from them). The verifier hands
 # back the same Principal object for every request with one token, so a hit is one dict lookup
 # and two identity checks instead of building an Access (and its SQL) per request.
-_ACCESS: dict[str, tuple[Principal, tuple[str | None, str | None], Access]] = {}
+_ACCESS: dict[str, tuple[Principal, tuple[str | None, str | None, int], Access]] = {}
 _ACCESS_LIMIT = 4096
 
 
-def access_for(principal: Principal, consent_defaults: str | None, consent_recorders: str | None = None) -> Access:
+def access_for(principal: Principal, consent_defaults: str | None, consent_recorders: str | None = None,
+               proxy_passes_at_age: int = 16) -> Access:
     """A caller's access: what its scopes and its class's consent defaults allow, and whether it
-    may record consent (a staff role HUB_CONSENT_RECORDERS names, for its partner class)."""
-    settings = (consent_defaults, consent_recorders)
+    may record consent (a staff role HUB_CONSENT_RECORDERS names, for its partner class); for a
+    person's own app, their record (hub/search/access.py)."""
+    settings = (consent_defaults, consent_recorders, proxy_passes_at_age)
     known = _ACCESS.get(principal.token_id)
     if known is not None and known[0] is principal and known[1] == settings:
         return known[2]
-    found = _make_access(principal, consent_defaults, consent_recorders)
+    found = _make_access(principal, consent_defaults, consent_recorders, proxy_passes_at_age)
     if len(_ACCESS) >= _ACCESS_LIMIT:
         _ACCESS.clear()
     _ACCESS[principal.token_id] = (principal, settings, found)
     return found
 
 
-def _make_access(principal: Principal, consent_defaults: str | None, consent_recorders: str | None) -> Access:
+def _make_access(principal: Principal, consent_defaults: str | None, consent_recorders: str | None,
+                 proxy_passes_at_age: int) -> Access:
+    if principal.patient is not None:
+        # A person's own app: their record, not a partner's view of it (no defaults, no grants).
+        kind, _, user_id = (principal.user or "").partition("/")
+        return Access(
+            partner_class=principal.partner_class, org_code=principal.organisation,
+            org_system=principal.organisation_system or None, default_parts=(),
+            scopes=_scope_table(frozenset(principal.scopes)), client_id=principal.client_id,
+            user=principal.user, user_role=principal.user_role, patient=principal.patient,
+            proxy=user_id if kind == "RelatedPerson" else None, proxy_until_age=proxy_passes_at_age)
     return Access(
         partner_class=principal.partner_class,
         org_code=principal.organisation,
@@ -96,7 +108,8 @@ def of(request: Request) -> Access:
             raise FhirError("login", "this request carries no verified access token", status=401)
         found = Access.system()  # authorisation switched off: measuring what security costs
     else:
-        found = access_for(principal, settings.consent_defaults, settings.consent_recorders)
+        found = access_for(principal, settings.consent_defaults, settings.consent_recorders,
+                           settings.proxy_passes_at_age)
     state["access"] = found
     return found
 

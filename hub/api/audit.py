@@ -234,7 +234,8 @@ async def read_audit_event(event_id: str, request: Request) -> Response:
     _require(request, READ)
     access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
-        row = await audit_store.read(conn, event_id)
+        row = await audit_store.read(conn, event_id, only=audit_store.person_trail(access)
+                                     if access.patient is not None else None)
         if row is None:
             raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
         record = _from_row(row)
@@ -260,6 +261,11 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
                                           max_count=settings.max_page_size, strict=strict)
     access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
+        if access.patient is not None:
+            # A person's own app: the trail of their record alone, less what is withheld.
+            condition, params = audit_store.person_trail(access)
+            query.conditions.append(condition)
+            query.params += params
         named = set(query.named)
         if named and not access.trusted and await audit_store.visible_references(conn, access, named) != named:
             # A person or resource this reader may not see: only its own organisation's records.

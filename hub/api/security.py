@@ -31,8 +31,10 @@ OPEN_PREFIX = "/.well-known/"
 # a person's browser holds a session cookie instead, which the pages check themselves (and each
 # page reaches the record through the FHIR API with that person's access token, so it is
 # authorised and audited there).
-PAGE_PATHS = frozenset({"/auth/authorize", "/auth/oidc/start", "/auth/oidc/callback"})
-PAGE_PREFIXES = ("/app", "/static/")
+PAGE_PATHS = frozenset({"/auth/authorize", "/auth/oidc/start", "/auth/oidc/callback", "/auth/person/start",
+                        "/auth/person/callback", "/me"})
+# `/me/`: the person's own pages (issue 18); never a bare "/me" prefix, which /metrics also starts with.
+PAGE_PREFIXES = ("/app", "/static/", "/me/")
 
 
 def is_page(path: str) -> bool:
@@ -142,7 +144,7 @@ def _with_headers(send: Send, path: str, https: bool, state: dict) -> Send:
         extra = list(_COMMON)  # each page sets its own Content-Security-Policy (hub.web.pages)
     else:
         extra = list(_API_HEADERS) if path != "/docs" else _COMMON + [(b"content-security-policy", _DOCS_CSP)]
-    no_store = path.startswith("/fhir") or path.startswith("/auth/") or path.startswith("/app")
+    no_store = path.startswith(("/fhir", "/auth/", "/app", "/me/")) or path == "/me"
     if no_store:
         extra += _NO_STORE
     if https:

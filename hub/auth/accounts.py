@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from hub.auth.organisations import default_system, organisation_system
 from hub.auth.passwords import check_policy, hash_password, verify_password, verify_totp
 from hub.auth.principal import PARTNER_CLASSES
-from hub.auth.roles import ROLE_NAMES, ROLES
+from hub.auth.roles import PERSON, PROXY, ROLE_NAMES, ROLES
 from hub.auth.sealing import Sealer
 from hub.fhir.identifiers import CANONICAL_BASE, ODS_ORGANIZATION_CODE
 from hub.store import users as store
@@ -71,6 +71,38 @@ def new_account(*, username: str, display_name: str, role: str, partner_class: s
         totp_secret=seal_totp(sealer, totp_secret) if totp_secret else None,
         external_subject=external_subject)
     return NewAccount(user, None if practitioner_id else practitioner(user), practitioner_role(user))
+
+
+# Citizens belong to no partner organisation: each account is its own "organisation" in audit
+# and in `owner` (what they write that the hub cannot place is seen only by them).
+CITIZEN_SYSTEM = f"{CANONICAL_BASE}/Id/citizen-account"
+CITIZEN_CLASS = "person"
+
+
+def new_citizen_account(*, username: str, display_name: str, fhir_user: str, patient_id: str,
+                        password: str | None = None, external_subject: str | None = None) -> UserRecord:
+    """An account for the person (`fhir_user` their Patient) or someone acting for them (their
+    RelatedPerson): signs in to the person's own app with `patient/` scopes, to `patient_id`'s
+    record only."""
+    username = username.strip()
+    if not username or any(c.isspace() for c in username):
+        raise AccountError("a user name is one word, e.g. d.whitfield")
+    kind, _, ref_id = fhir_user.partition("/")
+    if kind not in ("Patient", "RelatedPerson") or not ref_id or "/" in ref_id:
+        raise AccountError("a citizen account is a Patient (the person) or a RelatedPerson (acting for them)")
+    if kind == "Patient" and ref_id != patient_id:
+        raise AccountError("the person's account opens their own record")
+    if password is None and external_subject is None:
+        raise AccountError("give a password (a local account) or an external subject")
+    if password is not None:
+        check_policy(password, username)
+    user_id = uuid.uuid4().hex
+    return UserRecord(
+        user_id=user_id, username=username, display_name=display_name.strip() or username,
+        role=PERSON if kind == "Patient" else PROXY, organisation=user_id, organisation_system=CITIZEN_SYSTEM,
+        partner_class=CITIZEN_CLASS, practitioner_id=None, practitioner_role_id=None,
+        password_hash=hash_password(password) if password is not None else None,
+        external_subject=external_subject, fhir_user=fhir_user, patient_id=patient_id)
 
 
 def practitioner(user: UserRecord) -> dict[str, Any]:

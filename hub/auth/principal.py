@@ -26,23 +26,24 @@ class ScopeError(ValueError):
 
 
 # Contexts the hub grants: `system/` to backend clients, `user/` to apps acting for a signed-in
-# person. `patient/` would need a patient picked at launch, which the hub does not offer.
-CONTEXTS = ("system", "user")
+# member of staff, `patient/` to apps acting for a person (or their proxy) signed in themselves,
+# limited to that person's record (the launch context `patient`; hub/search/access.py).
+CONTEXTS = ("system", "user", "patient")
 
 
 def parse_scope(scope: str) -> tuple[str, str]:
-    """(resource type or "*", interaction letters) for one `system/` or `user/` scope."""
+    """(resource type or "*", interaction letters) for one `system/`, `user/` or `patient/` scope."""
     return parse_scope_in_context(scope)[1:]
 
 
 def parse_scope_in_context(scope: str) -> tuple[str, str, str]:
-    """(context, resource type or "*", interaction letters) for one `system/` or `user/` scope."""
+    """(context, resource type or "*", interaction letters) for one SMART v2 resource scope."""
     match = _SCOPE.match(scope)
     if not match:
         raise ScopeError(f"not a SMART scope: {scope!r}")
     context, res_type, access = match.groups()
     if context not in CONTEXTS:
-        raise ScopeError(f"only system/ and user/ scopes are offered (no patient is chosen at launch): {scope!r}")
+        raise ScopeError(f"only system/, user/ and patient/ scopes are offered: {scope!r}")
     letters = _V1.get(access, access)
     if not letters or any(ch not in _ORDER for ch in letters) or \
             "".join(sorted(set(letters), key=_ORDER.index)) != letters:
@@ -54,7 +55,7 @@ def grants(scopes: frozenset[str] | set[str] | list[str]) -> dict[str, frozenset
     """Resource type (or "*") → interaction letters granted, merged over every scope."""
     merged: dict[str, set[str]] = {}
     for scope in scopes:
-        if "/" not in scope:  # launch, openid and the like carry no resource access
+        if "/" not in scope or scope.startswith("launch/"):  # launch context, openid: no resource access
             continue
         res_type, letters = parse_scope(scope)
         merged.setdefault(res_type, set()).update(letters)
@@ -78,6 +79,9 @@ class Principal:
     user: str | None = None
     user_name: str | None = None
     user_role: str | None = None
+    # A person's own app (SMART patient launch): the Patient whose record the token opens (the
+    # launch context `patient`); `user` is then that Patient, or the RelatedPerson acting for them.
+    patient: str | None = None
     # Filled from `scopes` in __post_init__; decisions use this, never the strings.
     _grants: dict[str, frozenset[str]] | None = None
 

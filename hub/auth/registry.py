@@ -12,8 +12,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from hub.auth.organisations import default_system, organisation_system
-from hub.auth.principal import PARTNER_CLASSES, ScopeError, parse_scope
-from hub.auth.scopes import IDENTITY_SCOPES
+from hub.auth.principal import PARTNER_CLASSES, ScopeError, parse_scope_in_context
+from hub.auth.scopes import IDENTITY_SCOPES, LAUNCH_PATIENT
 from hub.auth.secrets import hash_secret, new_secret
 from hub.store.clients import ClientRecord
 
@@ -43,7 +43,7 @@ def register(*, name: str, partner_class: str, organisation: str, scopes: str,
         organisation=organisation.strip(),
         organisation_system=organisation_system(organisation_system_name) if organisation_system_name
         else default_system(partner_class),
-        partner_class=partner_class, scopes=check_scopes(scopes),
+        partner_class=partner_class, scopes=check_scopes(scopes, app=bool(redirect_uris)),
         auth_method="private_key_jwt" if jwks is not None else "client_secret_basic",
         redirect_uris=check_redirect_uris(redirect_uris))
     if public:
@@ -76,18 +76,23 @@ def with_new_credentials(record: ClientRecord, jwks: dict[str, Any] | None = Non
                              auth_method="client_secret_basic"), secret)
 
 
-def check_scopes(scopes: str) -> tuple[str, ...]:
-    """Allowed scopes as given, each a valid SMART v2 (or v1) system scope."""
+def check_scopes(scopes: str, *, app: bool = False) -> tuple[str, ...]:
+    """Allowed scopes as given, each a valid SMART v2 (or v1) scope. `patient/…` and
+    `launch/patient` only for an app used by people (a patient's own app): a backend service acts
+    for an organisation, never for one person."""
     found = tuple(dict.fromkeys(scopes.split()))
     if not found:
         raise RegistrationError("give the client at least one scope, e.g. 'system/CarePlan.rs'")
     for scope in found:
-        if scope in IDENTITY_SCOPES:
+        if scope in IDENTITY_SCOPES or (app and scope == LAUNCH_PATIENT):
             continue
         try:
-            parse_scope(scope)
+            context, _, _ = parse_scope_in_context(scope)
         except ScopeError as exc:
             raise RegistrationError(str(exc)) from None
+        if context == "patient" and not app:
+            raise RegistrationError(f"{scope}: patient/ scopes are for apps used by people (give --redirect-uri); "
+                                    "a backend client gets system/ scopes")
     return found
 
 

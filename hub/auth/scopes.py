@@ -4,8 +4,8 @@ The cut is by permission, not by string: a client allowed `system/*.cruds` that 
 `system/CarePlan.rs` gets `system/CarePlan.rs`; one allowed `system/CarePlan.rs` that asks for
 `system/*.read` gets `system/CarePlan.rs`. Granted scopes are always written in v2 syntax.
 
-A scope the hub does not grant in this flow (`launch/patient`, `patient/…`, `openid` to a
-backend client, a misspelt one) is left out rather than failing the whole request, as RFC 6749
+A scope the hub does not grant in this flow (`launch/patient` or `patient/…` to staff,
+`openid` to a backend client, a misspelt one) is left out rather than failing the whole request, as RFC 6749
 §3.3 allows: the answer's `scope` says what was granted. Only a request of which nothing can be
 granted is refused (invalid_scope)."""
 from __future__ import annotations
@@ -20,6 +20,10 @@ NAMED_ONLY = frozenset({"AuditEvent"})
 # OpenID Connect and SMART scopes that carry no resource access: who the user is, and whether a
 # refresh token is wanted. Granted to apps acting for a person when their registration allows.
 IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "offline_access")
+# SMART App Launch: the app asks for a patient context at a standalone launch. Granted to a
+# person's own app (the person, or their proxy, signed in): the token response then names the
+# Patient (`patient`), and `patient/…` scopes are limited to that person's record.
+LAUNCH_PATIENT = "launch/patient"
 
 
 def grant_scopes(requested: str | None, allowed: Iterable[str], *, context: str = "system") -> list[str]:

@@ -9,7 +9,8 @@ deny list of token ids checked by the caller (`is_revoked`).
 Claims beyond RFC 9068: `ipc_org`, `ipc_org_system`, `ipc_partner_class`, `ipc_purpose`; for a
 token an app holds for a signed-in person, `sub` is the person, `fhirUser` (SMART) their
 Practitioner's URL, and `ipc_user`, `ipc_user_name`, `ipc_user_role` what audit and Provenance
-name."""
+name; for a person's own app (a citizen signed in), `fhirUser` is their Patient or RelatedPerson
+and `ipc_patient` the Patient whose record the token opens."""
 from __future__ import annotations
 
 import time
@@ -57,6 +58,8 @@ class TokenRequest:
     user_name: str | None = None
     user_role: str | None = None
     fhir_user: str | None = None
+    # A person's own app: the Patient whose record the token opens (SMART launch context).
+    patient: str | None = None
 
 
 def issue_access_token(key: RSAKey, request: TokenRequest, *, issuer: str, audience: str,
@@ -73,6 +76,8 @@ def issue_access_token(key: RSAKey, request: TokenRequest, *, issuer: str, audie
     if request.user:
         claims.update({"sub": request.user_id, "fhirUser": request.fhir_user, "ipc_user": request.user,
                        "ipc_user_name": request.user_name, "ipc_user_role": request.user_role})
+    if request.patient:
+        claims["ipc_patient"] = request.patient
     header = {"alg": ALGORITHM, "kid": key.kid, "typ": "at+jwt"}
     return jwt.encode(header, claims, key), claims
 
@@ -147,7 +152,8 @@ class TokenVerifier:
                 expires_at=int(claims["exp"]), purpose_of_use=str(claims.get("ipc_purpose") or "TREAT"),
                 user=str(user) if user else None,
                 user_name=str(claims.get("ipc_user_name") or "") or None if user else None,
-                user_role=str(claims.get("ipc_user_role") or "") or None if user else None)
+                user_role=str(claims.get("ipc_user_role") or "") or None if user else None,
+                patient=str(claims["ipc_patient"]) if user and claims.get("ipc_patient") else None)
         except (ScopeError, ValueError, TypeError):
             # Signed by us but not by this hub's rules (a key shared with another issuer, an
             # older release): refused as invalid, never a 500.

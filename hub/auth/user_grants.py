@@ -7,9 +7,14 @@ edge read first: the client, and the one code or refresh token the request names
 user). What the grant decides is handed back (`Issued`, `NewCode`) for the edge to store, and
 single use is enforced there, atomically (hub.store.grants).
 
-Scopes: an app asks for `user/…` scopes and identity scopes. It gets those its registration
-allows, cut down to what the person's role allows (hub.auth.roles); anything else asked for
-(`launch/patient`, `patient/…`) is left out, not refused."""
+Scopes: a staff member's app asks for `user/…` scopes and identity scopes. It gets those its
+registration allows, cut down to what the person's role allows (hub.auth.roles); anything else
+asked for (`launch/patient`, `patient/…`) is left out, not refused. A person's own app (issue 18:
+SMART standalone patient launch) asks for `patient/…` scopes and `launch/patient`; signed in as
+a citizen (the person, or a proxy acting for them) it gets those, cut to the citizen roles',
+and the token response names the Patient whose record opens (`patient`), with `fhirUser` the
+Patient or RelatedPerson who signed in. A citizen never gets `user/…` scopes, nor staff
+`patient/…` ones."""
 from __future__ import annotations
 
 import secrets
@@ -23,8 +28,8 @@ from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGr
 from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc import jwt
 
-from hub.auth.roles import ROLE_SCOPES
-from hub.auth.scopes import grant_scopes, identity_scopes
+from hub.auth.roles import CITIZEN_ROLES, ROLE_SCOPES
+from hub.auth.scopes import LAUNCH_PATIENT, grant_scopes, identity_scopes
 from hub.auth.tokens import TokenRequest
 from hub.store.grants import CodeRecord, RefreshRecord
 from hub.store.users import UserRecord
@@ -38,17 +43,24 @@ USER_AUTH_METHODS = ("client_secret_basic", "private_key_jwt", "none")
 
 
 def user_scope(requested: str | None, client_allowed: tuple[str, ...] | list[str], role: str | None) -> str:
-    """The scope an app acting for a person gets: its `user/` scopes cut to its registration and
-    then to the role (no role yet, before sign-in: the registration alone), and the identity
-    scopes both asked for and registered."""
-    resources = grant_scopes(requested, client_allowed, context="user")
-    if role is not None:
-        resources = grant_scopes(" ".join(resources), ROLE_SCOPES.get(role, ()), context="user") if resources else []
-    return " ".join([*resources, *identity_scopes(requested, client_allowed)])
+    """The scope an app acting for a person gets: its `user/` scopes (`patient/` for a citizen)
+    cut to its registration and then to the role (no role yet, before sign-in: the registration
+    alone, in both contexts), `launch/patient` for a citizen when asked for and registered, and
+    the identity scopes both asked for and registered."""
+    contexts = ("user", "patient") if role is None else (("patient",) if role in CITIZEN_ROLES else ("user",))
+    resources: list[str] = []
+    for context in contexts:
+        found = grant_scopes(requested, client_allowed, context=context)
+        if role is not None and found:
+            found = grant_scopes(" ".join(found), ROLE_SCOPES.get(role, ()), context=context)
+        resources += found
+    launch = [LAUNCH_PATIENT] if "patient" in contexts and LAUNCH_PATIENT in (requested or "").split() \
+        and LAUNCH_PATIENT in client_allowed else []
+    return " ".join([*resources, *launch, *identity_scopes(requested, client_allowed)])
 
 
 def has_resource_scope(scope: str) -> bool:
-    return any("/" in s for s in scope.split())
+    return any("/" in s and s != LAUNCH_PATIENT for s in scope.split())
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,8 @@ class CodeGrant(AuthorizationCodeGrant):
     def create_authorization_response(self, redirect_uri: str, grant_user: UserRecord | None):
         if grant_user is not None:
             scope = user_scope(self.request.payload.scope, self.request.client.record.scopes, grant_user.role)
-            if not has_resource_scope(scope) and "openid" not in scope.split():
+            if (not has_resource_scope(scope) and "openid" not in scope.split()) or \
+                    (grant_user.is_citizen and not has_resource_scope(scope)):
                 raise InvalidScopeError(description="this person's role allows none of the requested scopes",
                                         redirect_uri=redirect_uri)
             self.request.scope = scope
@@ -223,9 +236,12 @@ def user_token(server, client, user: UserRecord, scope: str, grant_type: str) ->
         client_id=client.get_client_id(), organisation=user.organisation,
         organisation_system=user.organisation_system, partner_class=user.partner_class,
         scopes=tuple(granted), user=user.practitioner, user_id=user.user_id, user_name=user.display_name,
-        user_role=user.role, fhir_user=f"{runtime.audience}/{user.practitioner}"))
+        user_role=user.role, fhir_user=f"{runtime.audience}/{user.practitioner}",
+        patient=user.patient_id if user.is_citizen else None))
     body: dict[str, Any] = {"access_token": token, "token_type": "Bearer",
                             "expires_in": claims["exp"] - claims["iat"], "scope": scope}
+    if user.is_citizen:
+        body["patient"] = user.patient_id  # SMART launch context: whose record this token opens
     loaded: Preloaded = server.preloaded
     family = loaded.code.family_id if grant_type == "authorization_code" else loaded.refresh.family_id
     refresh = refresh_exp = None

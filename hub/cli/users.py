@@ -17,7 +17,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.auth.accounts import AccountError, NewAccount, new_account, seal_totp
+from hub.auth.accounts import AccountError, NewAccount, new_account, new_citizen_account, seal_totp
 from hub.auth.keys import load_signing_keys
 from hub.auth.passwords import (
     PasswordPolicyError,
@@ -32,11 +32,14 @@ from hub.auth.roles import ROLES
 from hub.auth.sealing import Sealer
 from hub.cli.common import database_url
 from hub.config import Settings
+from hub.fhir import jsontext
+from hub.fhir.errors import FhirError
 from hub.fhir.ids import source_id
 from hub.search.access import Access
 from hub.cli.common import database_url
 from hub.store import resources
 from hub.store import users as store
+from hub.store.users import UserRecord
 
 
 def _run(settings: Settings, work: Callable[[AsyncConnection], Any]) -> Any:
@@ -98,6 +101,53 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
         print(f"authenticator: {totp_uri(totp, user.username)}")
     if args.external_subject:
         print(f"signs in through the external OpenID Connect provider as {args.external_subject}")
+
+
+async def link_citizen(conn: AsyncConnection, *, username: str, display_name: str, patient: str | None,
+                       related_person: str | None, password: str | None,
+                       external_subject: str | None = None) -> tuple[UserRecord | None, str]:
+    """A citizen account linked to a Patient (the person) or a RelatedPerson (acting for them):
+    the resource must be in the record, and a RelatedPerson opens the record of its `patient`.
+    (None, why) when it cannot be made."""
+    if (patient is None) == (related_person is None):
+        return None, "give exactly one of --patient (the person) or --related-person (acting for them)"
+    res_type, res_id = ("Patient", patient) if patient else ("RelatedPerson", related_person)
+    try:
+        found = await resources.read(conn, res_type, res_id, access=Access.system())
+    except FhirError:
+        return None, f"{res_type}/{res_id} is not in the record"
+    content = jsontext.loads(found.content)
+    if res_type == "Patient":
+        opens = res_id
+    else:
+        reference = (content.get("patient") or {}).get("reference") or ""
+        if not reference.startswith("Patient/") or reference.count("/") != 1:
+            return None, f"RelatedPerson/{res_id} names no Patient in this hub"
+        opens = reference.split("/")[1]
+    try:
+        user = new_citizen_account(username=username, display_name=display_name, fhir_user=f"{res_type}/{res_id}",
+                                   patient_id=opens, password=password, external_subject=external_subject)
+    except (AccountError, PasswordPolicyError) as exc:
+        return None, str(exc)
+    async with conn.transaction():
+        if await store.user_by_username(conn, username) is not None:
+            return None, f"a user {username} already exists"
+        await store.insert_user(conn, user)
+    return user, ""
+
+
+def cmd_add_person(args: argparse.Namespace, settings: Settings) -> None:
+    password = None if args.external_subject else (args.password or new_password())
+    user, why = _run(settings, lambda conn: link_citizen(
+        conn, username=args.username, display_name=args.name or args.username, patient=args.patient,
+        related_person=args.related_person, password=password, external_subject=args.external_subject))
+    if user is None:
+        _fail(why)
+    print(f"user:          {user.username} ({user.role}: signs in as {user.fhir_user})")
+    print(f"record:        Patient/{user.patient_id}")
+    if password is not None and args.password is None:
+        print(f"password:      {password}")
+        print("Keep the password now: it is stored only as a hash and cannot be shown again.")
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -170,6 +220,21 @@ def _add_users(sub: argparse._SubParsersAction) -> None:
     lst = actions.add_parser("list", help="list people (never their secrets)")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(handler=cmd_list)
+
+    person = actions.add_parser(
+        "add-person", help="link a person (or someone acting for them) to their record (prints a password once)",
+        description="A citizen account: the person themselves (--patient) or a parent, carer or attorney "
+        "(--related-person, whose delegation Consent says what they may see). It signs in to the "
+        "person's own app with patient/ scopes, to that record only.")
+    person.add_argument("username")
+    person.add_argument("--name", help="their name as shown")
+    linked = person.add_mutually_exclusive_group(required=True)
+    linked.add_argument("--patient", help="the id of the person's Patient")
+    linked.add_argument("--related-person", help="the id of the RelatedPerson acting for the person")
+    person.add_argument("--password", help="the password (default: one is generated and printed once)")
+    person.add_argument("--external-subject", help="signs in through an external provider with this subject "
+                        "instead of a password")
+    person.set_defaults(handler=cmd_add_person)
 
     disable = actions.add_parser("disable", help="stop a person signing in; their sessions end now")
     disable.add_argument("username")

@@ -32,6 +32,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from hub.consent.defaults import ConsentConfigError
+from hub.consent.delegation import is_delegation
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import CANONICAL_BASE
@@ -96,6 +97,8 @@ async def authorise(conn: AsyncConnection, access: Access, patient_ids: set[str]
     kind, _, user_id = user.partition("/")
     if kind == "Patient" and patient_ids == {user_id}:
         return Authority(PERSON, user)
+    if kind == "RelatedPerson" and is_delegation(new):
+        raise forbidden()  # nobody widens or extends their own authority to act for the person
     if kind == "RelatedPerson" and len(patient_ids) == 1 and await _is_proxy(conn, user_id, next(iter(patient_ids))):
         return Authority(PROXY, user)
     if kind == "Practitioner" and access.records_consent:

@@ -22,6 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.consent.delegation import is_delegation, write_delegation
 from hub.consent.parts import PART_SYSTEM, PARTS, PLAN_CATEGORY_SYSTEM
 
 IPC_CONSENT_PROFILE = "https://ipc-hub.example.org/fhir/StructureDefinition/ipc-consent"
@@ -58,6 +59,12 @@ def is_record_sharing(resource: dict[str, Any]) -> bool:
     return any(c.get("system") == PLAN_CATEGORY_SYSTEM and c.get("code") == "record-sharing"
                for concept in resource.get("category") or () if isinstance(concept, dict)
                for c in concept.get("coding") or () if isinstance(c, dict))
+
+
+def decides_access(resource: dict[str, Any]) -> bool:
+    """A Consent that decides who sees the record: a record-sharing Consent or a proxy's
+    delegation (both recorded only on the authority hub.consent.authority checks)."""
+    return is_record_sharing(resource) or is_delegation(resource)
 
 
 def grants_of(resource: dict[str, Any], patient_id: str | None, organisations: Organisations | None = None) -> list[Grant]:
@@ -103,6 +110,7 @@ async def write_grants(conn: AsyncConnection, consent_id: str, resource: dict[st
     effect on the very next request. Organizations named by id are bound to the identifiers they
     carry now."""
     await conn.execute(_DELETE_GRANTS, (consent_id,))
+    await write_delegation(conn, consent_id, resource, patient_id)  # a proxy's delegation, if it is one
     if resource is None:
         return []
     named = organisations_named(resource)

@@ -62,7 +62,7 @@ _BY_PROFILE = {
         "ipc-ehc-plan", "ipc-ehc-task", "ipc-young-person-views")},
 }
 _BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "ehc-plan": PLAN, "care-team": CARE_TEAM,
-                     "record-sharing": CONSENT}
+                     "record-sharing": CONSENT, "proxy-delegation": CONSENT}
 _BY_FLAG = {"armed-forces-veteran": ARMED_FORCES, "service-leaver": ARMED_FORCES,
             "has-carer": CARERS, "is-carer": CARERS}
 _BY_TYPE = {

@@ -159,7 +159,9 @@ def access_record(access: Access) -> dict[str, Any]:
         return {"trusted": True}
     return {"partner_class": access.partner_class, "org_code": access.org_code, "org_system": access.org_system,
             "default_parts": list(access.default_parts),
-            "scopes": {t: "".join(sorted(letters)) for t, letters in access.scopes.items()}}
+            "scopes": {t: "".join(sorted(letters)) for t, letters in access.scopes.items()},
+            # A person's own app exports only their record (a proxy: what the delegation allows).
+            "patient": access.patient, "proxy": access.proxy, "proxy_until_age": access.proxy_until_age}
 
 
 def access_from_record(record: dict[str, Any]) -> Access:
@@ -167,4 +169,6 @@ def access_from_record(record: dict[str, Any]) -> Access:
         return Access.system()
     return Access(partner_class=record["partner_class"], org_code=record["org_code"],
                   org_system=record.get("org_system"), default_parts=tuple(record.get("default_parts") or ()),
-                  scopes={t: frozenset(letters) for t, letters in (record.get("scopes") or {}).items()})
+                  scopes={t: frozenset(letters) for t, letters in (record.get("scopes") or {}).items()},
+                  patient=record.get("patient"), proxy=record.get("proxy"),
+                  proxy_until_age=int(record.get("proxy_until_age") or 16))

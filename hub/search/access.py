@@ -24,7 +24,17 @@ the guide's conformance resources) depend on scopes only.
 
 Before all of that, a resource the hub could not place in one person's record (`owner` set:
 hub/consent/placement.py) is visible only to the organisation that wrote it, named by its
-identifier (`system|value`, the viewer's `owner_key`)."""
+identifier (`system|value`, the viewer's `owner_key`).
+
+A person signed in themselves (a SMART patient launch: `Access.patient` set) is not a partner:
+consent grants and class defaults do not apply to them. They see their own record (the rows of
+their compartment) except the parts withheld from the person (`WITHHELD_FROM_PERSON`: a
+safeguarding enquiry may be about someone close to them), and resources outside every record
+that no part tags; never another person's. A proxy (a RelatedPerson acting for them,
+`Access.proxy`) sees in that record only the parts an active delegation Consent allows, inside
+its period and, for a parent's delegation, until the young person comes of age
+(`proxy_until_age`): table proxy_delegation (hub/consent/delegation.py), judged in the same
+SQL, so expiry and withdrawal apply to the next request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,6 +53,11 @@ CONFORMANCE_TYPES = frozenset({
     "NamingSystem", "StructureMap",
 })
 
+
+# Parts of their own record a person signed in does not see through the hub: a safeguarding
+# enquiry may concern someone close to them (their proxy, say), and is shared by the
+# professionals leading it (docs/person.md says why and what else is withheld).
+WITHHELD_FROM_PERSON = ("safeguarding",)
 
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 _ALL = frozenset("cruds")
@@ -70,6 +85,13 @@ class Access:
     user: str | None = None
     user_role: str | None = None
     records_consent: bool = False
+    # A person's own app (SMART patient launch): the Patient whose record the token opens. Set,
+    # the consent rules give way to the compartment rule (module docstring). `proxy`: the
+    # RelatedPerson id when someone acting for the person signed in; `proxy_until_age` the age
+    # at which a parent's delegation passes to the young person (HUB_PROXY_PASSES_AT_AGE).
+    patient: str | None = None
+    proxy: str | None = None
+    proxy_until_age: int = 16
     # visible_sql's answer per table alias, made once: the API keeps one Access per token.
     predicates: dict[str, tuple[str, tuple[object, ...]]] = field(default_factory=dict, compare=False,
                                                                   repr=False)
@@ -140,6 +162,8 @@ def visible_sql(access: Access, alias: str) -> tuple[str, list[object]] | None:
 
 
 def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
+    if viewer.patient is not None:
+        return _compartment_sql(viewer, alias)
     # The common case first, inline: a person with no consent grants at all and a part the
     # viewer's class sees by default (one index probe, no function call).
     values = (_array(viewer.default_parts), _array(tuple(viewer.roles)), viewer.org_code,
@@ -165,6 +189,27 @@ def _visible_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
             f"SELECT 1 FROM consent_grant g WHERE g.patient_id = {alias}.patient_id)) OR "
             f"consent_visible({alias}.patient_id, {alias}.part, {roles}, {org}, {org_system}, {defaults})))))")
     return text, params
+
+
+def _compartment_sql(viewer: Access, alias: str) -> tuple[str, tuple[object, ...]]:
+    """A person (or their proxy) signed in: their own record and nothing of anyone else's. Values
+    are bound, not inlined: a person's app makes few requests, and the ids come from the token."""
+    outside = f"({alias}.patient_id IS NULL AND {alias}.part IS NULL AND {alias}.owner IS NULL)"
+    own = f"({alias}.owner IS NULL OR {alias}.owner = %s::text)"
+    if viewer.proxy is None:
+        text = (f"({own} AND ({outside} OR ({alias}.patient_id = %s::text "
+                f"AND NOT ({alias}.part = ANY(%s::text[])))))")
+        return text, (viewer.owner_key, viewer.patient, list(WITHHELD_FROM_PERSON))
+    delegated = (f"EXISTS (SELECT 1 FROM proxy_delegation d WHERE d.related_person_id = %s::text "
+                 f"AND d.patient_id = {alias}.patient_id AND {alias}.part = ANY(d.parts) "
+                 f"AND (d.period_start IS NULL OR d.period_start <= now()) "
+                 f"AND (d.period_end IS NULL OR d.period_end > now()) "
+                 f"AND (d.child_birth_date IS NULL OR "
+                 f"(d.child_birth_date + make_interval(years => %s::int)) > current_date))")
+    text = (f"({own} AND ({outside} OR ({alias}.patient_id = %s::text "
+            f"AND NOT ({alias}.part = ANY(%s::text[])) AND {delegated})))")
+    return text, (viewer.owner_key, viewer.patient, list(WITHHELD_FROM_PERSON), viewer.proxy,
+                  viewer.proxy_until_age)
 
 
 def _literal(value: str | None) -> str:

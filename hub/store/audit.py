@@ -105,6 +105,24 @@ def own_organisation(access: Access) -> tuple[str, list[Any]]:
             [access.org_code, access.org_system or None])
 
 
+# What a person (or their proxy) is not shown of the trail of who looked at their record
+# (docs/person.md, "Who has looked at my record"): a request made for a safeguarding enquiry or
+# the law (purpose of use), and a request that touched anything of their record they may not see
+# themselves (a safeguarding record; for a proxy, the parts their delegation does not cover), since
+# even "the council read something at 10:02" would tell them an enquiry exists.
+WITHHELD_PURPOSES = ("PATSFTY", "HLEGAL", "LEGAL", "PUBHLTH")
+
+
+def person_trail(access: Access) -> tuple[str, list[Any]]:
+    """The search condition for a person's own app: events that disclosed or wrote their record,
+    less what is withheld from them (above). `access.patient` must be set."""
+    predicate, params = visible_sql(access, "r") or ("TRUE", [])
+    condition = ("(patients && %s::text[] AND NOT (purpose_of_use = ANY(%s::text[])) AND NOT EXISTS ("
+                 "SELECT 1 FROM unnest(entities) AS e(ref) JOIN resource r ON r.res_type = split_part(e.ref, '/', 1) "
+                 f"AND r.res_id = split_part(e.ref, '/', 2) WHERE NOT ({predicate})))")
+    return condition, [[access.patient], list(WITHHELD_PURPOSES), *params]
+
+
 async def visible_references(conn: AsyncConnection, access: Access, refs: set[str]) -> set[str]:
     """Those of `refs` (`Type/id`) that name a stored resource `access` may see."""
     if not refs or access.trusted:
@@ -293,12 +311,14 @@ async def last_written(conn: AsyncConnection) -> int:
         return (await cur.fetchone())[0]
 
 
-async def read(conn: AsyncConnection, event_id: str) -> tuple | None:
-    """One row by id, or None (a malformed id cannot name a row)."""
+async def read(conn: AsyncConnection, event_id: str, only: tuple[str, list[Any]] | None = None) -> tuple | None:
+    """One row by id, or None (a malformed id cannot name a row); `only`: a further condition
+    (a person's own trail)."""
     if not _is_uuid(event_id):
         return None
+    condition, params = only or ("TRUE", [])
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(f"{_SELECT} WHERE id = %s", (event_id,))
+        await cur.execute(f"{_SELECT} WHERE id = %s AND {condition}", (event_id, *params))
         return await cur.fetchone()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from hub.consent.authority import authorise
-from hub.consent.grants import is_record_sharing, write_grants
+from hub.consent.grants import decides_access, write_grants
 from hub.consent.placement import Place
 from hub.fhir import ids, jsontext
 from hub.fhir.errors import FhirError, gone, not_found
@@ -340,8 +340,8 @@ class _ConsentChange:
 async def _consent_change(conn: AsyncConnection, access: Access, res_type: str, res_id: str,
                           resource: dict[str, Any] | None, place: Place | None,
                           previous: Locked | None) -> _ConsentChange | None:
-    """For a write (or delete: `resource` None) of a record-sharing Consent, or of a Consent that
-    was one: the authority it is made on (hub.consent.authority; 403 if none). None for anything
+    """For a write (or delete: `resource` None) of a record-sharing or proxy delegation Consent,
+    or of a Consent that was one: the authority it is made on (hub.consent.authority; 403 if none). None for anything
     else."""
     if res_type != "Consent":
         return None
@@ -351,8 +351,8 @@ async def _consent_change(conn: AsyncConnection, access: Access, res_type: str, 
                                  "AND res_id = %s", (res_id,))
         row = await cur.fetchone()
         if row is not None and row[0] is not None:
-            old_sharing, old_patient = is_record_sharing(jsontext.loads(row[0])), row[1]
-    new_sharing = resource is not None and is_record_sharing(resource)
+            old_sharing, old_patient = decides_access(jsontext.loads(row[0])), row[1]
+    new_sharing = resource is not None and decides_access(resource)
     if not (old_sharing or new_sharing):
         return None
     patient_ids = {p for p in (old_patient if old_sharing else None,

@@ -2,7 +2,7 @@
 OpenID Connect provider, with what lockout needs (failed attempts, locked until)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from psycopg import AsyncConnection
@@ -11,7 +11,7 @@ from hub.store.grants import revoke_families_of_user
 
 _COLUMNS = ("user_id, username, display_name, role, organisation, organisation_system, partner_class, "
             "practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject, status, "
-            "failed_attempts, locked_until, created_at, last_sign_in_at")
+            "failed_attempts, locked_until, created_at, last_sign_in_at, fhir_user, patient_id")
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,12 @@ class UserRecord:
     user_id: str
     username: str
     display_name: str
-    role: str  # coordinator, commissioner, clinician, operator
+    role: str  # coordinator, commissioner, clinician, operator; person, proxy (citizens)
     organisation: str
     organisation_system: str
     partner_class: str
-    practitioner_id: str
-    practitioner_role_id: str
+    practitioner_id: str | None  # staff only
+    practitioner_role_id: str | None
     password_hash: str | None = None
     totp_secret: str | None = None
     external_subject: str | None = None
@@ -33,24 +33,33 @@ class UserRecord:
     locked_until: datetime | None = None
     created_at: datetime | None = None
     last_sign_in_at: datetime | None = None
+    # Citizens (issue 18): the Patient or RelatedPerson they sign in as, and whose record opens.
+    fhir_user: str | None = None
+    patient_id: str | None = None
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
     @property
+    def is_citizen(self) -> bool:
+        return self.fhir_user is not None
+
+    @property
     def practitioner(self) -> str:
-        return f"Practitioner/{self.practitioner_id}"
+        """Who the account is in the record: the staff member's Practitioner, or for a citizen
+        their Patient or RelatedPerson (what tokens, audit and Provenance name)."""
+        return self.fhir_user if self.fhir_user else f"Practitioner/{self.practitioner_id}"
 
 
 async def insert_user(conn: AsyncConnection, user: UserRecord) -> None:
     await conn.execute(
         "INSERT INTO hub_user (user_id, username, display_name, role, organisation, organisation_system,"
-        " partner_class, practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " partner_class, practitioner_id, practitioner_role_id, password_hash, totp_secret, external_subject,"
+        " fhir_user, patient_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (user.user_id, user.username, user.display_name, user.role, user.organisation,
          user.organisation_system, user.partner_class, user.practitioner_id, user.practitioner_role_id,
-         user.password_hash, user.totp_secret, user.external_subject))
+         user.password_hash, user.totp_secret, user.external_subject, user.fhir_user, user.patient_id))
 
 
 async def _one(conn: AsyncConnection, where: str, value: str) -> UserRecord | None:
@@ -139,3 +148,36 @@ async def unlock(conn: AsyncConnection, user_id: str) -> None:
     """A lock whose time has passed: the count starts again."""
     await conn.execute("UPDATE hub_user SET failed_attempts = 0, locked_until = NULL WHERE user_id = %s",
                        (user_id,))
+
+
+# --- people signing in themselves (issue 18) ------------------------------------------------------
+
+async def patients_with_nhs_number(conn: AsyncConnection, nhs_number: str, system: str) -> list[str]:
+    """The current Patients in the hub holding this NHS number (held-apart and inactive, that is
+    merged, records left out): at most a few, and the caller refuses anything but exactly one."""
+    cur = await conn.execute(
+        "SELECT DISTINCT r.res_id FROM idx_token t JOIN resource r ON r.res_type = t.res_type AND r.res_id = t.res_id"
+        " WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.system = %s AND t.code = %s"
+        " AND NOT r.deleted AND r.owner IS NULL AND coalesce(r.content->>'active', 'true') <> 'false'"
+        " ORDER BY r.res_id LIMIT 3", (system, nhs_number))
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def link_external_citizen(conn: AsyncConnection, user: UserRecord) -> UserRecord:
+    """The account of a person signing in through the people's provider: made at their first
+    sign-in, and linked again to the Patient their NHS number matches now (the provider's proofed
+    NHS number is what links them, not an earlier match)."""
+    async with conn.transaction():
+        cur = await conn.execute(f"SELECT {_COLUMNS} FROM hub_user WHERE external_subject = %s FOR UPDATE",
+                                 (user.external_subject,))
+        row = await cur.fetchone()
+        if row is None:
+            await insert_user(conn, user)
+            return user
+        found = UserRecord(*row)
+        if found.patient_id != user.patient_id or found.fhir_user != user.fhir_user:
+            await conn.execute("UPDATE hub_user SET patient_id = %s, fhir_user = %s WHERE user_id = %s",
+                               (user.patient_id, user.fhir_user, found.user_id))
+            await end_everything_of(conn, found.user_id)
+            found = replace(found, patient_id=user.patient_id, fhir_user=user.fhir_user)
+        return found

@@ -2,8 +2,8 @@
 
 Pages are server-rendered from the hub's own FHIR API under the signed-in person's access
 (hub.web.record), so consent and audit apply to every page exactly as to any app. One route
-module per area: signin, caseload, person, plan (and signoff: a commissioner agreeing it), budget,
-worklist, operations, commissioning; templates are
+module per area: signin, person_signin and me (the person's own pages, issue 18), caseload, person,
+plan (and signoff: a commissioner agreeing it), budget, worklist, operations, commissioning; templates are
 named after their page; the NHS design system's stylesheet is vendored in static/nhsuk."""
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from hub.web import budget, caseload, commissioning, operations, person, plan, signin, signoff, worklist
+from hub.web import (budget, caseload, commissioning, me, operations, person, person_signin, plan, signin, signoff,
+                     worklist)
 from hub.web.errors import PageError, SignInRequired
 from hub.web.pages import STATIC, render
 
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and the answers to their errors to the app."""
-    for module in (signin, caseload, person, plan, signoff, budget, worklist, operations, commissioning):
+    for module in (signin, person_signin, me, caseload, person, plan, signoff, budget, worklist, operations,
+                   commissioning):
         app.router.routes.extend(module.router.routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -30,4 +32,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
-        return RedirectResponse(f"/app/sign-in?next={quote(exc.next_path, safe='')}", status_code=303)
+        home = "/me" if exc.next_path.startswith("/me") else "/app"
+        return RedirectResponse(f"{home}/sign-in?next={quote(exc.next_path, safe='')}", status_code=303)

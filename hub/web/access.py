@@ -35,25 +35,33 @@ def _here(request: Request) -> str:
     return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
-async def signed_in(request: Request) -> Workspace:
-    current = await web.current_session(request, "workspace")
+# Each of the hub's own apps: (session kind, cookie, client id, where its pages start).
+_APPS = {"workspace": ("workspace", web.WORKSPACE_COOKIE, web.WORKSPACE_CLIENT, "/app"),
+         "person": ("person", web.PERSON_COOKIE, web.PERSON_CLIENT, "/me")}
+
+
+async def signed_in(request: Request, app: str = "workspace") -> Workspace:
+    """The session of the workspace (or, `app="person"`, of the person's own pages)."""
+    kind, cookie, client_id, home = _APPS[app]
+    current = await web.current_session(request, kind)
     if current is None:
-        raise SignInRequired(_here(request) if request.method == "GET" else "/app")
+        raise SignInRequired(_here(request) if request.method == "GET" else home)
     access, refresh = web.tokens(request, current)
     expires = current.record.access_expires_at or 0
     if not access or expires - _REFRESH_MARGIN_S < web.now():
-        access = await _refreshed(request, current, refresh)
+        access = await _refreshed(request, current, refresh, cookie, client_id)
     return Workspace(current, Record(request, access))
 
 
-async def _refreshed(request: Request, current: web.Session, refresh: str | None) -> str:
+async def _refreshed(request: Request, current: web.Session, refresh: str | None, cookie: str,
+                     client_id: str) -> str:
     if not refresh:
-        await web.end_session(request, web.WORKSPACE_COOKIE)
+        await web.end_session(request, cookie)
         raise SignInRequired(_here(request))
     status, body = await oauth_post(request, "/auth/token", {
-        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": web.WORKSPACE_CLIENT})
+        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id})
     if status != 200:
-        await web.end_session(request, web.WORKSPACE_COOKIE)
+        await web.end_session(request, cookie)
         raise SignInRequired(_here(request))
     await web.store_tokens(request, current, body["access_token"], body.get("refresh_token"),
                            web.now() + int(body.get("expires_in", 0)))

@@ -39,6 +39,19 @@ FLOW_LIFETIME_S = 600
 # (each person's role then cuts this down, hub.auth.roles).
 WORKSPACE_CLIENT = "ipc-hub-workspace"
 WORKSPACE_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "user/*.cruds", "user/AuditEvent.rs")
+# The person's own pages (`/me`, issue 18), another public app of this hub: a SMART standalone
+# patient launch with what the person (or their proxy) may do (hub.auth.roles), in a session and
+# cookie of their own.
+PERSON_COOKIE = "hub_me"
+PERSON_CLIENT = "ipc-hub-me"
+PERSON_SCOPES = ("openid", "fhirUser", "profile", "offline_access", "launch/patient", "patient/*.rs",
+                 "patient/AuditEvent.rs", "patient/Goal.u", "patient/Consent.cu", "patient/Task.c")
+_COOKIES = {"sign-in": SIGNIN_COOKIE, "workspace": WORKSPACE_COOKIE, "person": PERSON_COOKIE}
+
+
+def cookie_of(kind: str) -> str:
+    """The cookie that carries a session of this kind (sign-in, workspace, person)."""
+    return _COOKIES[kind]
 
 
 def sealer(request: Request) -> Sealer:
@@ -108,14 +121,14 @@ async def start_session(request: Request, response: Response, *, kind: str, user
             access_token=seal.seal(access_token, "access") if access_token else None,
             refresh_token=seal.seal(refresh_token, "refresh") if refresh_token else None,
             access_expires_at=access_expires_at)
-    set_cookie(request, response, SIGNIN_COOKIE if kind == "sign-in" else WORKSPACE_COOKIE, session_id)
+    set_cookie(request, response, _COOKIES[kind], session_id)
     return session_id
 
 
 async def current_session(request: Request, kind: str) -> Session | None:
     """The live session of this kind for the request's cookie, its idle clock restarted; None when
     there is none or its person has been disabled."""
-    cookie = SIGNIN_COOKIE if kind == "sign-in" else WORKSPACE_COOKIE
+    cookie = _COOKIES[kind]
     session_id = request.cookies.get(cookie)
     if not session_id:
         return None

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -64,13 +65,13 @@ async def _client(request: Request, client_id: str | None) -> ClientRecord | Non
         return await clients.get_client(conn, client_id)
 
 
-async def _checked(request: Request) -> tuple[FormRequest, ClientRecord | None, AuthorizationCheck]:
+async def checked_request(request: Request) -> tuple[FormRequest, ClientRecord | None, AuthorizationCheck]:
     form = _query_form(request)
     client = await _client(request, request.query_params.get("client_id"))
     return form, client, check_authorization(request.app.state.auth, client, form)
 
 
-def _answer(check: AuthorizationCheck) -> Response | None:
+def answer_check(check: AuthorizationCheck) -> Response | None:
     if check.error_page is not None:
         return render("error", status=400, title="This sign-in link is not valid",
                       message=f"The app that sent you here made a request the hub cannot accept: "
@@ -82,8 +83,8 @@ def _answer(check: AuthorizationCheck) -> Response | None:
 
 @router.get("/auth/authorize")
 async def authorization_page(request: Request) -> Response:
-    form, client, check = await _checked(request)
-    answer = _answer(check)
+    form, client, check = await checked_request(request)
+    answer = answer_check(check)
     if answer is not None:
         return answer
     signed_in = await web.current_session(request, "sign-in")
@@ -94,8 +95,8 @@ async def authorization_page(request: Request) -> Response:
 
 @router.post("/auth/authorize")
 async def sign_in(request: Request) -> Response:
-    form, client, check = await _checked(request)
-    answer = _answer(check)
+    form, client, check = await checked_request(request)
+    answer = answer_check(check)
     if answer is not None:
         return answer
     fields = await request.form()
@@ -123,7 +124,8 @@ def _sign_in_page(request: Request, client: ClientRecord | None, check: Authoriz
     response = render(
         "signin", status=status, csp=page_csp(redirect_uri),
         app_name=client.name if client else "", query=request.url.query, csrf=token, username=username,
-        error=error, external=settings.oidc_display_name if settings.oidc_issuer else None)
+        error=error, external=settings.oidc_display_name if settings.oidc_issuer else None,
+        person_external=settings.person_oidc_display_name if settings.person_oidc_issuer else None)
     if new:
         web.set_cookie(request, response, web.LOGIN_COOKIE, token, max_age=web.FLOW_LIFETIME_S)
     return response
@@ -133,7 +135,7 @@ async def _issue_code(request: Request, form: FormRequest, client: ClientRecord 
                       auth_time: int) -> Response:
     outcome = authorize(request.app.state.auth, client, form, user, auth_time)
     if isinstance(outcome, AuthorizationCheck):
-        return _answer(outcome) or render("error", status=400, title="Sign-in failed", message="")
+        return answer_check(outcome) or render("error", status=400, title="Sign-in failed", message="")
     if outcome.new_code is not None:
         async with request.app.state.pool.connection() as conn:
             await grants.insert_code(conn, outcome.new_code.code, outcome.new_code.record)
@@ -143,21 +145,22 @@ async def _issue_code(request: Request, form: FormRequest, client: ClientRecord 
 
 # --- the external OpenID Connect provider --------------------------------------------------------
 
-async def _provider(request: Request) -> dict[str, Any]:
-    """The provider's discovery document and keys, fetched once per process."""
-    cached = getattr(request.app.state, "oidc_provider", None)
-    if cached is not None:
-        return cached
-    settings = request.app.state.settings
-    issuer = settings.oidc_issuer.rstrip("/")
+async def provider_document(request: Request, issuer: str) -> dict[str, Any]:
+    """An external provider's discovery document and keys, fetched once per process and issuer
+    (staff's provider, and the people's: hub.web.person_signin)."""
+    cache = request.app.state.__dict__.setdefault("oidc_providers", {})
+    issuer = issuer.rstrip("/")
+    if issuer in cache:
+        return cache[issuer]
     async with httpx.AsyncClient(timeout=10) as client:
         meta = (await client.get(f"{issuer}/.well-known/openid-configuration")).raise_for_status().json()
         if meta.get("issuer", "").rstrip("/") != issuer:
             raise PageError(502, "Sign-in is not available", "the sign-in provider's discovery document names "
                             "another issuer")
         keys = (await client.get(meta["jwks_uri"])).raise_for_status().json()
-    request.app.state.oidc_provider = found = {"meta": meta, "keys": keys}
+    cache[issuer] = found = {"meta": meta, "keys": keys}
     return found
+
 
 
 def _pkce() -> tuple[str, str]:
@@ -175,12 +178,32 @@ async def external_sign_in(request: Request) -> Response:
     settings = request.app.state.settings
     if not settings.oidc_issuer:
         raise PageError(404, "Page not found", "sign-in through an external provider is not set up here")
-    _, _, check = await _checked(request)
-    answer = _answer(check)
+    _, _, check = await checked_request(request)
+    answer = answer_check(check)
     if answer is not None:
         return answer
+    return await start_external(request, ExternalProvider(
+        settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret, settings.oidc_scopes,
+        _callback_uri(request), "oidc"))
+
+
+@dataclass(frozen=True)
+class ExternalProvider:
+    """An external OpenID Connect provider the hub signs people in through, as a relying party:
+    staff's (HUB_OIDC_*) or the people's, set up as NHS login is (HUB_PERSON_OIDC_*)."""
+    issuer: str
+    client_id: str | None
+    client_secret: str | None
+    scopes: str
+    callback: str  # this hub's redirect URI registered at the provider
+    purpose: str  # seals the flow cookie for this provider only
+
+
+async def start_external(request: Request, provider: ExternalProvider) -> Response:
+    """Send the browser to the provider (authorization code, PKCE S256, state and nonce), keeping
+    the SMART authorization request to resume afterwards in a sealed cookie."""
     try:
-        provider = await _provider(request)
+        document = await provider_document(request, provider.issuer)
     except (httpx.HTTPError, ValueError, KeyError):
         raise PageError(502, "Sign-in is not available", "the sign-in provider cannot be reached; try again "
                         "later or use a hub account") from None
@@ -188,43 +211,54 @@ async def external_sign_in(request: Request) -> Response:
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     flow = {"state": state, "nonce": nonce, "verifier": verifier, "authorize": request.url.query,
             "exp": int(time.time()) + web.FLOW_LIFETIME_S}
-    target = provider["meta"]["authorization_endpoint"] + "?" + urlencode({
-        "response_type": "code", "client_id": settings.oidc_client_id, "redirect_uri": _callback_uri(request),
-        "scope": settings.oidc_scopes, "state": state, "nonce": nonce, "code_challenge": challenge,
+    target = document["meta"]["authorization_endpoint"] + "?" + urlencode({
+        "response_type": "code", "client_id": provider.client_id, "redirect_uri": provider.callback,
+        "scope": provider.scopes, "state": state, "nonce": nonce, "code_challenge": challenge,
         "code_challenge_method": "S256"})
     response = RedirectResponse(target, status_code=302)
-    web.set_cookie(request, response, web.FLOW_COOKIE, web.sealer(request).seal(flow, "oidc"),
+    web.set_cookie(request, response, web.FLOW_COOKIE, web.sealer(request).seal(flow, provider.purpose),
                    max_age=web.FLOW_LIFETIME_S)
     return response
+
+
+async def finish_external(request: Request, provider: ExternalProvider) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Back from the provider: the code exchanged (PKCE) and the id_token checked (signature,
+    issuer, audience, expiry, nonce); (its claims, the flow kept at the start)."""
+    flow = web.sealer(request).unseal(request.cookies.get(web.FLOW_COOKIE), provider.purpose)
+    if not flow or flow.get("exp", 0) < time.time() or not web.same(request.query_params.get("state"),
+                                                                    flow.get("state")):
+        raise PageError(400, "Sign-in did not complete", "this sign-in has expired or did not start here; "
+                        "go back to the app and sign in again")
+    if request.query_params.get("error") or not request.query_params.get("code"):
+        raise PageError(401, "Sign-in did not complete", "the sign-in provider did not sign you in")
+    document = await provider_document(request, provider.issuer)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(document["meta"]["token_endpoint"], data={
+                "grant_type": "authorization_code", "code": request.query_params["code"],
+                "redirect_uri": provider.callback, "code_verifier": flow["verifier"]},
+                auth=(provider.client_id or "", provider.client_secret or ""))
+        answer.raise_for_status()
+        claims = _verified_id_token(answer.json().get("id_token", ""), document, provider.client_id, flow["nonce"])
+    except (httpx.HTTPError, ValueError, JoseError, KeyError):
+        raise PageError(401, "Sign-in did not complete", "the sign-in provider's answer could not be "
+                        "checked; try again") from None
+    return claims, flow
 
 
 @router.get("/auth/oidc/callback")
 async def external_callback(request: Request) -> Response:
     settings = request.app.state.settings
-    flow = web.sealer(request).unseal(request.cookies.get(web.FLOW_COOKIE), "oidc")
-    if not settings.oidc_issuer or not flow or flow.get("exp", 0) < time.time() or \
-            not web.same(request.query_params.get("state"), flow.get("state")):
+    if not settings.oidc_issuer:
         raise PageError(400, "Sign-in did not complete", "this sign-in has expired or did not start here; "
                         "go back to the app and sign in again")
-    if request.query_params.get("error") or not request.query_params.get("code"):
-        raise PageError(401, "Sign-in did not complete", "the sign-in provider did not sign you in")
-    provider = await _provider(request)
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.post(provider["meta"]["token_endpoint"], data={
-                "grant_type": "authorization_code", "code": request.query_params["code"],
-                "redirect_uri": _callback_uri(request), "code_verifier": flow["verifier"]},
-                auth=(settings.oidc_client_id or "", settings.oidc_client_secret or ""))
-        answer.raise_for_status()
-        claims = _verified_id_token(answer.json().get("id_token", ""), provider, settings.oidc_client_id,
-                                    flow["nonce"])
-    except (httpx.HTTPError, ValueError, JoseError, KeyError):
-        raise PageError(401, "Sign-in did not complete", "the sign-in provider's answer could not be "
-                        "checked; try again") from None
+    claims, flow = await finish_external(request, ExternalProvider(
+        settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret, settings.oidc_scopes,
+        _callback_uri(request), "oidc"))
     subject = claims.get(settings.oidc_user_claim)
     async with request.app.state.pool.connection() as conn:
         user = await users.user_by_external_subject(conn, str(subject)) if subject else None
-    if user is None or not user.active:
+    if user is None or not user.active or user.is_citizen:
         raise PageError(403, "No hub account", "you signed in, but this hub has no active account for you. "
                         "Ask an operator to add one (ipc-hub users add --external-subject).")
     auth_time = int(claims.get("auth_time") or time.time())
@@ -247,84 +281,117 @@ def _verified_id_token(token: str, provider: dict[str, Any], audience: str | Non
     return decoded.claims
 
 
-# --- the workspace as an app -------------------------------------------------------------------
+# --- the hub's own apps: the workspace, and the person's pages --------------------------------------
+
+@dataclass(frozen=True)
+class OwnApp:
+    """One of the hub's own apps, a public SMART app of this hub (PKCE): the workspace
+    (`ipc-hub-workspace`, staff, `user/` scopes) or the person's pages (`ipc-hub-me`, a standalone
+    patient launch with `patient/` scopes, issue 18). Each keeps its tokens in its own session."""
+    client_id: str
+    name: str
+    scopes: tuple[str, ...]
+    home: str  # where its pages live: /app or /me
+    kind: str  # its session kind
+
+
+WORKSPACE_APP = OwnApp(WORKSPACE_CLIENT, "IPC Hub workspace", WORKSPACE_SCOPES, "/app", "workspace")
+PERSON_APP = OwnApp(web.PERSON_CLIENT, "Your record (IPC Hub)", web.PERSON_SCOPES, "/me", "person")
+
+
+def app_redirect(request: Request, app: OwnApp) -> str:
+    return f"{request.app.state.settings.public_base_url()}{app.home}/callback"
+
 
 def workspace_redirect(request: Request) -> str:
-    return f"{request.app.state.settings.public_base_url()}/app/callback"
+    return app_redirect(request, WORKSPACE_APP)
+
+
+async def ensure_app_client(request: Request, app: OwnApp) -> None:
+    """Register the app as a public app of this hub (once per process; an operator's revocation
+    stays)."""
+    known = request.app.state.__dict__.setdefault("own_apps", set())
+    if app.client_id in known:
+        return
+    record = ClientRecord(client_id=app.client_id, name=app.name, organisation="ipc-hub",
+                          organisation_system="https://ipc-hub.example.org/fhir/Id/client-id",
+                          partner_class="nhs", scopes=app.scopes, auth_method="none",
+                          redirect_uris=(app_redirect(request, app),))
+    async with request.app.state.pool.connection() as conn:
+        await clients.save_app_client(conn, record)
+    known.add(app.client_id)
 
 
 async def ensure_workspace_client(request: Request) -> None:
-    """Register the workspace as a public app of this hub (once per process; an operator's
-    revocation stays)."""
-    if getattr(request.app.state, "workspace_client", False):
-        return
-    record = ClientRecord(client_id=WORKSPACE_CLIENT, name="IPC Hub workspace", organisation="ipc-hub",
-                          organisation_system="https://ipc-hub.example.org/fhir/Id/client-id",
-                          partner_class="nhs", scopes=WORKSPACE_SCOPES, auth_method="none",
-                          redirect_uris=(workspace_redirect(request),))
-    async with request.app.state.pool.connection() as conn:
-        await clients.save_app_client(conn, record)
-    request.app.state.workspace_client = True
+    await ensure_app_client(request, WORKSPACE_APP)
 
 
-def safe_next(value: str | None) -> str:
-    """Where to go after sign-in: a workspace path only (never another site)."""
-    if value and value.startswith("/app") and not value.startswith("//") and "\\" not in value:
+def safe_next(value: str | None, home: str = "/app") -> str:
+    """Where to go after sign-in: a path of the app's own (never another site)."""
+    if value and value.startswith(home) and not value.startswith("//") and "\\" not in value:
         return value
-    return "/app"
+    return home
 
 
-@router.get("/app/sign-in")
-async def workspace_sign_in(request: Request) -> Response:
-    await ensure_workspace_client(request)
+async def app_sign_in(request: Request, app: OwnApp) -> Response:
+    await ensure_app_client(request, app)
     verifier, challenge = _pkce()
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     flow = {"state": state, "nonce": nonce, "verifier": verifier,
-            "next": safe_next(request.query_params.get("next")), "exp": int(time.time()) + web.FLOW_LIFETIME_S}
-    query = urlencode({"response_type": "code", "client_id": WORKSPACE_CLIENT,
-                       "redirect_uri": workspace_redirect(request), "scope": " ".join(WORKSPACE_SCOPES),
+            "next": safe_next(request.query_params.get("next"), app.home), "exp": int(time.time()) + web.FLOW_LIFETIME_S}
+    query = urlencode({"response_type": "code", "client_id": app.client_id,
+                       "redirect_uri": app_redirect(request, app), "scope": " ".join(app.scopes),
                        "state": state, "nonce": nonce, "code_challenge": challenge,
                        "code_challenge_method": "S256", "aud": request.app.state.auth.audience})
     response = RedirectResponse(f"/auth/authorize?{query}", status_code=302)
-    web.set_cookie(request, response, web.FLOW_COOKIE, web.sealer(request).seal(flow, "workspace"),
+    web.set_cookie(request, response, web.FLOW_COOKIE, web.sealer(request).seal(flow, app.kind),
                    max_age=web.FLOW_LIFETIME_S)
     return response
 
 
-@router.get("/app/callback")
-async def workspace_callback(request: Request) -> Response:
-    flow = web.sealer(request).unseal(request.cookies.get(web.FLOW_COOKIE), "workspace")
+async def app_callback(request: Request, app: OwnApp) -> Response:
+    flow = web.sealer(request).unseal(request.cookies.get(web.FLOW_COOKIE), app.kind)
     if not flow or flow.get("exp", 0) < time.time() or not web.same(request.query_params.get("state"),
                                                                     flow.get("state")):
-        return RedirectResponse("/app/sign-in", status_code=302)
+        return RedirectResponse(f"{app.home}/sign-in", status_code=302)
     code = request.query_params.get("code")
     if not code:
         raise PageError(401, "Sign-in did not complete", request.query_params.get("error_description")
                         or "the hub did not sign you in")
     status, body = await oauth_post(request, "/auth/token", {
-        "grant_type": "authorization_code", "code": code, "redirect_uri": workspace_redirect(request),
-        "client_id": WORKSPACE_CLIENT, "code_verifier": flow["verifier"]})
+        "grant_type": "authorization_code", "code": code, "redirect_uri": app_redirect(request, app),
+        "client_id": app.client_id, "code_verifier": flow["verifier"]})
     if status != 200:
         raise PageError(401, "Sign-in did not complete", body.get("error_description") or "the code was refused")
-    claims = await run_in_threadpool(_own_id_token, request, body.get("id_token", ""), flow["nonce"])
+    claims = await run_in_threadpool(_own_id_token, request, body.get("id_token", ""), flow["nonce"], app.client_id)
     async with request.app.state.pool.connection() as conn:
         user = await users.get_user(conn, str(claims.get("sub")))
     if user is None:
         raise PageError(401, "Sign-in did not complete", "the account was not found")
     response = RedirectResponse(flow["next"], status_code=302)
     web.clear_cookie(request, response, web.FLOW_COOKIE)
-    await web.start_session(request, response, kind="workspace", user=user, auth_time=int(claims["auth_time"]),
+    await web.start_session(request, response, kind=app.kind, user=user, auth_time=int(claims["auth_time"]),
                             access_token=body["access_token"], refresh_token=body.get("refresh_token"),
                             access_expires_at=int(time.time()) + int(body.get("expires_in", 0)))
     return response
 
 
-def _own_id_token(request: Request, token: str, nonce: str) -> dict[str, Any]:
+@router.get("/app/sign-in")
+async def workspace_sign_in(request: Request) -> Response:
+    return await app_sign_in(request, WORKSPACE_APP)
+
+
+@router.get("/app/callback")
+async def workspace_callback(request: Request) -> Response:
+    return await app_callback(request, WORKSPACE_APP)
+
+
+def _own_id_token(request: Request, token: str, nonce: str, client_id: str) -> dict[str, Any]:
     runtime = request.app.state.auth
     try:
         decoded = jwt.decode(token, KeySet.import_key_set(runtime.jwks()), algorithms=["RS256"])
         jwt.JWTClaimsRegistry(iss={"essential": True, "value": runtime.issuer},
-                              aud={"essential": True, "value": WORKSPACE_CLIENT},
+                              aud={"essential": True, "value": client_id},
                               nonce={"essential": True, "value": nonce},
                               exp={"essential": True}).validate(decoded.claims)
     except (JoseError, ValueError):
@@ -334,8 +401,14 @@ def _own_id_token(request: Request, token: str, nonce: str) -> dict[str, Any]:
 
 @router.post("/app/sign-out")
 async def sign_out(request: Request) -> Response:
-    current = await web.current_session(request, "workspace")
+    return await app_sign_out(request, WORKSPACE_APP)
+
+
+async def app_sign_out(request: Request, app: OwnApp) -> Response:
+    """End the app's session and the sign-in session, revoking the app's tokens."""
+    current = await web.current_session(request, app.kind)
     fields = await request.form()
+    cookie = web.cookie_of(app.kind)
     if current is not None:
         if not web.same(str(fields.get("csrf_token") or ""), current.csrf):
             raise PageError(403, "Sign-out form expired", web.csrf_refused().issues[0].diagnostics)
@@ -343,10 +416,10 @@ async def sign_out(request: Request) -> Response:
         for token, hint in ((refresh, "refresh_token"), (access, "access_token")):
             if token:
                 await oauth_post(request, "/auth/revoke", {"token": token, "token_type_hint": hint,
-                                                           "client_id": WORKSPACE_CLIENT})
-        await web.end_session(request, web.WORKSPACE_COOKIE)
+                                                           "client_id": app.client_id})
+        await web.end_session(request, cookie)
         await web.end_session(request, web.SIGNIN_COOKIE)
-    response = render("signed_out")
-    for cookie in (web.WORKSPACE_COOKIE, web.SIGNIN_COOKIE, web.FLOW_COOKIE):
-        web.clear_cookie(request, response, cookie)
+    response = render("signed_out", home=app.home)
+    for name in (cookie, web.SIGNIN_COOKIE, web.FLOW_COOKIE):
+        web.clear_cookie(request, response, name)
     return response

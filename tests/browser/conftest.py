@@ -36,11 +36,11 @@ EXTERNAL_SUBJECT = "cis2-555000111"
 class OidcProvider:
     """oidc-provider under the machine's Node.js, until stop()."""
 
-    def __init__(self, port: int, redirect_uri: str) -> None:
+    def __init__(self, port: int, *redirect_uris: str) -> None:
         if not (OIDC_DIR / "node_modules" / "oidc-provider").exists():
             raise AssertionError("the test OpenID Connect provider is not installed: run `make oidc`")
         self.issuer = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(["node", "provider.mjs", str(port), OIDC_CLIENT_ID, OIDC_SECRET, redirect_uri],
+        self.process = subprocess.Popen(["node", "provider.mjs", str(port), OIDC_CLIENT_ID, OIDC_SECRET, *redirect_uris],
                                         cwd=OIDC_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
@@ -70,7 +70,10 @@ class Hub:
                         HUB_MOD_PORT=str(free_port()), HUB_DEMO_COHORT="true", HUB_MOD_POLL_INTERVAL_S="0.2",
                         HUB_LA_POLL_INTERVAL_S="0.2", HUB_LOG_LEVEL="warning", HUB_OIDC_ISSUER=oidc.issuer,
                         HUB_OIDC_CLIENT_ID=OIDC_CLIENT_ID, HUB_OIDC_CLIENT_SECRET=OIDC_SECRET,
-                        HUB_OIDC_DISPLAY_NAME="NHS Care Identity (test provider)")
+                        HUB_OIDC_DISPLAY_NAME="NHS Care Identity (test provider)",
+                        # the same test provider stands in for NHS login for the person's pages (issue 18)
+                        HUB_PERSON_OIDC_ISSUER=oidc.issuer, HUB_PERSON_OIDC_CLIENT_ID=OIDC_CLIENT_ID,
+                        HUB_PERSON_OIDC_CLIENT_SECRET=OIDC_SECRET, HUB_PERSON_OIDC_DISPLAY_NAME="NHS login (test provider)")
         self.process = subprocess.Popen([IPC_HUB, "up"], env=self.env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
@@ -106,7 +109,8 @@ class Hub:
 @pytest.fixture(scope="module")
 def oidc_and_hub(tmp_path_factory) -> Iterator[tuple[OidcProvider, Hub]]:
     http_port = free_port()
-    oidc = OidcProvider(free_port(), f"http://127.0.0.1:{http_port}/auth/oidc/callback")
+    oidc = OidcProvider(free_port(), f"http://127.0.0.1:{http_port}/auth/oidc/callback",
+                        f"http://127.0.0.1:{http_port}/auth/person/callback")
     hub = None
     try:
         hub = Hub(tmp_path_factory.mktemp("browser-hub"), oidc, http_port)

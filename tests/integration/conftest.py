@@ -131,16 +131,17 @@ def mint_token(keys: SigningKeys, settings: Settings, *, partner_class: str = "n
                organisation: str | None = None, organisation_system: str | None = None,
                scopes: Iterable[str] = FULL_ACCESS, client_id: str | None = None,
                purpose_of_use: str = "TREAT", lifetime_s: int = 300, now: int | None = None,
-               user: str | None = None, user_role: str | None = None) -> str:
+               user: str | None = None, user_role: str | None = None, patient: str | None = None) -> str:
     """An access token as the hub's token endpoint would issue it, for any caller (`user`, e.g.
-    `Practitioner/1`, and `user_role`: an app acting for a signed-in person)."""
+    `Practitioner/1`, and `user_role`: an app acting for a signed-in person; `patient`: a person's
+    own app, whose record it opens, `user` then the Patient or RelatedPerson)."""
     request = TokenRequest(
         client_id=client_id or f"test-{partner_class}-{uuid.uuid4().hex[:8]}",
         organisation=organisation or DEFAULT_ORGANISATIONS.get(partner_class, "X0000"),
         organisation_system=organisation_system or default_system(partner_class),
         partner_class=partner_class, scopes=tuple(scopes), purpose_of_use=purpose_of_use,
         user=user, user_id=user.split("/")[-1] if user else None, user_name="Test user" if user else None,
-        user_role=user_role, fhir_user=user)
+        user_role=user_role, fhir_user=user, patient=patient)
     token, _ = issue_access_token(keys.signing, request, issuer=settings.token_issuer(),
                                   audience=settings.token_audience(), lifetime_s=lifetime_s, now=now)
     return token

@@ -41,6 +41,22 @@ def test_user_scopes_are_granted_in_their_own_context():
     assert grant_scopes("user/*.* system/Goal.rs", allowed) == ["system/Goal.rs"]
 
 
-def test_patient_context_scopes_are_not_offered():
+def test_patient_context_scopes_parse_but_only_a_citizen_gets_them():
+    """Issue 18: `patient/` scopes go to a person's own app, never to staff; `user/` never to a
+    citizen; `launch/patient` only to a citizen whose app registered and asked for it."""
+    from hub.auth.user_grants import user_scope
+
+    assert parse_scope("patient/Goal.rs") == ("Goal", "rs")
     with pytest.raises(ScopeError):
-        parse_scope("patient/Goal.rs")
+        parse_scope("practitioner/Goal.rs")
+    app = ("openid", "fhirUser", "launch/patient", "patient/*.cruds", "patient/AuditEvent.rs", "user/*.cruds")
+    asked = "openid fhirUser launch/patient patient/*.cruds patient/AuditEvent.rs user/*.cruds"
+    person = user_scope(asked, app, "person").split()
+    assert "launch/patient" in person and "patient/AuditEvent.rs" in person and "patient/*.rs" in person
+    assert not any(s.startswith("user/") for s in person) and "patient/*.cruds" not in person
+    assert "patient/Goal.u" in person and "patient/Consent.cu" in person and "patient/Task.c" in person
+    staff = user_scope(asked, app, "coordinator").split()
+    assert not any(s.startswith("patient/") for s in staff) and "launch/patient" not in staff
+    assert "user/*.crus" in staff
+    unregistered = user_scope(asked, ("openid", "patient/*.rs"), "person").split()
+    assert "launch/patient" not in unregistered and unregistered[0] == "patient/*.rs"

@@ -1,0 +1,194 @@
+"""The person and their family in a real browser (issue 18): Debian's Chromium, headless, against
+`ipc-hub up` with its demonstration cohort, and the local test OpenID Connect provider standing in
+for NHS login. The veteran signs in with NHS login, sees his plan and goals, adds a note, sees that
+the GP practice and the lead charity looked, stops sharing with the charity (whose next read is
+refused), asks for a review (it reaches the coordinator's worklist) and downloads his record; NHS
+login refusals; a parent with proxy sees the child's plan and not another's; a proxy whose
+delegation expired is refused. Every page is checked with axe-core."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import httpx
+import pytest
+
+from hub.auth.keys import load_signing_keys
+from hub.config import Settings
+from hub.fhir.jsontext import dumps
+from tests.browser.conftest import check_page, sign_in
+from tests.integration.conftest import mint_token
+
+pytestmark = pytest.mark.integration
+
+VETERAN_NHS = "9994500007"
+VETERAN_GOAL = "adapted flat in Mansfield"
+GP_PRACTICE, CHARITY = "C84001", "1123456"  # the sample handover's GP practice and lead charity
+JSON = {"Content-Type": "application/fhir+json"}
+IPC = "https://ipc-hub.example.org/fhir/"
+ROLE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+PASSWORD = "a proxy's long passphrase"
+
+
+def client_token(hub, partner_class: str, organisation: str) -> dict[str, str]:
+    """A backend client registered with `ipc-hub clients add`, and a bearer header for it."""
+    out = hub.cli("clients", "add", "--partner-class", partner_class, "--organisation", organisation,
+                  "--scopes", "system/*.rs").stdout
+    client_id = re.search(r"client_id:\s+(\S+)", out).group(1)
+    secret = re.search(r"client_secret:\s+(\S+)", out).group(1)
+    token = httpx.post(f"{hub.base}/auth/token", data={"grant_type": "client_credentials"},
+                       auth=(client_id, secret)).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def veteran_plan(hub, auth: dict[str, str]) -> str:
+    patient = httpx.get(f"{hub.base}/fhir/Patient", params={"identifier": VETERAN_NHS}, headers=auth).json()
+    pid = patient["entry"][0]["resource"]["id"]
+    plans = httpx.get(f"{hub.base}/fhir/CarePlan", headers=auth, params={
+        "subject": f"Patient/{pid}", "category": f"{IPC}CodeSystem/ipc-plan-category|care-support-plan"}).json()
+    return plans["entry"][0]["resource"]["id"]
+
+
+def nhs_login(page, hub, login: str) -> None:
+    """From /me through the sign-in page to the test provider, as `login` (e.g. P9-<NHS number>)."""
+    page.goto(f"{hub.base}/me")
+    page.wait_for_selector("h1:has-text('Sign in to IPC Hub')")
+    page.click("a:has-text('Continue with NHS login (test provider)')")
+    page.wait_for_selector("input[name=login]")
+    page.fill("input[name=login]", login)
+    page.fill("input[name=password]", "anything")
+    page.click("button[type=submit]")
+    page.wait_for_selector("button:has-text('Continue')")
+    page.click("button:has-text('Continue')")
+
+
+def test_a_veteran_uses_his_own_record(hub, new_page):
+    gp, charity = client_token(hub, "nhs", GP_PRACTICE), client_token(hub, "charity", CHARITY)
+    plan = veteran_plan(hub, hub.bearer())
+    assert httpx.get(f"{hub.base}/fhir/CarePlan/{plan}", headers=gp).status_code == 200
+    assert httpx.get(f"{hub.base}/fhir/CarePlan/{plan}", headers=charity).status_code == 200
+
+    page = new_page()
+    nhs_login(page, hub, f"P9-{VETERAN_NHS}")
+    page.wait_for_selector("h1:has-text('Your plan')")
+    assert VETERAN_GOAL in page.inner_text("main")
+    check_page(page, "person-01-plan")
+
+    card = page.locator(".nhsuk-card", has_text=VETERAN_GOAL)
+    card.locator("textarea").fill("I have been to see two flats this week")
+    card.locator("button:has-text('Add note')").click()
+    page.wait_for_selector("text=Your note has been added")
+    assert "I have been to see two flats this week" in page.locator(".nhsuk-card", has_text=VETERAN_GOAL).inner_text()
+
+    page.goto(f"{hub.base}/me?view=easy-read")
+    page.wait_for_selector("h1:has-text('Your plan in easy read')")
+    assert "This is your plan." in page.inner_text("main")
+    check_page(page, "person-02-easy-read")
+
+    page.goto(f"{hub.base}/me/who-looked")
+    looked = page.inner_text("#looked")
+    assert "Chapel Street Surgery" in looked or f"organisation {GP_PRACTICE}" in looked, looked
+    assert "charit" in looked.lower(), looked
+    check_page(page, "person-03-who-looked")
+
+    page.goto(f"{hub.base}/me/sharing")
+    stop = page.locator("button", has_text="Stop sharing with Forces Together Midshire")  # the lead charity
+    assert stop.count() == 1, page.inner_text("#choices")
+    check_page(page, "person-04-sharing")
+    stop.first.click()
+    page.wait_for_selector("text=Your choice is saved")
+    assert httpx.get(f"{hub.base}/fhir/CarePlan/{plan}", headers=charity).status_code == 404
+    assert httpx.get(f"{hub.base}/fhir/CarePlan/{plan}", headers=gp).status_code == 200
+
+    page.goto(f"{hub.base}/me")
+    page.fill("#why", "I have found a flat and want to change my support hours")
+    page.click("button:has-text('Ask for a review')")
+    page.wait_for_selector("#review-sent")
+
+    page.goto(f"{hub.base}/me/download")
+    page.wait_for_selector("h1:has-text('Your record')")
+    check_page(page, "person-05-download")
+    bundle = page.request.get(f"{hub.base}/me/download?format=json").json()
+    patients = {e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"}
+    assert bundle["resourceType"] == "Bundle" and len(patients) == 1
+
+    staff = new_page()
+    sign_in(staff, hub, "demo.coordinator", start="/app/worklist")
+    staff.goto(f"{hub.base}/app/worklist")
+    assert "I have found a flat and want to change my support hours" in staff.inner_text("main")
+
+
+def test_nhs_login_refuses_a_low_proofing_level_and_an_unknown_nhs_number(hub, new_page):
+    page = new_page()
+    nhs_login(page, hub, f"P5-{VETERAN_NHS}")
+    page.wait_for_selector("h1:has-text('We need to confirm who you are first')")
+    check_page(page, "person-06-not-proofed")
+    other = new_page()
+    nhs_login(other, hub, "P9-9990000999")
+    other.wait_for_selector("h1:has-text('We could not find your record')")
+
+
+def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub, new_page):
+    """The council's demonstration person stands in for a nine-year-old child (their birth date is
+    moved); the veteran is the other person the parent must not see."""
+    keys = load_signing_keys(None, hub.data_dir)
+    settings = Settings(http_port=int(hub.base.rsplit(":", 1)[1]))
+    coordinator = {"Authorization": "Bearer " + mint_token(
+        keys, settings, partner_class="nhs", organisation="QT1", scopes=["user/*.cruds"],
+        user="Practitioner/test-coordinator", user_role="coordinator"), **JSON}
+    fhir = f"{hub.base}/fhir"
+    child = httpx.get(f"{fhir}/Patient", params={"identifier": "P100001"}, headers=coordinator).json()["entry"][0]["resource"]
+    child["birthDate"] = f"{date.today().year - 9}-03-01"
+    assert httpx.put(f"{fhir}/Patient/{child['id']}", content=dumps(child), headers=coordinator).status_code == 200
+
+    def related(code: str) -> str:
+        made = httpx.post(f"{fhir}/RelatedPerson", headers=coordinator, content=dumps({
+            "resourceType": "RelatedPerson", "active": True, "patient": {"reference": f"Patient/{child['id']}"},
+            "relationship": [{"coding": [{"system": ROLE, "code": code}]}], "name": [{"family": "Whitfield",
+                                                                                      "given": ["Pat"]}]}))
+        assert made.status_code == 201, made.text
+        return made.json()["id"]
+
+    def delegate(proxy: str, code: str, end: str) -> None:
+        made = httpx.post(f"{fhir}/Consent", headers=coordinator, content=dumps({
+            "resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": IPC + "CodeSystem/ipc-plan-category", "code": "proxy-delegation"}]}],
+            "patient": {"reference": f"Patient/{child['id']}"}, "dateTime": "2026-01-15T10:00:00Z",
+            "policyRule": {"text": "Parental responsibility"},
+            "sourceAttachment": {"contentType": "application/pdf", "title": "Birth certificate seen by the coordinator"},
+            "verification": [{"verified": True, "verifiedWith": {"reference": f"RelatedPerson/{proxy}"},
+                              "verificationDate": "2026-01-15"}],
+            "provision": {"type": "permit", "period": {"start": "2020-01-01", "end": end},
+                          "actor": [{"role": {"coding": [{"system": ROLE, "code": code}]},
+                                     "reference": {"reference": f"RelatedPerson/{proxy}"}}],
+                          "code": [{"coding": [{"system": IPC + "CodeSystem/ipc-record-part", "code": part}]}
+                                   for part in ("demographics", "care-support-plan", "budget")]}}))
+        assert made.status_code == 201, made.text
+
+    father, mother = related("FTH"), related("MTH")
+    delegate(father, "FTH", "2099-01-01")
+    delegate(mother, "MTH", "2021-01-01")
+    hub.cli("users", "add-person", "pat.father", "--name", "Pat Whitfield", "--related-person", father,
+            "--password", PASSWORD)
+    hub.cli("users", "add-person", "pat.mother", "--name", "Sam Whitfield", "--related-person", mother,
+            "--password", PASSWORD)
+
+    page = new_page()
+    page.goto(f"{hub.base}/me")
+    page.fill("#username", "pat.father")
+    page.fill("#password", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_selector("h1:has-text('Your plan')")
+    text = page.inner_text("main")
+    assert "acting for them" in text and "Graham" in text
+    assert VETERAN_GOAL not in text
+    assert "No budget has been set yet" not in text  # the council's allocations are in the delegation
+    check_page(page, "person-07-proxy")
+
+    expired = new_page()
+    expired.goto(f"{hub.base}/me")
+    expired.fill("#username", "pat.mother")
+    expired.fill("#password", PASSWORD)
+    expired.click("button:has-text('Sign in')")
+    expired.wait_for_selector("h1:has-text('You cannot see this record now')")
