@@ -17,6 +17,7 @@ from hub.identity.duplicates import check_new_identity, queue_review
 from hub.interactions import conditional
 from hub.interactions import subscriptions as subs
 from hub.interactions.context import Context, FhirRequest, Outcome
+from hub.interactions.own_record import check_person_update
 from hub.interactions.read import version_headers
 from hub.money import accounts as money_rules
 from hub.store import integrity, resources
@@ -141,6 +142,7 @@ async def _store(conn: AsyncConnection, ctx: Context, res_type: str, res_id: str
     if res_type == subs.TYPE:
         headers = subs.sent_headers(resource)
         spec = subs.prepare(ctx, resource, await subs.previous_status(conn, res_id))
+    await check_person_update(conn, ctx.access, res_type, res_id, resource)
     held = await _checked(conn, ctx, resource, res_type, res_id, update=True)
     version, created = await resources.update(conn, res_type, res_id, resource, if_match=if_match,
                                               access=ctx.access, chosen=chosen, hold_apart=held,

@@ -197,6 +197,15 @@ def test_what_is_withheld_from_the_person_and_what_they_may_write(fhir_as, two_p
     goal = me.get(f"/{mine.ids['goal']}").json()
     goal["note"] = [{"text": "I walked to the shop on my own", "authorReference": {"reference": f"Patient/{mine.patient}"}}]
     assert me.put(f"/{mine.ids['goal']}", content=dumps(goal), headers=JSON).status_code == 200
+    # ...and only add notes: the goal itself, or an earlier note, is changed with the coordinator
+    noted = me.get(f"/{mine.ids['goal']}").json()
+    for change in ({"description": {"text": "Something else"}}, {"note": [{"text": "rewritten"}]},
+                   {"lifecycleStatus": "cancelled"}):
+        refused = me.put(f"/{mine.ids['goal']}", content=dumps({**noted, **change}), headers=JSON)
+        assert refused.status_code == 403, change
+    added = {**noted, "note": [*noted["note"], {"text": "And to the café"}]}
+    assert me.put(f"/{mine.ids['goal']}", content=dumps(added), headers=JSON).status_code == 200
+    assert me.get(f"/{mine.ids['goal']}").json()["description"] == noted["description"]
     # the person cannot delete, nor create what their role does not allow
     assert me.delete(f"/{mine.ids['goal']}").status_code == 403
     assert me.post("/Condition", content=dumps({"resourceType": "Condition", "code": {"text": "x"},
