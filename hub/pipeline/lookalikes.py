@@ -10,6 +10,7 @@ once and each pair raises its Task once."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from psycopg import AsyncConnection
 
@@ -54,12 +55,14 @@ async def review_pass(conn: AsyncConnection) -> int:
     return len(proofs)
 
 
-async def review_all(conn: AsyncConnection) -> int:
+async def review_all(conn: AsyncConnection, stop: threading.Event | None = None) -> int:
     """Review passes until no new person is left unscored (a pass takes a thousand at a time),
-    each in its own transaction; the number of Tasks raised."""
+    each in its own transaction, or until `stop` is set (a worker asked to stop finishes the pass
+    in hand, not the backlog); the number of Tasks raised."""
     raised = 0
-    while True:
+    while stop is None or not stop.is_set():
         async with conn.transaction():
             if not await people.anyone_to_review(conn):
                 return raised
             raised += await review_pass(conn)
+    return raised

@@ -112,7 +112,7 @@ class PlanWorker:
             while not stop.is_set():
                 self.last_loop = time.monotonic()
                 await self.follow_up(conn)
-                await review_all(conn)   # look-alike people created over the API (hub.pipeline.lookalikes)
+                await review_all(conn, stop)   # look-alike people created over the API (hub.pipeline.lookalikes)
                 if once or time.monotonic() >= next_sweep:
                     await self.raise_reviews(conn, reviews.today())
                     await self.raise_growing_up(conn, reviews.today())

@@ -55,7 +55,10 @@ async def lock_review_pass(conn: AsyncConnection) -> None:
 
 
 async def anyone_to_review(conn: AsyncConnection) -> bool:
-    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM person_link WHERE method = 'new-unreviewed')"
+    # The same people unreviewed_people finds (a link whose Patient is deleted or not there is
+    # never scored): otherwise a caller looping until nobody is left would never stop.
+    cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM person_link l JOIN resource r ON r.res_type = 'Patient' "
+                             "AND r.res_id = l.patient_id AND NOT r.deleted WHERE l.method = 'new-unreviewed')"
                              " OR EXISTS (SELECT 1 FROM held_apart WHERE NOT reviewed)")
     return bool((await cur.fetchone())[0])
 
@@ -113,6 +116,11 @@ async def lock_identity(conn: AsyncConnection, keys: list[str]) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
 
+# People scored in one review pass (one transaction): few enough that a pass over a crowd of
+# look-alikes (each may match up to 200 others) ends in seconds, so a worker asked to stop stops.
+REVIEW_PASS_PEOPLE = 50
+
+
 async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
     """(source, patient id, Patient content) of new people the review pass has not yet scored,
     oldest first (by their first version), so of two look-alikes new in one pass the later is
@@ -122,7 +130,7 @@ async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]
         "FROM person_link l JOIN resource r ON r.res_type = 'Patient' AND r.res_id = l.patient_id AND NOT r.deleted "
         "LEFT JOIN resource_version v ON v.res_type = 'Patient' AND v.res_id = l.patient_id AND v.version = 1 "
         "WHERE l.method = 'new-unreviewed' GROUP BY l.source, l.patient_id "
-        "ORDER BY first_recorded NULLS LAST, l.patient_id LIMIT 1000")
+        "ORDER BY first_recorded NULLS LAST, l.patient_id LIMIT %s", (REVIEW_PASS_PEOPLE,))
     return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
 
 

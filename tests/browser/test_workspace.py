@@ -306,8 +306,11 @@ def _a_cohort_of_twelve(hub) -> str:
                        json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
     assert reply.status_code == 200, reply.text[:400]
     for definition in (multiple_conditions("def-browser-mltc"), complex_needs("def-browser-complex")):
-        assert httpx.put(f"{hub.base}/fhir/Group/{definition['id']}", headers=auth, json=definition).status_code in (200, 201)
-        found = httpx.post(f"{hub.base}/fhir/Group/{definition['id']}/$evaluate-cohort", headers=auth, timeout=120,
+        # Created by POST: the hub assigns ids (no update-as-create under an id a client chooses).
+        body = {k: v for k, v in definition.items() if k != "id"}
+        made = httpx.post(f"{hub.base}/fhir/Group", headers=auth, json=body)
+        assert made.status_code == 201, made.text[:400]
+        found = httpx.post(f"{hub.base}/fhir/Group/{made.json()['id']}/$evaluate-cohort", headers=auth, timeout=120,
                            json={"resourceType": "Parameters"})
         assert found.status_code == 200, found.text[:400]
     return tag
