@@ -117,8 +117,9 @@ async def lock_identity(conn: AsyncConnection, keys: list[str]) -> None:
 
 
 # People scored in one review pass (one transaction): few enough that a pass over a crowd of
-# look-alikes (each may match up to 200 others) ends in seconds, so a worker asked to stop stops.
-REVIEW_PASS_PEOPLE = 50
+# look-alikes (each may raise a Task with up to 200 others, each with its Provenance) ends in a
+# second or two, so a worker asked to stop stops (50 took over 30 s on a loaded machine).
+REVIEW_PASS_PEOPLE = 5
 
 
 async def unreviewed_people(conn: AsyncConnection) -> list[tuple[str, str, str]]:
