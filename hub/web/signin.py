@@ -308,18 +308,16 @@ def workspace_redirect(request: Request) -> str:
 
 
 async def ensure_app_client(request: Request, app: OwnApp) -> None:
-    """Register the app as a public app of this hub (once per process; an operator's revocation
-    stays)."""
-    known = request.app.state.__dict__.setdefault("own_apps", set())
-    if app.client_id in known:
-        return
+    """Register the app as a public app of this hub at every sign-in start: one upsert, cheap
+    beside the sign-in itself, and right even when the database was emptied or restored under a
+    running hub (a cache per process was not). An operator's revocation stays: the upsert keeps
+    the row's status."""
     record = ClientRecord(client_id=app.client_id, name=app.name, organisation="ipc-hub",
                           organisation_system="https://ipc-hub.example.org/fhir/Id/client-id",
                           partner_class="nhs", scopes=app.scopes, auth_method="none",
                           redirect_uris=(app_redirect(request, app),))
     async with request.app.state.pool.connection() as conn:
         await clients.save_app_client(conn, record)
-    known.add(app.client_id)
 
 
 async def ensure_workspace_client(request: Request) -> None:

@@ -234,13 +234,3 @@ def guide_served(hub_url: str, pg_url: str) -> None:
             await load_conformance(conn, [*guide.conformance_resources(), implementation_guide(guide)])
 
     asyncio.run(load())
-
-
-
-@pytest.fixture()
-def clean_db(clean_db: str, hub_api: RunningApi) -> str:
-    """The root fixture's empty database, with the session API told so: it registers its own
-    apps (the workspace, the person's pages) once per process (so an operator's revocation stays), and the emptying
-    removed it; the next sign-in registers it again, as a freshly started hub would."""
-    hub_api.app.state.__dict__.pop("own_apps", None)  # hub.web.signin.ensure_app_client
-    return clean_db

@@ -3,6 +3,7 @@ assertion (SMART Backend Services), scopes, revocation, and the discovery docume
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 
@@ -342,3 +343,23 @@ def test_private_key_jwt_without_kid_is_refused_naming_the_kid(hub_url, jwt_clie
     assert answer.status_code in (400, 401) and answer.json()["error"] == "invalid_client"
     assert "kid" in answer.json()["error_description"]
     assert "not signed by a key" not in answer.json()["error_description"]
+
+
+def test_registering_the_hubs_own_app_again_keeps_an_operators_revocation(pg_url):
+    """The workspace registers its own app at every sign-in start (hub.web.signin): the upsert
+    brings the name and redirect up to date, but an app an operator revoked stays revoked."""
+    app = store.ClientRecord(client_id=f"own-{uuid.uuid4().hex[:8]}", name="own app", organisation="ipc-hub",
+                             organisation_system="https://ipc-hub.example.org/fhir/Id/client-id",
+                             partner_class="nhs", scopes=("user/Patient.rs",), auth_method="none",
+                             redirect_uris=("http://hub.test/app/callback",))
+
+    async def journey() -> tuple[str, str, tuple[str, ...]]:
+        async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await store.save_app_client(conn, app)
+            assert await store.revoke_client(conn, app.client_id)
+            await store.save_app_client(conn, dataclasses.replace(
+                app, name="own app, renamed", redirect_uris=("http://new.test/app/callback",)))
+            again = await store.get_client(conn, app.client_id)
+            return again.status, again.name, again.redirect_uris
+
+    assert asyncio.run(journey()) == ("revoked", "own app, renamed", ("http://new.test/app/callback",))
