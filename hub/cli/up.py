@@ -1,7 +1,7 @@
 """`ipc-hub up`: the whole hub on the embedded default, run the way production runs it.
 
-The API serves in this process; the mapper, recorder, relay, plan, cohort and notifier workers and the HL7 v2, MOD and
-local authority connectors are child processes under hub.runtime.supervisor (restarted with
+The API serves in this process; the mapper, recorder, relay, plan, cohort and notifier workers and the HL7 v2, MOD,
+local authority, statements and children's connectors are child processes under hub.runtime.supervisor (restarted with
 back-off, reported by /readyz). Start order: PostgreSQL, migrations, the broker, the topics,
 the bus journal republished (what was accepted before a crash and not recorded), the workers,
 the API, then the connectors (once the API serves the keys the MOD connector checks tokens
@@ -38,8 +38,8 @@ log = logging.getLogger("hub")
 # members and offers (hub/cohorts); notifier: change events → subscribers (hub/subscriptions).
 # All run and restarted like the rest.
 WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts", "notifier")
-CONNECTORS = ("hl7v2", "mod", "la", "statements")
-WATCHERS = ("la", "statements")  # file connectors: `connector NAME watch`
+CONNECTORS = ("hl7v2", "mod", "la", "statements", "children")
+WATCHERS = ("la", "statements", "children")  # file connectors: `connector NAME watch`
 
 
 def _free_port() -> int:
@@ -66,6 +66,7 @@ def print_banner(settings: Settings, clients: str = "") -> None:
         f"  MOD handover        POST {_mod_url(settings)}/handover, or files in {settings.mod_drop_dir}\n"
         f"  Local authority CSV files in {settings.la_drop_dir}\n"
         f"  Statements CSV      files in {settings.statements_drop_dir}\n"
+        f"  Children's CSV      files in {settings.children_drop_dir}\n"
         f"  Data and logs       {settings.data_dir.resolve()}\n"
         f"Try: curl -s {base}/fhir/metadata -H 'Accept: application/fhir+json'\n"
         f"{clients}"
@@ -75,12 +76,13 @@ def print_banner(settings: Settings, clients: str = "") -> None:
 
 
 def _with_drop_folders(settings: Settings) -> Settings:
-    """`up` watches a MOD, a local authority and a statements drop folder, in the data folder
-    unless configured."""
+    """`up` watches a MOD, a local authority, a statements and a children's drop folder, in the
+    data folder unless configured."""
     return settings.model_copy(update={
         "mod_drop_dir": settings.mod_drop_dir or settings.data_dir / "mod-drop",
         "la_drop_dir": settings.la_drop_dir or settings.data_dir / "la-drop",
-        "statements_drop_dir": settings.statements_drop_dir or settings.data_dir / "statements-drop"})
+        "statements_drop_dir": settings.statements_drop_dir or settings.data_dir / "statements-drop",
+        "children_drop_dir": settings.children_drop_dir or settings.data_dir / "children-drop"})
 
 
 def _child_env(settings: Settings, db_url: str, bootstrap: str, journal: bool) -> dict[str, str]:
@@ -90,6 +92,7 @@ def _child_env(settings: Settings, db_url: str, bootstrap: str, journal: bool) -
                HUB_DATA_DIR=str(settings.data_dir.resolve()),
                HUB_MOD_DROP_DIR=str(settings.mod_drop_dir), HUB_LA_DROP_DIR=str(settings.la_drop_dir),
                HUB_STATEMENTS_DROP_DIR=str(settings.statements_drop_dir),
+               HUB_CHILDREN_DROP_DIR=str(settings.children_drop_dir),
                HUB_LOG_FORMAT="json")
     if not settings.auth_jwks_url:
         env["HUB_AUTH_JWKS_URL"] = f"http://{settings.http_host}:{settings.http_port}/.well-known/jwks.json"
@@ -108,7 +111,7 @@ def _children(settings: Settings, env: dict[str, str]) -> tuple[list[Child], lis
         workers.append(Child(name, [*command, "worker", name], {**env, "HUB_WORKER_HTTP_PORT": str(port),
                                                                  "HUB_HTTP_HOST": "127.0.0.1"},
                              logs / f"{name}.log", health_port=port))
-    ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0, "statements": 0}
+    ports = {"hl7v2": settings.mllp_port, "mod": settings.mod_port, "la": 0, "statements": 0, "children": 0}
     connectors = []
     for name in CONNECTORS:
         # The MLLP listener's /metrics (messages by ACK code) is merged into the API's.
@@ -211,7 +214,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
                        "HUB_EMBEDDED_KAFKA_PORT (unless HUB_KAFKA_BOOTSTRAP is set), schema migrations, "
                        "the pipeline workers and the connectors as supervised child processes (HL7 v2 "
                        "MLLP on HUB_MLLP_HOST:HUB_MLLP_PORT, MOD handover on HUB_MOD_HOST:HUB_MOD_PORT "
-                       "and HUB_MOD_DROP_DIR, local authority CSV in HUB_LA_DROP_DIR) and the FHIR API on "
+                       "and HUB_MOD_DROP_DIR, local authority CSV in HUB_LA_DROP_DIR, statements in HUB_STATEMENTS_DROP_DIR, children's extracts in HUB_CHILDREN_DROP_DIR) and the FHIR API on "
                        "HUB_HTTP_HOST:HUB_HTTP_PORT. Data and logs stay in HUB_DATA_DIR between runs.")
     p.set_defaults(handler=cmd_up)
 

@@ -106,6 +106,16 @@ def test_up_loads_the_demonstration_cohort_through_the_feeds_and_takes_mod_hando
         wait_for(lambda: lines() >= 6, 90, "the sample statement's six lines")
         assert lines() == 6
         assert [p.name for p in (data_dir / "statements-drop" / "processed").glob("*september.csv")]
+        # And the children's drop folder (issue 17), watched by its own supervised child: the
+        # sample children reach the API (the acknowledgement rule is tests/integration/test_children_watch.py).
+        import connectors.children
+
+        children = (Path(connectors.children.__file__).parent / "samples" / "children.csv").read_bytes()
+        partial = data_dir / "children-drop" / "children.csv.part"
+        partial.write_bytes(children)
+        partial.rename(partial.with_suffix(""))
+        assert wait_for(lambda: total({"identifier": "CH-000101"}), 90, "the children's sample child") == 1
+        assert [p.name for p in (data_dir / "children-drop" / "processed").glob("*children.csv")]
 
         secret = re.search(r"defence\s+(demo-defence)\s+(\S+)", "".join(hub.output))
         assert secret, "the banner lists no defence client"
