@@ -11,8 +11,6 @@ the council extracts' machinery (connectors/la: columns, code lists, one cheap c
 the same reader, error files, duplicate ledger and publication)."""
 from __future__ import annotations
 
-import re
-
 from connectors.la.format import (
     Column,
     FileKind,
@@ -22,6 +20,7 @@ from connectors.la.format import (
     check_nhs_number,
     check_postcode,
     check_text,
+    matching,
     one_of,
 )
 
@@ -39,16 +38,8 @@ PRIMARY_NEEDS = frozenset({f"N{n}" for n in range(1, 10)})   # CIN census primar
 # SSDA903 legal status of a looked-after child.
 LEGAL_STATUSES = frozenset({"C1", "C2", "D1", "E1", "J1", "J2", "J3", "L1", "L2", "L3", "V2", "V3", "V4"})
 
-_UPN = re.compile(r"^[A-Z]\d{11}[0-9A-Z]$")
-_URN = re.compile(r"^\d{6,8}$")
-
-
-def check_upn(v: str) -> str | None:
-    return None if _UPN.match(v) else "not a unique pupil number (a letter, 11 digits and a check character)"
-
-
-def check_urn(v: str) -> str | None:
-    return None if _URN.match(v) else "not an establishment URN or UKPRN (6 to 8 digits)"
+check_upn = matching(r"^[A-Z]\d{11}[0-9A-Z]$", "not a unique pupil number (a letter, 11 digits and a check character)")
+check_urn = matching(r"^\d{6,8}$", "not an establishment URN or UKPRN (6 to 8 digits)")
 
 
 def _child_rule(row: dict[str, str]) -> tuple[str, str] | None:

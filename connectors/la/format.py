@@ -62,9 +62,6 @@ YES_NO = frozenset({"Y", "N"})
 # --- value checks ------------------------------------------------------------------------
 
 _LA_CODE = re.compile(r"^[EW]\d{8}$")
-_LOCAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-./_]{0,39}$")
-# Activity element ids in the plan are built from it: FHIR element ids allow only these.
-_EVENT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-.]{0,49}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _POSTCODE = re.compile(r"^[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}$")
 _MONEY = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
@@ -84,16 +81,24 @@ class one_of:
         return None if v in self.codes else f"{v!r} is not a known code (expected {self._shown})"
 
 
+def matching(pattern: str, reason: str) -> Check:
+    """A check that a value matches `pattern` (anchored by the caller), failing with `reason`:
+    the shape of the id and code columns every CSV file connector declares."""
+    compiled = re.compile(pattern)
+
+    def check(v: str) -> str | None:
+        return None if compiled.match(v) else reason
+
+    return check
+
+
 def check_la_code(v: str) -> str | None:
     return None if _LA_CODE.match(v) else f"{v!r} is not an ONS local authority code (E or W and 8 digits)"
 
 
-def check_local_id(v: str) -> str | None:
-    return None if _LOCAL_ID.match(v) else "not a local id (1-40 letters, digits, - . / _)"
-
-
-def check_event_ref(v: str) -> str | None:
-    return None if _EVENT_REF.match(v) else "not an event reference (1-50 letters, digits, - .)"
+check_local_id = matching(r"^[A-Za-z0-9][A-Za-z0-9\-./_]{0,39}$", "not a local id (1-40 letters, digits, - . / _)")
+# Activity element ids in the plan are built from it: FHIR element ids allow only these.
+check_event_ref = matching(r"^[A-Za-z0-9][A-Za-z0-9\-.]{0,49}$", "not an event reference (1-50 letters, digits, - .)")
 
 
 def check_nhs_number(v: str) -> str | None:

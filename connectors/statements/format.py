@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from connectors.la.format import Column, FileKind, check_date, check_nhs_number, check_text, one_of
+from connectors.la.format import Column, FileKind, check_date, check_nhs_number, check_text, matching, one_of
 
 FUNDING_SOURCES = frozenset({"nhs", "local-authority", "education", "other"})
 MANAGEMENT_OPTIONS = frozenset({"direct-payment", "notional", "third-party"})
@@ -18,22 +18,12 @@ CATEGORIES = frozenset({"personal-assistant", "agency-care", "equipment", "thera
 SETTINGS = frozenset({"hospital-inpatient", "emergency-department", "hospital-outpatient", "residential-care",
                       "nursing-care", "home-and-community", "education", "other"})
 
-_PROVIDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-.]{0,19}$")
-_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-./_]{0,49}$")
-_GOAL = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _AMOUNT = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
 
 
-def check_provider(v: str) -> str | None:
-    return None if _PROVIDER.match(v) else "not a provider code (1-20 letters, digits, - .)"
-
-
-def check_reference(v: str) -> str | None:
-    return None if _REFERENCE.match(v) else "not a reference (1-50 letters, digits, - . / _)"
-
-
-def check_goal(v: str) -> str | None:
-    return None if _GOAL.match(v) else "not a Goal id of the shared record (1-64 letters, digits, - .)"
+check_provider = matching(r"^[A-Za-z0-9][A-Za-z0-9\-.]{0,19}$", "not a provider code (1-20 letters, digits, - .)")
+check_reference = matching(r"^[A-Za-z0-9][A-Za-z0-9\-./_]{0,49}$", "not a reference (1-50 letters, digits, - . / _)")
+check_goal = matching(r"^[A-Za-z0-9\-.]{1,64}$", "not a Goal id of the shared record (1-64 letters, digits, - .)")
 
 
 def check_amount(v: str) -> str | None:

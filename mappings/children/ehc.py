@@ -19,19 +19,21 @@ from datetime import date, timedelta
 from typing import Any
 
 from hub.fhir.ages import birthday, day_before_birthday
+from hub.fhir.builders import concept, transaction
+from hub.fhir.builders import put_entry as entry
+from hub.fhir.councils import council, patient_id
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.ids import source_id
+from hub.fhir.rows import read_rows
 from mappings.children.rows import EHC_COLUMNS
-from mappings.la import codes
-from mappings.la.bundle import entry, transaction
-from mappings.la.people import council, patient_id
-from mappings.la.rows import read_rows
 
 SD = f"{CANONICAL_BASE}/StructureDefinition"
 CS = f"{CANONICAL_BASE}/CodeSystem"
 TASKS = f"{CS}/ipc-children-task"
 SECTION = f"{CS}/ipc-ehc-section"
 SEN_NEED = f"{CS}/ipc-sen-need"
+PLAN_CATEGORY = f"{CS}/ipc-plan-category"
+STAGE = f"{CS}/ipc-stage"
 EHC_PLAN_ID = f"{CANONICAL_BASE}/Id/ehc-plan"
 # (step, weeks after the request it is due, display, the extract's column with the day it was done)
 STEPS = (
@@ -50,7 +52,7 @@ SEN_TYPES = {"SPLD": "Specific learning difficulty", "MLD": "Moderate learning d
 
 
 def map_ehc(payload: bytes, source: str) -> dict[str, Any]:
-    row = read_rows(payload, EHC_COLUMNS)[0]
+    row = read_rows(payload, EHC_COLUMNS, "children's extract")[0]
     child = f"Patient/{patient_id(source, row['Child_Id'])}"
     entries = [entry(t) for t in timeline(source, row, child)]
     if row["Assessment_Outcome"] == "Plan issued":
@@ -78,7 +80,7 @@ def timeline(source: str, row: dict[str, str], child: str) -> list[dict[str, Any
             "identifier": [{"system": f"{CANONICAL_BASE}/Id/ehc-request", "value": row["Request_Id"]}],
             "groupIdentifier": {"system": f"{CANONICAL_BASE}/Id/ehc-request", "value": row["Request_Id"]},
             "status": "requested", "intent": "order", "priority": "routine",
-            "code": codes.concept(TASKS, code, display),
+            "code": concept(TASKS, code, display),
             "description": f"{display}: due {weeks} weeks after the request received on {received}"
                            + (" (SEND Regulations 2014)" if weeks else ""),
             "for": {"reference": child},
@@ -102,9 +104,9 @@ def sen_need(source: str, row: dict[str, str], child: str) -> dict[str, Any]:
     """Section B: the child's primary type of special educational need."""
     return {
         "resourceType": "Condition", "id": source_id(source, "Condition", f"sen-need:{row['Child_Id']}"),
-        "clinicalStatus": codes.concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"),
-        "category": [codes.concept(SECTION, "b-sen", "B: special educational needs")],
-        "code": codes.concept(SEN_NEED, row["SEN_Type"], SEN_TYPES[row["SEN_Type"]]),
+        "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"),
+        "category": [concept(SECTION, "b-sen", "B: special educational needs")],
+        "code": concept(SEN_NEED, row["SEN_Type"], SEN_TYPES[row["SEN_Type"]]),
         "subject": {"reference": child}, "recordedDate": row["Final_Plan_Date"],
         "recorder": council(row["LA_Code"]),
     }
@@ -129,7 +131,7 @@ def ehc_plan(source: str, row: dict[str, str], child: str, need_id: str) -> dict
         "meta": {"profile": [f"{SD}/ipc-ehc-plan"]},
         "identifier": [{"system": EHC_PLAN_ID, "value": f"{row['LA_Code']}-{row['Child_Id']}"}],
         "status": "completed" if ceased else "active", "intent": "plan",
-        "category": [codes.concept(codes.PLAN_CATEGORY, "ehc-plan", "Education, Health and Care plan")],
+        "category": [concept(PLAN_CATEGORY, "ehc-plan", "Education, Health and Care plan")],
         "title": "Education, Health and Care plan",
         "subject": {"reference": child},
         "period": {"start": row["Final_Plan_Date"], "end": end},
@@ -143,7 +145,7 @@ def ehc_plan(source: str, row: dict[str, str], child: str, need_id: str) -> dict
         plan.setdefault("extension", []).append({"url": f"{SD}/last-review", "valueDate": row["Last_Review_Date"]})
     if row["Placement_Type"] or row["Placement_URN"]:
         where = row["Placement_Type"] or "Placement"
-        detail: dict[str, Any] = {"code": codes.concept(SECTION, "i-placement", "I: placement"),
+        detail: dict[str, Any] = {"code": concept(SECTION, "i-placement", "I: placement"),
                                   "status": "completed" if ceased else "in-progress",
                                   "description": where + (f" (establishment URN {row['Placement_URN']})"
                                                           if row["Placement_URN"] else "")}
@@ -158,14 +160,14 @@ def ipc_plan_part(source: str, row: dict[str, str], child: str, ehc_id: str) -> 
         "resourceType": "CarePlan", "id": source_id(source, "CarePlan", f"ipc-plan:{row['Child_Id']}"),
         "meta": {"profile": [f"{SD}/ipc-care-plan"]},
         "extension": [
-            {"url": f"{SD}/ipc-stage", "valueCodeableConcept": codes.concept(codes.STAGE, "preparation", "Preparation")},
+            {"url": f"{SD}/ipc-stage", "valueCodeableConcept": concept(STAGE, "preparation", "Preparation")},
             {"url": f"{SD}/linked-plan", "extension": [
-                {"url": "type", "valueCodeableConcept": codes.concept(f"{CS}/ipc-formal-plan-type", "ehc-plan",
+                {"url": "type", "valueCodeableConcept": concept(f"{CS}/ipc-formal-plan-type", "ehc-plan",
                                                                       "Education, Health and Care plan")},
                 {"url": "plan", "valueReference": {"reference": f"CarePlan/{ehc_id}"}}]}],
         "status": "draft", "intent": "plan",
-        "category": [codes.concept(codes.PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan"),
-                     codes.concept(f"{CS}/ipc-programme", "ipc-children", "IPC for children and young people")],
+        "category": [concept(PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan"),
+                     concept(f"{CS}/ipc-programme", "ipc-children", "IPC for children and young people")],
         "title": "Personalised care and support plan",
         "description": f"Begun with the request for an EHC needs assessment received on {row['Request_Received_Date']}; "
                        "linked to the child's EHC plan.",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.fhir.builders import concept, transaction
+from hub.fhir.builders import put_entry as entry
+from hub.fhir.councils import council, council_patient, patient_id
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.ids import source_id
+from hub.fhir.rows import read_rows
 from mappings.children.rows import CHILD_COLUMNS, EPISODE_COLUMNS
-from mappings.la import codes
-from mappings.la.bundle import entry, transaction
-from mappings.la.people import council, patient_id, person_resource
-from mappings.la.rows import read_rows
 
 EPISODE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-children-episode"
-_SEX = {"M": "Male", "F": "Female", "U": "Unknown"}   # SEN2 / CIN sex → the CLD gender the ConceptMap reads
+_SEX = {"M": "male", "F": "female", "U": "unknown"}   # SEN2 / CIN sex → FHIR administrative gender
 # The displays say which part of the record an episode belongs to (hub.consent.parts reads them):
 # children's social care, or safeguarding for a child protection plan.
 _EPISODES = {"CIN": ("cin", "Child in need (children's social care)"), "CPP": ("cpp", "Child protection plan"),
@@ -22,15 +22,16 @@ _NEEDS = {"N1": "Abuse or neglect", "N2": "Child's disability or illness", "N3":
           "N4": "Family in acute stress", "N5": "Family dysfunction", "N6": "Socially unacceptable behaviour",
           "N7": "Low income", "N8": "Absent parenting", "N9": "Cases other than children in need"}
 UPN = f"{CANONICAL_BASE}/Id/unique-pupil-number"
+WHAT = "children's extract"
 
 
 def map_child(payload: bytes, source: str) -> dict[str, Any]:
     """`children-person`: one child → their Patient, with the unique pupil number beside the
     council's id and the NHS number."""
-    row = read_rows(payload, CHILD_COLUMNS)[0]
-    person = {"NHS_Number": row["NHS_Number"], "Given_Name": row["Forename"], "Family_Name": row["Surname"],
-              "Date_of_Birth": row["Date_of_Birth"], "Gender": _SEX.get(row["Sex"], ""), "Postcode": row["Postcode"]}
-    patient = person_resource(source, row["LA_Code"], row["Child_Id"], person)
+    row = read_rows(payload, CHILD_COLUMNS, WHAT)[0]
+    patient = council_patient(source, row["LA_Code"], row["Child_Id"], nhs=row["NHS_Number"], given=row["Forename"],
+                              family=row["Surname"], born=row["Date_of_Birth"], gender=_SEX.get(row["Sex"], ""),
+                              postcode=row["Postcode"])
     if row["UPN"]:
         patient["identifier"].append({"system": UPN, "value": row["UPN"], "assigner": council(row["LA_Code"])})
     return transaction([entry(patient)])
@@ -39,15 +40,15 @@ def map_child(payload: bytes, source: str) -> dict[str, Any]:
 def map_episode(payload: bytes, source: str) -> dict[str, Any]:
     """`children-episode`: a child in need, child protection or looked-after episode → an
     EpisodeOfCare managed by the council, its kind and the CIN primary need as its types."""
-    row = read_rows(payload, EPISODE_COLUMNS)[0]
+    row = read_rows(payload, EPISODE_COLUMNS, WHAT)[0]
     kind = _EPISODES[row["Episode_Type"]]
     episode: dict[str, Any] = {
         "resourceType": "EpisodeOfCare", "id": source_id(source, "EpisodeOfCare", f"episode:{row['Episode_Id']}"),
         "identifier": [{"system": f"{CANONICAL_BASE}/Id/children-episode", "value": row["Episode_Id"],
                         "assigner": council(row["LA_Code"])}],
         "status": "finished" if row["End_Date"] else "active",
-        "type": [codes.concept(EPISODE_SYSTEM, *kind),
-                 codes.concept(EPISODE_SYSTEM, row["Primary_Need"], _NEEDS[row["Primary_Need"]])],
+        "type": [concept(EPISODE_SYSTEM, *kind),
+                 concept(EPISODE_SYSTEM, row["Primary_Need"], _NEEDS[row["Primary_Need"]])],
         "patient": {"reference": f"Patient/{patient_id(source, row['Child_Id'])}"},
         "managingOrganization": council(row["LA_Code"]),
         "period": {"start": row["Start_Date"], **({"end": row["End_Date"]} if row["End_Date"] else {})},

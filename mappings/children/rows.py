@@ -1,5 +1,5 @@
 """The children's extract payload: CSV with the kind's header and the rows the connector checked,
-read again on its own with the council extracts' reader (mappings.la.rows.read_rows): the
+read again on its own with the CSV file connectors' reader (hub.fhir.rows.read_rows): the
 mapping trusts the format, not the import path."""
 from __future__ import annotations
 

@@ -22,9 +22,8 @@ EVENT_TYPE = f"{CANONICAL_BASE}/CodeSystem/cld-event-type"
 EVENT_OUTCOME = f"{CANONICAL_BASE}/CodeSystem/cld-event-outcome"
 RELATIONSHIP = f"{CANONICAL_BASE}/CodeSystem/la-carer-relationship"
 
-# Identifier systems: the council's own ids for its events, and councils by ONS code.
+# Identifier systems: the council's own ids for its events (councils by ONS code: hub.fhir.councils).
 EVENT_REFERENCE = f"{CANONICAL_BASE}/Id/local-authority-event-reference"
-ONS_LA_CODE = f"{CANONICAL_BASE}/Id/ons-local-authority-code"
 
 # IPC code systems (profiles/CodeSystem).
 PLAN_CATEGORY = f"{CANONICAL_BASE}/CodeSystem/ipc-plan-category"
@@ -55,14 +54,3 @@ def translate_optional(name: str, system: str, code: str) -> dict[str, Any] | No
     """For codes a map deliberately leaves without a target (kept as sent)."""
     found = concept_map(name).translate(system, code)
     return found[0].to_fhir() if found else None
-
-
-def coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
-    out = {"system": system, "code": code}
-    if display:
-        out["display"] = display
-    return out
-
-
-def concept(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    return {"coding": [coding(system, code, display)]}

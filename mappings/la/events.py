@@ -15,15 +15,18 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from hub.fhir.builders import coding, concept, transaction
+from hub.fhir.builders import put_entry as entry
+from hub.fhir.councils import council, patient_id
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import CANONICAL_BASE
 from hub.fhir.ids import source_id
 from hub.fhir.jsontext import FhirDecimal
+from hub.fhir.rows import read_rows
 from mappings.la import codes
-from mappings.la.bundle import entry, transaction
 from mappings.la.costs import ServiceCost, service_cost, statement_year
-from mappings.la.people import PLAN_PROFILE, council, patient_id
-from mappings.la.rows import EVENT_COLUMNS, read_rows
+from mappings.la.people import PLAN_PROFILE
+from mappings.la.rows import EVENT_COLUMNS
 
 BUDGET_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-budget-statement"
 SD = f"{CANONICAL_BASE}/StructureDefinition"
@@ -74,14 +77,14 @@ def _event_identifier(row: dict[str, str]) -> list[dict[str, Any]]:
 def _outcome(row: dict[str, str]) -> dict[str, Any] | None:
     if not row["Event_Outcome"]:
         return None
-    return {"coding": [codes.coding(codes.EVENT_OUTCOME, row["Event_Outcome"], row["Event_Outcome"])],
+    return {"coding": [coding(codes.EVENT_OUTCOME, row["Event_Outcome"], row["Event_Outcome"])],
             "text": row["Event_Outcome"]}
 
 
 def _record(source: str, row: dict[str, str], subject: dict[str, str]) -> dict[str, Any]:
     """A request, assessment or review as the resource a mature record keeps for it."""
     ref, kind = row["Event_Reference"], row["Event_Type"]
-    code = {"coding": [codes.coding(codes.EVENT_TYPE, kind, kind)],
+    code = {"coding": [coding(codes.EVENT_TYPE, kind, kind)],
             "text": _PROCEDURE_NAMES.get((kind, row["Client_Type"]), "Request for adult social care support")}
     outcome = _outcome(row)
     if kind == "Request":
@@ -113,14 +116,14 @@ def _plan(source: str, la_code: str, la_person: str, subject: dict[str, str], ro
     open_services = [s for s in services if not s["Event_End_Date"]]
     open_reviews = sorted(r["Event_Start_Date"] for r in rows if r["Event_Type"] == "Review" and not r["Event_End_Date"])
     stage = _stage(rows, open_services, open_reviews)
-    extensions: list[dict[str, Any]] = [{"url": f"{SD}/ipc-stage", "valueCodeableConcept": codes.concept(codes.STAGE, *stage)}]
+    extensions: list[dict[str, Any]] = [{"url": f"{SD}/ipc-stage", "valueCodeableConcept": concept(codes.STAGE, *stage)}]
     if open_services:
         # Support being delivered means the council agreed it, when the first open service
         # began. The plan stays a draft: making it active needs a named coordinator, which
         # CLD does not carry (the coordinator or another source activates it).
         extensions.append({"url": f"{SD}/plan-agreement", "extension": [
             {"url": "agreedBy", "valueReference": council(la_code)},
-            {"url": "role", "valueCodeableConcept": codes.concept(
+            {"url": "role", "valueCodeableConcept": concept(
                 codes.AGREEMENT_ROLE, "local-authority-commissioner", "Local authority commissioner")},
             {"url": "date", "valueDateTime": min(s["Event_Start_Date"] for s in open_services)},
         ]})
@@ -130,7 +133,7 @@ def _plan(source: str, la_code: str, la_person: str, subject: dict[str, str], ro
         "resourceType": "CarePlan", "id": source_id(source, "CarePlan", f"plan:{la_person}"),
         "meta": {"profile": [PLAN_PROFILE]}, "extension": extensions,
         "status": "draft", "intent": "plan",
-        "category": [codes.concept(codes.PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan")],
+        "category": [concept(codes.PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan")],
         "title": "Personalised care and support plan",
         "description": f"Adult social care from local authority {la_code}: the requests, assessments, "
                        "reviews and services in its client level data.",
@@ -169,8 +172,8 @@ def _activity(row: dict[str, str]) -> dict[str, Any]:
             + (f" (£{weekly} a week)" if weekly else ""))
     detail: dict[str, Any] = {
         "kind": "ServiceRequest",
-        "code": {"coding": [codes.coding(codes.SERVICE_COMPONENT, component, component),
-                            codes.coding(codes.SERVICE_TYPE, service_type, service_type), life_area],
+        "code": {"coding": [coding(codes.SERVICE_COMPONENT, component, component),
+                            coding(codes.SERVICE_TYPE, service_type, service_type), life_area],
                  "text": component},
         "status": "completed" if row["Event_End_Date"] else "in-progress",
         "scheduledPeriod": _period(row),
@@ -220,7 +223,7 @@ def _budget(source: str, la_code: str, la_person: str, subject: dict[str, str], 
     for option, mechanisms in by_option.values():
         amount = sum((by_mechanism[m] for m in mechanisms), Decimal(0))
         allocations.append({"url": f"{SD}/budget-allocation", "extension": [
-            {"url": "fundingSource", "valueCodeableConcept": codes.concept(
+            {"url": "fundingSource", "valueCodeableConcept": concept(
                 codes.FUNDING_SOURCE, "local-authority", "Local authority social care")},
             {"url": "managementOption", "valueCodeableConcept": {"coding": [option]}},
             {"url": "amount", "valueMoney": _money(amount)},
@@ -232,13 +235,13 @@ def _budget(source: str, la_code: str, la_person: str, subject: dict[str, str], 
         "resourceType": "CarePlan", "id": source_id(source, "CarePlan", f"budget:{la_person}"),
         "meta": {"profile": [BUDGET_PROFILE]},
         "extension": [
-            {"url": f"{SD}/budget-type", "valueCodeableConcept": codes.concept(codes.BUDGET_TYPE, "personal-budget", "Personal budget")},
+            {"url": f"{SD}/budget-type", "valueCodeableConcept": concept(codes.BUDGET_TYPE, "personal-budget", "Personal budget")},
             *allocations,
             {"url": f"{SD}/agreed-amount", "valueMoney": _money(total)},
         ],
         "status": "active" if any(not s["Event_End_Date"] for s in services) else "completed",
         "intent": "plan",
-        "category": [codes.concept(codes.PLAN_CATEGORY, "budget-statement", "Budget statement")],
+        "category": [concept(codes.PLAN_CATEGORY, "budget-statement", "Budget statement")],
         "title": "Budget statement",
         "subject": subject,
         "partOf": [{"reference": f"CarePlan/{plan['id']}"}],

@@ -5,33 +5,17 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from hub.fhir.errors import FhirError
-from hub.fhir.identifiers import (
-    CANONICAL_BASE,
-    LOCAL_AUTHORITY_PERSON_ID,
-    NHS_NUMBER,
-    UNVERIFIED_NHS_NUMBER,
-    is_issuable_nhs_number,
-    is_valid_nhs_number,
-)
+from hub.fhir.builders import coding, concept, transaction
+from hub.fhir.builders import put_entry as entry
+from hub.fhir.councils import council, council_patient, patient_id
+from hub.fhir.identifiers import CANONICAL_BASE, LOCAL_AUTHORITY_PERSON_ID
 from hub.fhir.ids import source_id
+from hub.fhir.rows import read_rows
 from mappings.la import codes
-from mappings.la.bundle import entry, transaction
-from mappings.la.rows import CARER_COLUMNS, PERSON_COLUMNS, read_rows
+from mappings.la.rows import CARER_COLUMNS, PERSON_COLUMNS
 
-PATIENT_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-patient"
 CARER_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-carer"
 PLAN_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-care-plan"
-
-
-def patient_id(source: str, la_person_id: str) -> str:
-    """The id a council's person has in its own records: the same from every file and extract."""
-    return source_id(source, "Patient", la_person_id)
-
-
-def council(la_code: str) -> dict[str, Any]:
-    """The council as a logical reference (its ONS code)."""
-    return {"identifier": {"system": codes.ONS_LA_CODE, "value": la_code}, "display": f"Local authority {la_code}"}
 
 
 def map_person(payload: bytes, source: str) -> dict[str, Any]:
@@ -44,22 +28,15 @@ def map_person(payload: bytes, source: str) -> dict[str, Any]:
 
 
 def person_resource(source: str, la_code: str, la_person_id: str, row: dict[str, str]) -> dict[str, Any]:
-    """A Patient from the person columns people and carers files share."""
-    identifiers = []
-    if nhs := row["NHS_Number"]:
-        if not is_valid_nhs_number(nhs):
-            raise FhirError("value", "LA extract: NHS_Number fails the Modulus 11 check")
-        if is_issuable_nhs_number(nhs):
-            identifiers.append({"system": NHS_NUMBER, "value": nhs})
-        else:  # a placeholder (0000000000, …): kept, never matched on
-            identifiers.append({"system": UNVERIFIED_NHS_NUMBER, "value": nhs,
-                                "type": {"text": "NHS number that no one person holds (a placeholder)"}})
-    identifiers.append({"system": LOCAL_AUTHORITY_PERSON_ID, "value": la_person_id, "assigner": council(la_code)})
-    patient: dict[str, Any] = {"resourceType": "Patient", "id": patient_id(source, la_person_id),
-                               "meta": {"profile": [PATIENT_PROFILE]}, "identifier": identifiers,
-                               "name": [human_name(row)]}
-    _details(patient, row)
-    return patient
+    """A Patient from the person columns people and carers files share (CLD gender translated by
+    the ConceptMap)."""
+    return council_patient(source, la_code, la_person_id, nhs=row["NHS_Number"], given=row["Given_Name"],
+                           family=row["Family_Name"], born=row["Date_of_Birth"], gender=_gender(row["Gender"]),
+                           postcode=row["Postcode"])
+
+
+def _gender(cld: str) -> str:
+    return codes.translate("cld-gender-to-administrative-gender", codes.GENDER, cld, "Gender")["code"] if cld else ""
 
 
 def human_name(row: dict[str, str]) -> dict[str, Any]:
@@ -71,8 +48,7 @@ def human_name(row: dict[str, str]) -> dict[str, Any]:
 
 def _details(resource: dict[str, Any], row: dict[str, str]) -> None:
     if row["Gender"]:
-        resource["gender"] = codes.translate("cld-gender-to-administrative-gender", codes.GENDER,
-                                             row["Gender"], "Gender")["code"]
+        resource["gender"] = _gender(row["Gender"])
     if row["Date_of_Birth"]:
         resource["birthDate"] = row["Date_of_Birth"]
     if row["Postcode"]:
@@ -89,7 +65,7 @@ def map_carer(payload: bytes, source: str) -> dict[str, Any]:
         "meta": {"profile": [CARER_PROFILE]},
         "identifier": [{"system": LOCAL_AUTHORITY_PERSON_ID, "value": carer, "assigner": council(la_code)}],
         "patient": {"reference": f"Patient/{patient_id(source, cared_for)}"},
-        "relationship": [codes.concept(codes.UKCORE_RELATIONSHIP, "Carer", "Carer of patient"),
+        "relationship": [concept(codes.UKCORE_RELATIONSHIP, "Carer", "Carer of patient"),
                          _relationship(row["Relationship_To_Cared_For"])],
         "name": [human_name(row)],
     }
@@ -97,7 +73,7 @@ def map_carer(payload: bytes, source: str) -> dict[str, Any]:
     extensions = []
     if carer_type := _carer_type(row["Date_of_Birth"], row["Carer_Assessment_Date"]):
         extensions.append({"url": f"{CANONICAL_BASE}/StructureDefinition/carer-type",
-                           "valueCodeableConcept": codes.concept(codes.CARER_TYPE, *carer_type)})
+                           "valueCodeableConcept": concept(codes.CARER_TYPE, *carer_type)})
     entries = []
     if row["Carer_Assessed"] == "Y":
         own = person_resource(source, la_code, carer, row)
@@ -113,7 +89,7 @@ def map_carer(payload: bytes, source: str) -> dict[str, Any]:
 
 
 def _relationship(code: str) -> dict[str, Any]:
-    codings = [codes.coding(codes.RELATIONSHIP, code, code)]
+    codings = [coding(codes.RELATIONSHIP, code, code)]
     if target := codes.translate_optional("la-carer-relationship-to-v3-rolecode", codes.RELATIONSHIP, code):
         codings.append(target)
     return {"coding": codings, "text": code}
@@ -141,9 +117,9 @@ def carer_plan(source: str, carer_patient: str, carer: str, row: dict[str, str])
         "resourceType": "CarePlan", "id": source_id(source, "CarePlan", f"carer-plan:{carer}"),
         "meta": {"profile": [PLAN_PROFILE]},
         "extension": [{"url": f"{CANONICAL_BASE}/StructureDefinition/ipc-stage",
-                       "valueCodeableConcept": codes.concept(codes.STAGE, "conversation", "Conversation")}],
+                       "valueCodeableConcept": concept(codes.STAGE, "conversation", "Conversation")}],
         "status": "draft", "intent": "plan",
-        "category": [codes.concept(codes.PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan")],
+        "category": [concept(codes.PLAN_CATEGORY, "care-support-plan", "Personalised care and support plan")],
         "title": "Carer's own care and support plan",
         "description": (f"Begun with the carer's assessment by local authority {row['LA_Code']} on {assessed}: "
                         "the carer's own needs, in their own right."),

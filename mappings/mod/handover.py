@@ -19,6 +19,7 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
+from hub.fhir.builders import coding, concept
 from hub.fhir.errors import FhirError
 from hub.fhir.identifiers import (
     CANONICAL_BASE,
@@ -54,17 +55,6 @@ def map_handover(payload: bytes, source: str) -> dict[str, Any]:
         raise FhirError("structure", "MOD handover: the payload is not UTF-8 JSON") from None
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise FhirError("required", f"MOD handover: the document lacks or misshapes {exc}") from None
-
-
-def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    found = {"system": system, "code": code}
-    if display:
-        found["display"] = display
-    return found
-
-
-def concept(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    return {"coding": [coding(system, code, display)]}
 
 
 def ref(resource: dict[str, Any]) -> dict[str, str]:
