@@ -43,6 +43,8 @@ check_urn = matching(r"^\d{6,8}$", "not an establishment URN or UKPRN (6 to 8 di
 
 
 def _child_rule(row: dict[str, str]) -> tuple[str, str] | None:
+    if row["Continuing_Care_From"] and row["Continuing_Care_From"] < row["Date_of_Birth"]:
+        return "Continuing_Care_From", "continuing care starts before the child was born"
     return None
 
 
@@ -104,6 +106,7 @@ CHILDREN = FileKind("children", "children-person", (
     Column("Date_of_Birth", True, check_date),
     Column("Sex", False, one_of(SEXES)),
     Column("Postcode", False, check_postcode),
+    Column("Continuing_Care_From", False, check_date),
 ), "Child_Id", _child_rule)
 
 EHC = FileKind("ehc", "children-ehc", (

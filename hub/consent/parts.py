@@ -64,7 +64,8 @@ _BY_PROFILE = {
 _BY_PLAN_CATEGORY = {"budget-statement": BUDGET, "care-support-plan": PLAN, "ehc-plan": PLAN, "care-team": CARE_TEAM,
                      "record-sharing": CONSENT, "proxy-delegation": CONSENT}
 _BY_FLAG = {"armed-forces-veteran": ARMED_FORCES, "service-leaver": ARMED_FORCES,
-            "has-carer": CARERS, "is-carer": CARERS}
+            "has-carer": CARERS, "is-carer": CARERS,
+            "childrens-continuing-care": HEALTH}   # a complex health need: health, not everyone's alert
 _BY_TYPE = {
     "Patient": DEMOGRAPHICS,
     "RelatedPerson": CARERS,

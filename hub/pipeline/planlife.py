@@ -18,8 +18,8 @@ reviews that fall due with time.
   active EHC plans their annual review Task for the council (hub.plans.ehc). The
   (plan, due date) is claimed in `plan_review_raised` (primary key) in the transaction that
   writes the Task: however many schedulers run at once, each review is raised exactly once.
-- **Growing up.** In the same sweep, every child or young person with an EHC plan, and every
-  assessed young carer, gets the growing-up steps whose day has come (hub.plans.growing_up):
+- **Growing up.** In the same sweep, every child or young person with an EHC plan or in
+  children's continuing care, and every assessed young carer, gets the growing-up steps whose day has come (hub.plans.growing_up):
   transition Tasks and, at 18, the adult plan replacing the child's. Each (person, step) is
   claimed in `child_transition_raised` in the transaction that writes it: raised exactly once.
 
@@ -46,7 +46,7 @@ from hub.pipeline.lookalikes import review_all
 from hub.plans import followups as plan_followups
 from hub.plans import ehc, growing_up, outcomes, reviews
 from hub.fhir.ages import parse_birth_date
-from hub.plans.model import CARE_PLAN, PLAN, SD, extensions, next_review, value
+from hub.plans.model import CARE_PLAN, CS, PLAN, SD, extensions, next_review, value
 from hub.search.access import Access
 from hub.store import followups as queue
 from hub.store import resources as store
@@ -229,6 +229,10 @@ class PlanWorker:
         people = [(pid, born, growing_up.CHILD) for pid, born in await queue.children(conn)]
         people += [(pid, born, growing_up.YOUNG_CARER) for pid, born in
                    await queue.young_carers(conn, SD + "carer-own-record", SD + "carer-type")]
+        recorded_by: dict[str, dict[str, Any] | None] = {}
+        for pid, born, author in await queue.in_continuing_care(conn, CS + "ipc-flag", growing_up.CONTINUING_CARE_FLAG):
+            people.append((pid, born, growing_up.CONTINUING_CARE))
+            recorded_by[pid] = author
         done = await queue.steps_raised(conn)
         for patient_id, birth_date, who in people:
             born = parse_birth_date(birth_date)
@@ -239,17 +243,22 @@ class PlanWorker:
                 due.add(growing_up.ADULT_PLAN)
             if due <= done.get(patient_id, set()):
                 continue   # everything due is raised: no need to read their plans
-            raised += await self._raise_steps(conn, patient_id, born, who, day)
+            raised += await self._raise_steps(conn, patient_id, born, who, day, recorded_by.get(patient_id))
         if raised:
             log.info("plan worker: %d growing-up steps raised", raised)
         return raised
 
-    async def _raise_steps(self, conn: AsyncConnection, patient_id: str, born: Any, who: str, day: Any) -> int:
+    async def _raise_steps(self, conn: AsyncConnection, patient_id: str, born: Any, who: str, day: Any,
+                           recorded_by: dict[str, Any] | None = None) -> int:
+        """`recorded_by`: for a child in continuing care, who recorded it (their check's owner)."""
         person = f"Patient/{patient_id}"
         ehc_plans = await queue.open_plans_of(conn, patient_id, ehc.EHC)
         child_plans = await queue.open_plans_of(conn, patient_id, PLAN)
-        focus = f"CarePlan/{ehc_plans[0][0]}" if ehc_plans and who == growing_up.CHILD else None
-        owner = ehc_plans[0][1].get("author") if ehc_plans and who == growing_up.CHILD else None
+        about_the_plan = ehc_plans and who in (growing_up.CHILD, growing_up.CONTINUING_CARE)
+        focus = f"CarePlan/{ehc_plans[0][0]}" if about_the_plan else None
+        owner = ehc_plans[0][1].get("author") if about_the_plan else None
+        if who == growing_up.CONTINUING_CARE and recorded_by:
+            owner = recorded_by
         writes: list[tuple[str, dict[str, Any], list[str | None]]] = []
         for step in growing_up.due_steps(born, day, who):
             task = growing_up.transition_task(step, person, born, _now(), focus=focus, owner=owner)

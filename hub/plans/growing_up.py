@@ -3,8 +3,8 @@ the adult plan that takes over from the child's at 18.
 
 Each moment is a `Step`: the Task it raises, the day it may first be raised (`opens`) and the day
 it is due, both from the person's birth date (hub.fhir.ages). The plan worker's scheduler
-(hub.pipeline.planlife) raises every step whose day has come, for every child with an EHC plan
-(and the young carers), and claims each (person, step) in `child_transition_raised` in the
+(hub.pipeline.planlife) raises every step whose day has come, for every child with an EHC plan,
+every child in children's continuing care and the young carers, and claims each (person, step) in `child_transition_raised` in the
 transaction that writes it, so each is raised exactly once however many schedulers run and
 however often (a Task a worker has since completed is never raised again).
 
@@ -13,9 +13,13 @@ however often (a Task a worker has since completed is never raised again).
 - the young person takes over decisions: at `HUB_PROXY_PASSES_AT_AGE` (16 unless set: from 16
   the Mental Capacity Act applies, and at the end of compulsory schooling the rights under the
   Children and Families Act pass to the young person); proxy access itself is hub.consent's;
-- continuing care to NHS Continuing Healthcare: from 16 (screening and referral), decided
-  before 18 (National Framework for NHS Continuing Healthcare, transition from children's
-  continuing care);
+- continuing care to NHS Continuing Healthcare: only for a child or young person in children's
+  continuing care (complex health needs: an active `ipc-flag|childrens-continuing-care` Flag in
+  their record, from the council's extract or written through the API by the ICB), whether or not
+  they have an EHC plan: from 14 they are identified, screened from 16, and the adult decision is
+  due before 18 (National Framework for Children and Young People's Continuing Care; National
+  Framework for NHS Continuing Healthcare, transition). Children without that need are not
+  asked: most children with an EHC plan have no complex health need;
 - transfer to adult services: from 17, due on the 18th birthday (Care Act 2014 s58–66);
 - a young carer's reassessment as an adult carer: from 17, due on the 18th birthday (Care Act
   2014 s63–64, young carers' needs assessments);
@@ -45,7 +49,9 @@ from hub.plans.model import (
 )
 
 CHILD = "child"            # a child or young person with an EHC plan
+CONTINUING_CARE = "continuing-care"   # a child or young person in children's continuing care
 YOUNG_CARER = "young-carer"
+CONTINUING_CARE_FLAG = "childrens-continuing-care"   # its code in CS + "ipc-flag"
 ADULT_PLAN = "adult-plan"  # the step that writes the adult plan rather than a Task
 LINKED_PLAN = SD + "linked-plan"
 FORMAL_PLAN_SYSTEM = CS + "ipc-formal-plan-type"
@@ -61,7 +67,7 @@ def proxy_passes_at() -> int:
 class Step:
     code: str
     display: str
-    who: str                                   # CHILD or YOUNG_CARER
+    who: str                                   # CHILD, CONTINUING_CARE or YOUNG_CARER
     opens: Callable[[date], date]
     due: Callable[[date], date]
     description: str
@@ -87,9 +93,9 @@ STEPS: tuple[Step, ...] = (
     Step("decisions-pass", "Young person takes over decisions", CHILD, _proxy_age, _proxy_age,
          "The young person now makes their own decisions about their plan and record: ask them who, if anyone, "
          "may act for them"),
-    Step("continuing-care-check", "Continuing care to NHS Continuing Healthcare check", CHILD, _at(16), _at(18),
-         "Check whether children's continuing care applies and, if it does, screen and refer for an NHS Continuing "
-         "Healthcare decision before the 18th birthday"),
+    Step("continuing-care-check", "Continuing care to NHS Continuing Healthcare check", CONTINUING_CARE, _at(14),
+         _at(18), "In children's continuing care: identify now for adult NHS Continuing Healthcare, screen from 16 and "
+         "refer so that the adult decision is made before the 18th birthday"),
     Step("adult-transfer", "Transfer to adult services", CHILD, _at(17), _at(18),
          "Plan the move from children's to adult services: adult social care and health, and the adult care and "
          "support plan that takes over from the child's at 18"),

@@ -136,6 +136,17 @@ _YOUNG_CARERS = (
     " AND own->>'url' = %s AND link->>'url' = 'person'"
     " AND r.content::jsonb @> %s::jsonb"
 )
+# Children and young people in children's continuing care: the subject of an active Flag with
+# that code (hub.plans.growing_up.CONTINUING_CARE), under 25, and its author (who recorded it).
+_IN_CONTINUING_CARE = (
+    "SELECT DISTINCT ON (p.res_id) p.res_id, p.content->>'birthDate', f.content->'author' FROM resource f"
+    " JOIN idx_reference s ON s.res_type = f.res_type AND s.res_id = f.res_id AND s.param = 'subject'"
+    "  AND s.target_type = 'Patient'"
+    " JOIN resource p ON p.res_type = 'Patient' AND p.res_id = s.target_id AND NOT p.deleted"
+    " WHERE f.res_type = 'Flag' AND NOT f.deleted AND f.content->>'status' = 'active'"
+    " AND f.content::jsonb @> %s::jsonb"   # Flag has no `code` search parameter to index
+    " ORDER BY p.res_id, f.res_id"
+)
 _CLAIM_STEP = ("INSERT INTO child_transition_raised (patient_id, step, written) VALUES (%s, %s, %s) "
                "ON CONFLICT DO NOTHING RETURNING 1")
 
@@ -151,6 +162,14 @@ async def children(conn: AsyncConnection) -> list[tuple[str, str | None]]:
     """(Patient id, birth date) of everyone with a current EHC plan."""
     cur = await conn.execute(_CHILDREN, (PLAN_CATEGORY_SYSTEM, ["draft", "active", "on-hold"]))
     return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def in_continuing_care(conn: AsyncConnection, system: str,
+                             code: str) -> list[tuple[str, str | None, dict[str, Any] | None]]:
+    """(Patient id, birth date, the Flag's author) of everyone with an active Flag of this code."""
+    marker = json.dumps({"code": {"coding": [{"system": system, "code": code}]}})
+    cur = await conn.execute(_IN_CONTINUING_CARE, (marker,))
+    return [(row[0], row[1], row[2] if isinstance(row[2], dict) else None) for row in await cur.fetchall()]
 
 
 async def young_carers(conn: AsyncConnection, own_record: str, carer_type: str) -> list[tuple[str, str | None]]:

@@ -22,19 +22,43 @@ _NEEDS = {"N1": "Abuse or neglect", "N2": "Child's disability or illness", "N3":
           "N4": "Family in acute stress", "N5": "Family dysfunction", "N6": "Socially unacceptable behaviour",
           "N7": "Low income", "N8": "Absent parenting", "N9": "Cases other than children in need"}
 UPN = f"{CANONICAL_BASE}/Id/unique-pupil-number"
+FLAG_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/ipc-flag"
+FLAG_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-flag"
+CONTINUING_CARE = "childrens-continuing-care"
+FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 WHAT = "children's extract"
 
 
 def map_child(payload: bytes, source: str) -> dict[str, Any]:
     """`children-person`: one child → their Patient, with the unique pupil number beside the
-    council's id and the NHS number."""
+    council's id and the NHS number; a child in children's continuing care (`Continuing_Care_From`)
+    also gets the Flag that makes the plan worker raise their continuing care to NHS Continuing
+    Healthcare check (hub.plans.growing_up)."""
     row = read_rows(payload, CHILD_COLUMNS, WHAT)[0]
     patient = council_patient(source, row["LA_Code"], row["Child_Id"], nhs=row["NHS_Number"], given=row["Forename"],
                               family=row["Surname"], born=row["Date_of_Birth"], gender=_SEX.get(row["Sex"], ""),
                               postcode=row["Postcode"])
     if row["UPN"]:
         patient["identifier"].append({"system": UPN, "value": row["UPN"], "assigner": council(row["LA_Code"])})
-    return transaction([entry(patient)])
+    entries = [entry(patient)]
+    if row["Continuing_Care_From"]:
+        entries.append(entry(continuing_care_flag(source, row, patient["id"])))
+    return transaction(entries)
+
+
+def continuing_care_flag(source: str, row: dict[str, str], patient: str) -> dict[str, Any]:
+    """The child receives children's continuing care (complex health needs), from the day given.
+    An empty column later does not end it: whoever knows it ended (the ICB, the council) sets the
+    Flag inactive through the API, and a re-import keeps that (hub.plans.council_owned)."""
+    return {
+        "resourceType": "Flag", "id": source_id(source, "Flag", f"continuing-care:{row['Child_Id']}"),
+        "meta": {"profile": [FLAG_PROFILE]}, "status": "active",
+        "category": [concept(FLAG_CATEGORY, "clinical", "Clinical")],
+        "code": concept(FLAG_SYSTEM, CONTINUING_CARE, "Receives children's continuing care"),
+        "subject": {"reference": f"Patient/{patient}"},
+        "period": {"start": row["Continuing_Care_From"]},
+        "author": council(row["LA_Code"]),
+    }
 
 
 def map_episode(payload: bytes, source: str) -> dict[str, Any]:

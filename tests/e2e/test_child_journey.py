@@ -70,9 +70,11 @@ def extract(folder: Path) -> list[Path]:
     """The council's extract: the two children, Jade's issued plan and Leo's open request, and
     Leo's child in need episode."""
     folder.mkdir()
-    children = [("LA_Code", "Child_Id", "UPN", "NHS_Number", "Forename", "Surname", "Date_of_Birth", "Sex", "Postcode"),
-                (COUNCIL, JADE, "K12345678901A", JADE_NHS, "Jade", "Whitfield", JADE_BORN.isoformat(), "F", "NG18 5DD"),
-                (COUNCIL, LEO, "K12345678902B", LEO_NHS, "Leo", "Whitfield", LEO_BORN.isoformat(), "M", "NG18 5DD")]
+    children = [("LA_Code", "Child_Id", "UPN", "NHS_Number", "Forename", "Surname", "Date_of_Birth", "Sex", "Postcode",
+                 "Continuing_Care_From"),
+                (COUNCIL, JADE, "K12345678901A", JADE_NHS, "Jade", "Whitfield", JADE_BORN.isoformat(), "F", "NG18 5DD",
+                 ""),
+                (COUNCIL, LEO, "K12345678902B", LEO_NHS, "Leo", "Whitfield", LEO_BORN.isoformat(), "M", "NG18 5DD", "")]
     week = timedelta(weeks=1)
     ehc = [("LA_Code", "Child_Id", "Date_of_Birth", "Request_Id", "Request_Received_Date", "Decision", "Decision_Date",
             "Advice_Date", "Draft_Plan_Date", "Assessment_Outcome", "Final_Plan_Date", "SEN_Type", "Placement_URN",
@@ -179,8 +181,8 @@ def test_a_childs_journey_from_ehc_plan_to_adult_services(running, fhir, fhir_as
     assert last_day in refused.json()["issue"][0]["diagnostics"]
 
     # 5. The plan worker: her annual review (last one 13 months ago) and her transition Tasks.
-    expected = {"ehc-annual-review", "preparing-for-adulthood", "decisions-pass", "continuing-care-check",
-                "adult-transfer"}
+    # (No continuing care check: nothing in her record says she is in children's continuing care.)
+    expected = {"ehc-annual-review", "preparing-for-adulthood", "decisions-pass", "adult-transfer"}
 
     def raised() -> list[str] | None:
         codes = [code_of(t) for t in found(fhir, "/Task", subject=her, _count=100)]
@@ -188,6 +190,7 @@ def test_a_childs_journey_from_ehc_plan_to_adult_services(running, fhir, fhir_as
 
     codes = wait_for(raised, 60, "her annual review and transition Tasks")
     assert sorted(c for c in codes if c in expected) == sorted(expected)   # each once
+    assert "continuing-care-check" not in codes
     transfer = one(fhir, "/Task", subject=her, code=f"{TASKS}|adult-transfer")
     assert transfer["restriction"]["period"]["end"] == birthday(JADE_BORN, 18).isoformat()
     assert transfer["focus"] == {"reference": f"CarePlan/{ehc['id']}"}

@@ -9,7 +9,8 @@ Tasks and the late one is found by the overdue search (real HTTP); bad rows are 
 and column and nothing of them is published; re-importing changes no version. A 17-year-old's
 transition Tasks and the annual review are raised exactly once by two schedulers at once; at 18
 the adult plan replaces the child's and keeps its goals; a young carer from the council's adult
-extract is reassessed before 18."""
+extract is reassessed before 18; the continuing care check is raised only for children in
+children's continuing care (the extract's column, or a Flag the ICB writes)."""
 from __future__ import annotations
 
 import asyncio
@@ -166,8 +167,22 @@ def test_a_childrens_extract_becomes_the_record_and_the_child_grows_up(clean_db,
     wait_for(lambda: _recorded_all(bus, 18), 90, "the adult extract recorded")
     son = next(p["id"] for p in _record(clean_db)["Patient"] for i in p["identifier"] if i["value"] == "P-SON-1")
 
+    # Children's continuing care: Ellie's from the council's extract (Continuing_Care_From), a
+    # health Flag; Lily (14, no EHC plan) is recorded in it by her ICB through the API. Sam (11,
+    # no plan yet, no complex health need) and nobody else gets the check.
+    [ellies_flag] = [f for f in record["Flag"] if f["subject"]["reference"] == ellie]
+    assert ellies_flag["code"]["coding"][0]["code"] == "childrens-continuing-care"
+    assert ellies_flag["period"] == {"start": "2016-04-01"}
+    icb = {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "15M"},
+           "display": "NHS Nottingham and Nottinghamshire ICB"}
+    made = fhir.post("/Flag", json={
+        "resourceType": "Flag", "status": "active", "subject": {"reference": lily}, "period": {"start": "2025-01-06"},
+        "code": {"coding": [{"system": f"{CS}/ipc-flag", "code": "childrens-continuing-care"}]}, "author": icb},
+        headers={"Content-Type": "application/fhir+json"})
+    assert made.status_code == 201, made.text
+
     # Two schedulers at once, on a day she is 17: each step raised once, and never again.
-    assert sum(asyncio.run(_schedule_twice(clean_db, TODAY, "raise_growing_up"))) == 5
+    assert sum(asyncio.run(_schedule_twice(clean_db, TODAY, "raise_growing_up"))) == 6
     assert sum(asyncio.run(_schedule_twice(clean_db, TODAY, "raise_growing_up"))) == 0
     assert sum(asyncio.run(_schedule_twice(clean_db, TODAY, "raise_reviews"))) == 1   # her EHC annual review
     record = _record(clean_db)
@@ -175,7 +190,9 @@ def test_a_childrens_extract_becomes_the_record_and_the_child_grows_up(clean_db,
                     {"ehc-request", "ehc-decision", "ehc-advice", "ehc-draft", "ehc-final"})
     assert raised == sorted([(ellie, "adult-transfer"), (ellie, "continuing-care-check"), (ellie, "decisions-pass"),
                              (ellie, "ehc-annual-review"), (ellie, "preparing-for-adulthood"),
-                             (f"Patient/{son}", "young-carer-reassessment")])
+                             (lily, "continuing-care-check"), (f"Patient/{son}", "young-carer-reassessment")])
+    lilys = next(t for t in record["Task"] if _for(t) == lily and _code(t) == "continuing-care-check")
+    assert lilys["owner"] == icb and lilys["restriction"]["period"] == {"start": "2026-03-01", "end": "2030-03-01"}
     review = next(t for t in record["Task"] if _code(t) == "ehc-annual-review")
     assert review["restriction"]["period"]["end"] == "2026-01-20"   # a year after her last review
     for task in record["Task"]:

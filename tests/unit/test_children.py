@@ -119,7 +119,7 @@ def test_the_extract_refuses_rows_whose_story_does_not_hold():
 def test_a_17_year_old_has_the_transition_steps_and_an_18_year_old_the_adult_plan():
     born = date(2009, 5, 14)
     at_17 = {s.code for s in growing_up.due_steps(born, date(2026, 12, 3), growing_up.CHILD)}
-    assert at_17 == {"preparing-for-adulthood", "decisions-pass", "continuing-care-check", "adult-transfer"}
+    assert at_17 == {"preparing-for-adulthood", "decisions-pass", "adult-transfer"}
     assert {s.code for s in growing_up.due_steps(born, date(2022, 9, 1), growing_up.CHILD)} == {"preparing-for-adulthood"}
     assert growing_up.due_steps(born, date(2034, 5, 14), growing_up.CHILD) == []   # 25: nothing more
     assert [s.code for s in growing_up.due_steps(born, date(2026, 5, 14), growing_up.YOUNG_CARER)] == [
@@ -129,6 +129,39 @@ def test_a_17_year_old_has_the_transition_steps_and_an_18_year_old_the_adult_pla
     task = growing_up.transition_task(transfer, "Patient/p1", born, "2026-12-03T00:00:00Z")
     assert task["restriction"]["period"] == {"start": "2026-05-14", "end": "2027-05-14"}
     assert [i.diagnostics for i in validate(task) if i.severity == "error"] == []
+
+
+def test_the_continuing_care_check_is_only_for_children_in_continuing_care_from_14():
+    born = date(2012, 2, 29)
+    steps = {s.code: s for s in growing_up.STEPS}
+    assert steps["continuing-care-check"].who == growing_up.CONTINUING_CARE
+    assert "continuing-care-check" not in {s.code for s in growing_up.STEPS if s.who == growing_up.CHILD}
+    assert growing_up.due_steps(born, date(2026, 2, 27), growing_up.CONTINUING_CARE) == []       # 13
+    [check] = growing_up.due_steps(born, date(2026, 3, 1), growing_up.CONTINUING_CARE)           # 14
+    task = growing_up.transition_task(check, "Patient/p1", born, "2026-03-01T00:00:00Z")
+    assert task["restriction"]["period"] == {"start": "2026-03-01", "end": "2030-03-01"}         # due at 18
+    assert growing_up.due_steps(born, date(2037, 3, 1), growing_up.CONTINUING_CARE) == []        # 25
+
+
+def test_the_extracts_continuing_care_date_becomes_a_health_flag_the_worker_reads():
+    from hub.consent.parts import HEALTH, record_part
+    from hub.fhir.builders import coding
+    from mappings.children import map_child
+    from mappings.children.rows import CHILD_COLUMNS
+
+    def child(since: str) -> list[dict]:
+        row = ["E10000024", "CH-9", "", "", "Ava", "Stone", "2011-06-01", "F", "", since]
+        payload = (",".join(CHILD_COLUMNS) + "\n" + ",".join(row) + "\n").encode()
+        return [e["resource"] for e in map_child(payload, "la-E10000024")["entry"]]
+
+    [patient] = child("")
+    patient, flag = child("2019-09-01")
+    assert flag["code"]["coding"] == [coding("https://ipc-hub.example.org/fhir/CodeSystem/ipc-flag", growing_up.CONTINUING_CARE_FLAG,
+                                             "Receives children's continuing care")]
+    assert flag["status"] == "active" and flag["period"] == {"start": "2019-09-01"}
+    assert flag["subject"] == {"reference": f"Patient/{patient['id']}"}
+    assert [i.diagnostics for i in validate(flag) if i.severity == "error"] == []
+    assert record_part(flag) == HEALTH
 
 
 def test_decisions_pass_at_the_configured_age(monkeypatch):
