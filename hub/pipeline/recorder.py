@@ -5,7 +5,8 @@ For each message: check every resource as every write is checked (hub.fhir.resou
 check_structure: a breach dead-letters the message with the rule and its location), resolve who
 each Patient is (hub.identity) and whom a source means by a
 person it sent before, point the Bundle's references at the shared-record Patient, join plan
-parts to the person's one plan (hub.pipeline.plans), skip what the source already said something
+parts to the person's one plan (hub.pipeline.plans), keep what people changed in the children's
+extract's Tasks (hub.plans.council_owned), skip what the source already said something
 newer about (a late replay, hub.store.freshness), write every resource with
 update(skip_unchanged) under its deterministic id (a replay writes nothing), settle GP
 registration handovers (hub.pipeline.handover), and write one Provenance naming the source
@@ -39,6 +40,7 @@ from hub.pipeline.lookalikes import review_pass
 from hub.pipeline.mapper import ID_KEY_HEADER
 from hub.pipeline.plans import PlanTargets, join, plan_kind
 from hub.pipeline.provenance import provenance
+from hub.plans import council_owned
 from hub.search.access import Access
 from hub.store import batch as store_batch
 from hub.store import freshness, idkeys, integrity, people
@@ -242,6 +244,9 @@ async def record_bundle(conn: AsyncConnection, envelope: Envelope, bundle: dict[
         elif plan_kind(resource) is not None:
             resource = _joined_plan(resource, await store.current_version(
                 conn, "CarePlan", resource["id"], access=Access.system()), joined)
+        elif council_owned.is_council_owned(resource):
+            resource = _kept_peoples_changes(resource, await store.current_version(
+                conn, resource["resourceType"], resource["id"], access=Access.system()))
         version = await _write(conn, resource)
         said[key] = max(envelope.received_at, newest.get(key, envelope.received_at))
         if version is not None:
@@ -340,6 +345,8 @@ async def record_together(conn: AsyncConnection,
                 resource = _merge_patient(resource, target, current.get(("Patient", target)), stale=stale)
             elif plan_kind(resource) is not None:
                 resource = _joined_plan(resource, current.get(("CarePlan", resource["id"])), joined)
+            elif council_owned.is_council_owned(resource):
+                resource = _kept_peoples_changes(resource, current.get((resource["resourceType"], resource["id"])))
             version = write(resource)
             if version is not None:
                 written.append(version)
@@ -483,6 +490,13 @@ async def _no_dangling_references(conn: AsyncConnection, resources: list[dict[st
 def _joined_plan(part: dict[str, Any], current: Version | None, joined: set[str]) -> dict[str, Any]:
     existing = jsontext.loads(current.content) if current is not None and not current.deleted else None
     return join(existing, part, own=part["id"] not in joined)
+
+
+def _kept_peoples_changes(incoming: dict[str, Any], current: Version | None) -> dict[str, Any]:
+    """A children's extract Task or Flag over its current version: what people changed stays
+    (hub.plans.council_owned)."""
+    existing = jsontext.loads(current.content) if current is not None and not current.deleted else None
+    return council_owned.merge(incoming, existing)
 
 
 async def _merged_patient(conn: AsyncConnection, incoming: dict[str, Any],

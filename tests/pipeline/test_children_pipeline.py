@@ -7,7 +7,8 @@ Checked: every recorded resource is valid against the profiles; the EHC plan end
 the 25th birthday and is linked from the child's one IPC plan; the assessment's 20 weeks are
 Tasks and the late one is found by the overdue search (real HTTP); bad rows are reported by line
 and column and nothing of them is published; re-importing changes no version. A 17-year-old's
-transition Tasks and the annual review are raised exactly once by two schedulers at once; at 18
+transition Tasks and the annual review are raised exactly once; a re-import never undoes a
+coordinator's change to a timeline Task and shows where the council differs; by two schedulers at once; at 18
 the adult plan replaces the child's and keeps its goals; a young carer from the council's adult
 extract is reassessed before 18; the continuing care check is raised only for children in
 children's continuing care (the extract's column, or a Flag the ICB writes)."""
@@ -91,6 +92,41 @@ def _for(resource: dict[str, Any]) -> str:
     return resource["for"]["reference"]
 
 
+COORDINATOR = {"identifier": {"system": "https://fhir.nhs.uk/Id/sds-user-id", "value": "555123456789"},
+               "display": "Priya Shah (care coordinator)"}
+
+
+def _task_of(fhir, child: str, code: str) -> dict[str, Any]:
+    [entry] = fhir.get("/Task", params={"subject": child, "code": f"{TASKS}|{code}"}).json()["entry"]
+    return entry["resource"]
+
+
+def _coordinator_takes_on(fhir, child: str) -> None:
+    """Through the API, as the workspace does: owner, status and a note on two of the child's steps."""
+    for code, status, note in (("ehc-advice", "in-progress", "Reports from the paediatrician and the EP chased."),
+                               ("ehc-final", "on-hold", "Family asked for the draft meeting after half term.")):
+        task = _task_of(fhir, child, code)
+        task.update(status=status, owner=COORDINATOR, note=[{"text": note}])
+        answer = fhir.put(f"/Task/{task['id']}", json=task, headers={
+            "Content-Type": "application/fhir+json", "If-Match": f'W/"{task["meta"]["versionId"]}"'})
+        assert answer.status_code == 200, answer.text
+
+
+def _with_sams_advice(folder: Path) -> Path:
+    """The council's next ehc file: the same rows, with Sam's advice gathered on 20 May."""
+    folder.mkdir()
+    with open(SAMPLES / "ehc.csv", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        if row["Child_Id"] == "CH-000102":
+            row["Advice_Date"] = "2026-05-20"
+    with open(folder / "ehc.csv", "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "ehc.csv"
+
+
 async def _schedule_twice(url: str, day: date, what: str) -> list[int]:
     """Two schedulers at once (as on two machines), each on its own connection."""
     async def one() -> int:
@@ -166,6 +202,26 @@ def test_a_childrens_extract_becomes_the_record_and_the_child_grows_up(clean_db,
     _import(bus, tmp_path, "carers", _young_carer_extract(tmp_path / "adult-extract"), kinds=LA_KINDS)
     wait_for(lambda: _recorded_all(bus, 18), 90, "the adult extract recorded")
     son = next(p["id"] for p in _record(clean_db)["Patient"] for i in p["identifier"] if i["value"] == "P-SON-1")
+
+    # Sam's coordinator takes on his advice step and his final plan step; the council then sends
+    # his advice date. A re-import moves only what the council owns, keeps what she changed and
+    # shows her where the council differs, once.
+    _coordinator_takes_on(fhir, sam)
+    _import(bus, tmp_path, "advice", [_with_sams_advice(tmp_path / "advice-extract")])
+    wait_for(lambda: _recorded_all(bus, 21), 90, "the council's new dates recorded")
+    advice = _task_of(fhir, sam, "ehc-advice")
+    assert advice["status"] == "in-progress" and advice["owner"] == COORDINATOR
+    assert advice["executionPeriod"] == {"end": "2026-05-20"}          # the council's date moved
+    assert [n["text"] for n in advice["note"]][0] == "Reports from the paediatrician and the EP chased."
+    [differs] = [n for n in advice["note"] if n.get("authorString", "").startswith("IPC Hub")]
+    assert "done on 2026-05-20" in differs["text"] and "(in-progress) is kept" in differs["text"]
+    final = _task_of(fhir, sam, "ehc-final")
+    assert (final["status"], final["owner"], len(final["note"])) == ("on-hold", COORDINATOR, 1)  # nothing differs
+    assert final["restriction"]["period"]["end"] == "2026-07-20"
+    before = _versions(clean_db)
+    _import(bus, tmp_path, "advice-again", [tmp_path / "advice-extract" / "ehc.csv"], force=True)
+    wait_for(lambda: _recorded_all(bus, 24), 90, "the same dates again")
+    assert _versions(clean_db) == before                                # the note is not added twice
 
     # Children's continuing care: Ellie's from the council's extract (Continuing_Care_From), a
     # health Flag; Lily (14, no EHC plan) is recorded in it by her ICB through the API. Sam (11,

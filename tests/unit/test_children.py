@@ -192,3 +192,37 @@ def test_childrens_social_care_episodes_sit_in_their_protected_parts_of_the_reco
     [entry] = map_episode(payload, SOURCE)["entry"]
     assert record_part(entry["resource"]) == part
     assert [i.diagnostics for i in validate(entry["resource"]) if i.severity == "error"] == []
+
+
+def test_a_reimport_moves_only_what_the_council_owns_and_notes_a_difference_once():
+    from hub.plans import council_owned
+
+    tasks = by_code(map_ehc(ehc_row(), SOURCE))
+    first = tasks["ehc-decision"]                                   # requested: the council has no date
+    assert council_owned.is_council_owned(first)
+    # Nobody touched it: the council's new date completes it.
+    done = by_code(map_ehc(ehc_row(Decision="Assess", Decision_Date="2026-02-01"), SOURCE))["ehc-decision"]
+    assert council_owned.merge(done, first) == done
+    # The coordinator took it on: her status, owner and note stay.
+    hers = {**first, "status": "in-progress", "owner": {"display": "Priya Shah"}, "note": [{"text": "Withdrawn?"}]}
+    assert council_owned.merge(first, hers) is hers                 # the council says nothing new: unchanged
+    merged = council_owned.merge(done, hers)
+    assert (merged["status"], merged["owner"], merged["executionPeriod"]) == ("in-progress", {"display": "Priya Shah"},
+                                                                             {"end": "2026-02-01"})
+    assert merged["note"][0] == {"text": "Withdrawn?"} and "done on 2026-02-01" in merged["note"][1]["text"]
+    assert council_owned.merge(done, merged) is merged              # the same note never twice
+    # Completed here, still open at the council: kept, and the difference noted.
+    closed = council_owned.merge(first, {**first, "status": "completed"})
+    assert closed["status"] == "completed" and "still open there" in closed["note"][0]["text"]
+    cancelled = council_owned.merge(first, {**first, "status": "cancelled"})
+    assert cancelled["status"] == "cancelled" and "still open there" in cancelled["note"][0]["text"]
+
+
+def test_a_continuing_care_flag_a_person_ended_stays_ended():
+    from hub.plans import council_owned
+
+    flag = {"resourceType": "Flag", "id": "f1", "status": "active", "period": {"start": "2019-09-01"},
+            "code": {"coding": [{"system": council_owned.FLAG_SYSTEM, "code": "childrens-continuing-care"}]}}
+    assert council_owned.is_council_owned(flag)
+    ended = {**flag, "status": "inactive", "period": {"start": "2019-09-01", "end": "2026-06-30"}}
+    assert council_owned.merge(flag, ended)["status"] == "inactive"
