@@ -69,6 +69,7 @@ class Hub:
                         HUB_EMBEDDED_KAFKA_PORT=str(free_port()), HUB_MLLP_PORT=str(free_port()),
                         HUB_MOD_PORT=str(free_port()), HUB_DEMO_COHORT="true", HUB_MOD_POLL_INTERVAL_S="0.2",
                         HUB_LA_POLL_INTERVAL_S="0.2", HUB_LOG_LEVEL="warning", HUB_OIDC_ISSUER=oidc.issuer,
+                        HUB_PLAN_WORKER_INTERVAL_S="5",  # growing-up steps within seconds of a child arriving
                         HUB_OIDC_CLIENT_ID=OIDC_CLIENT_ID, HUB_OIDC_CLIENT_SECRET=OIDC_SECRET,
                         HUB_OIDC_DISPLAY_NAME="NHS Care Identity (test provider)",
                         # the same test provider stands in for NHS login for the person's pages (issue 18)

@@ -350,3 +350,61 @@ def test_the_commissioners_page_charts_each_cohort_and_downloads_the_summary(hub
     answer = other.goto(f"{hub.base}/app/commissioning")
     assert answer.status == 403 and "Not available to your role" in other.inner_text("main")
     assert other.context.request.get(f"{hub.base}/app/commissioning/summary.csv").status == 403
+
+
+def test_the_childrens_worklist_shows_each_childs_steps_with_their_age_and_filters(hub, new_page):
+    """The council's children's extract dropped into the folder `up` watches; the coordinator's
+    children's worklist lists the EHC assessment steps and the growing-up steps the plan worker
+    raised, each with the child's name and age, overdue ones marked, filtered by kind and name."""
+    from datetime import date
+    from pathlib import Path
+
+    import connectors.children
+    from hub.fhir.ages import age_on
+
+    samples = Path(connectors.children.__file__).parent / "samples"
+    drop = hub.data_dir / "children-drop"
+    for name in ("children.csv", "ehc.csv"):
+        (drop / f"{name}.part").write_bytes((samples / name).read_bytes())
+        (drop / f"{name}.part").rename(drop / name)
+    auth = hub.bearer()
+    tasks = "https://ipc-hub.example.org/fhir/CodeSystem/ipc-children-task"
+
+    def raised(code: str) -> int:
+        return httpx.get(f"{hub.base}/fhir/Task", headers=auth, params={"code": f"{tasks}|{code}"}).json().get("total", 0)
+
+    wait_for(lambda: raised("ehc-final") == 2, 90, "the children's EHC timeline")
+    wait_for(lambda: raised("adult-transfer") == 1, 90, "Ellie's transfer to adult services from the plan worker")
+
+    page = new_page()
+    sign_in(page, hub, "demo.coordinator")
+    page.click("a.nhsuk-header__navigation-link:has-text('Children')")
+    page.wait_for_selector("h1:has-text('Children and young people')")
+    today = date.today()
+    sams_final = page.locator("tr", has_text="Final EHC plan issued").filter(has_text="Sam Okafor")
+    assert sams_final.count() == 1
+    cells = sams_final.locator("td").all_inner_texts()
+    assert cells[1] == str(age_on(date(2015, 11, 2), today))
+    assert ("Overdue" in cells[3]) == (date(2026, 7, 20) < today)      # 20 weeks after 2 March 2026
+    ellie = page.locator("tr", has_text="Ellie Turner")
+    hers = "\n".join(ellie.all_inner_texts())
+    assert "Transfer to adult services" in hers and "Continuing care to NHS Continuing Healthcare check" in hers
+    assert ellie.first.locator("td").nth(1).inner_text() == str(age_on(date(2009, 5, 14), today))
+    check_page(page, "13-children")
+
+    page.select_option("#kind", "transition")
+    page.click("button:has-text('Show')")
+    page.wait_for_url(re.compile(r"kind=transition"))
+    shown = page.inner_text("main")
+    assert "Transfer to adult services" in shown and "Final EHC plan issued" not in shown
+    page.select_option("#kind", "all")
+    page.fill("#name", "sam")
+    page.click("button:has-text('Show')")
+    page.wait_for_url(re.compile(r"name=sam"))
+    children = set(page.locator("tbody tr td:first-child").all_inner_texts())
+    assert children == {"Sam Okafor"}
+
+    # A commissioner has no children's worklist.
+    other = new_page()
+    sign_in(other, hub, "demo.commissioner")
+    assert other.goto(f"{hub.base}/app/children").status == 403

@@ -226,3 +226,32 @@ def test_a_continuing_care_flag_a_person_ended_stays_ended():
     assert council_owned.is_council_owned(flag)
     ended = {**flag, "status": "inactive", "period": {"start": "2019-09-01", "end": "2026-06-30"}}
     assert council_owned.merge(flag, ended)["status"] == "inactive"
+
+
+def test_the_childrens_worklist_rows_filter_by_kind_when_and_name_and_show_a_difference():
+    from hub.plans.council_owned import CONFLICT_AUTHOR
+    from hub.web.children import rows
+
+    system = "https://ipc-hub.example.org/fhir/CodeSystem/ipc-children-task"
+
+    def task(code: str, child: str, due: str, **more) -> dict:
+        return {"resourceType": "Task", "status": "requested", "code": {"coding": [{"system": system, "code": code}]},
+                "for": {"reference": child}, "restriction": {"period": {"end": due}}, **more}
+
+    children = {"Patient/a": {"name": [{"given": ["Ava"], "family": "Stone"}], "birthDate": "2012-02-29"},
+                "Patient/b": None}   # a child this user may not see
+    tasks = [task("adult-transfer", "Patient/a", "2030-03-01"),
+             task("ehc-final", "Patient/a", "2026-07-20",
+                  note=[{"text": "Mine."}, {"authorString": CONFLICT_AUTHOR, "text": "The council's extract says..."}]),
+             task("ehc-annual-review", "Patient/b", "2026-12-20"),
+             {"resourceType": "Task", "status": "requested", "code": {"text": "something else"}}]
+    today = date(2026, 12, 3)
+    every = rows(tasks, children, today, kind="all", when="all", name="")
+    assert [(r["child"], r["age"], r["overdue"]) for r in every] == [
+        ("Ava Stone", 14, True), ("Name not shared", None, False), ("Ava Stone", 14, False)]
+    assert every[0]["differs"] == ["The council's extract says..."]
+    assert [r["task"]["code"]["coding"][0]["code"] for r in rows(tasks, children, today, kind="transition", when="all",
+                                                                   name="")] == ["adult-transfer"]
+    assert len(rows(tasks, children, today, kind="all", when="overdue", name="")) == 1
+    assert len(rows(tasks, children, today, kind="all", when="soon", name="")) == 2      # overdue, and due in 17 days
+    assert [r["child"] for r in rows(tasks, children, today, kind="all", when="all", name="ava")] == ["Ava Stone"] * 2
