@@ -17,6 +17,11 @@ decision (`output`), ids and links — and **people own** `status`, `statusReaso
   replay changes nothing). The children's worklist shows such Tasks as "differs from the council";
 - `owner` and `note` are never replaced.
 
+The EHC plan itself is shared the same way: the council owns its status, period, author, title,
+identifiers, its own need (`addresses`), its placement activity and its review dates; what others
+added — the health part's activities and needs from the trust, Goals, the young person's views
+(`supportingInfo`), notes, other extensions — stays when the council re-sends the plan.
+
 The continuing-care Flag the extract writes keeps a status a person set (e.g. `inactive` when
 continuing care ended). Everything here is pure; the recorder applies it to each such resource
 against its current version."""
@@ -28,6 +33,12 @@ from typing import Any
 from hub.fhir.identifiers import CANONICAL_BASE
 
 EHC_REQUEST = f"{CANONICAL_BASE}/Id/ehc-request"
+EHC_PLAN_ID = f"{CANONICAL_BASE}/Id/ehc-plan"
+SD = f"{CANONICAL_BASE}/StructureDefinition/"
+# What the council's EHC plan says that is the council's to say (hub/plans docstring above).
+PLAN_FIELDS = ("identifier", "status", "intent", "category", "title", "subject", "period", "author")
+PLAN_EXTENSIONS = frozenset({SD + "next-review-date", SD + "last-review"})
+PLACEMENT = "placement"
 FLAG_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/ipc-flag"
 CONTINUING_CARE_FLAG = "childrens-continuing-care"
 PEOPLE_OWN = ("status", "statusReason", "businessStatus", "owner", "note")
@@ -36,9 +47,11 @@ _CLOSED = frozenset({"completed", "cancelled", "failed", "rejected", "entered-in
 
 
 def is_council_owned(resource: dict[str, Any]) -> bool:
-    """An EHC timeline Task or continuing-care Flag as the children's extract writes them."""
+    """An EHC timeline Task, EHC plan or continuing-care Flag as the children's extract writes them."""
     if resource.get("resourceType") == "Task":
         return (resource.get("groupIdentifier") or {}).get("system") == EHC_REQUEST
+    if resource.get("resourceType") == "CarePlan":
+        return any(i.get("system") == EHC_PLAN_ID for i in resource.get("identifier") or ())
     if resource.get("resourceType") == "Flag":
         return any(c.get("system") == FLAG_SYSTEM and c.get("code") == CONTINUING_CARE_FLAG
                    for c in (resource.get("code") or {}).get("coding") or ())
@@ -52,6 +65,8 @@ def merge(incoming: dict[str, Any], existing: dict[str, Any] | None) -> dict[str
         return incoming
     if incoming["resourceType"] == "Flag":
         merged = {**incoming, "status": existing.get("status", incoming["status"])}
+    elif incoming["resourceType"] == "CarePlan":
+        merged = _plan(incoming, existing)
     else:
         merged = _task(incoming, existing)
     return existing if _body(merged) == _body(existing) else merged
@@ -80,6 +95,24 @@ def _task(incoming: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
         notes.append({"authorString": CONFLICT_AUTHOR, "text": conflict})
     if notes:
         merged["note"] = notes
+    return merged
+
+
+def _plan(incoming: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
+    """The council's fields from `incoming`, everyone else's additions from `existing`."""
+    merged = {k: v for k, v in existing.items() if k not in PLAN_FIELDS}
+    merged.update((k, incoming[k]) for k in PLAN_FIELDS if k in incoming)
+    extensions = [e for e in existing.get("extension") or () if e.get("url") not in PLAN_EXTENSIONS]
+    extensions += [e for e in incoming.get("extension") or () if e.get("url") in PLAN_EXTENSIONS]
+    addresses = list(incoming.get("addresses") or ())
+    addresses += [a for a in existing.get("addresses") or () if a not in addresses]
+    activities = list(incoming.get("activity") or ())
+    activities += [a for a in existing.get("activity") or () if a.get("id") != PLACEMENT]
+    for field, values in (("extension", extensions), ("addresses", addresses), ("activity", activities)):
+        if values:
+            merged[field] = values
+        else:
+            merged.pop(field, None)
     return merged
 
 

@@ -207,8 +207,16 @@ def test_a_childrens_extract_becomes_the_record_and_the_child_grows_up(clean_db,
     # his advice date. A re-import moves only what the council owns, keeps what she changed and
     # shows her where the council differs, once.
     _coordinator_takes_on(fhir, sam)
+    # Her community trust has added its health provision to Ellie's EHC plan meanwhile.
+    ehc_now = fhir.get(f"/CarePlan/{her_ehc['id']}").json()
+    nurse = {"id": "trust-epilepsy-nurse", "detail": {"status": "in-progress", "description": "Epilepsy nurse visits",
+             "code": {"coding": [{"system": f"{CS}/ipc-ehc-section", "code": "g-health-provision"}]}}}
+    ehc_now["activity"] = [*ehc_now["activity"], nurse]
+    assert fhir.put(f"/CarePlan/{her_ehc['id']}", json=ehc_now, headers={
+        "Content-Type": "application/fhir+json", "If-Match": f'W/"{ehc_now["meta"]["versionId"]}"'}).status_code == 200
     _import(bus, tmp_path, "advice", [_with_sams_advice(tmp_path / "advice-extract")])
     wait_for(lambda: _recorded_all(bus, 21), 90, "the council's new dates recorded")
+    assert nurse in fhir.get(f"/CarePlan/{her_ehc['id']}").json()["activity"]   # the re-sent plan keeps it
     advice = _task_of(fhir, sam, "ehc-advice")
     assert advice["status"] == "in-progress" and advice["owner"] == COORDINATOR
     assert advice["executionPeriod"] == {"end": "2026-05-20"}          # the council's date moved

@@ -255,3 +255,26 @@ def test_the_childrens_worklist_rows_filter_by_kind_when_and_name_and_show_a_dif
     assert len(rows(tasks, children, today, kind="all", when="overdue", name="")) == 1
     assert len(rows(tasks, children, today, kind="all", when="soon", name="")) == 2      # overdue, and due in 17 days
     assert [r["child"] for r in rows(tasks, children, today, kind="all", when="all", name="ava")] == ["Ava Stone"] * 2
+
+
+def test_a_reimported_ehc_plan_keeps_what_others_added_and_takes_the_councils_fields():
+    from hub.plans import council_owned
+
+    issued = by_code(map_ehc(ehc_row(Decision="Assess", Decision_Date="2026-02-01", Assessment_Outcome="Plan issued",
+                                     Final_Plan_Date="2026-05-01", SEN_Type="ASD", Placement_Type="Special school"),
+                             SOURCE))["CarePlan:ehc-plan"]
+    assert council_owned.is_council_owned(issued)
+    trust = {"id": "trust-sleep-clinic", "detail": {"status": "in-progress", "description": "Sleep clinic"}}
+    shared = {**issued, "activity": [*issued["activity"], trust], "supportingInfo": [{"reference": "Communication/v"}],
+              "addresses": [*issued["addresses"], {"reference": "Condition/epilepsy"}]}
+    assert council_owned.merge(issued, shared) is shared                # nothing new from the council
+    reviewed = by_code(map_ehc(ehc_row(Decision="Assess", Decision_Date="2026-02-01", Assessment_Outcome="Plan issued",
+                                       Final_Plan_Date="2026-05-01", SEN_Type="ASD", Placement_Type="Mainstream school",
+                                       Last_Review_Date="2027-04-20"), SOURCE))["CarePlan:ehc-plan"]
+    merged = council_owned.merge(reviewed, shared)
+    assert [a["id"] for a in merged["activity"]] == ["placement", "trust-sleep-clinic"]
+    assert "Mainstream school" in merged["activity"][0]["detail"]["description"]
+    assert merged["supportingInfo"] == [{"reference": "Communication/v"}]
+    assert {"reference": "Condition/epilepsy"} in merged["addresses"]
+    assert {e["url"].rsplit("/", 1)[1]: e["valueDate"] for e in merged["extension"]} == {
+        "next-review-date": "2028-04-20", "last-review": "2027-04-20"}
