@@ -228,13 +228,21 @@ def test_data_pointing_at_a_person_any_way_lands_in_their_record(fhir, fhir_as, 
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
                                       "code": "safety"}]}],
             "subject": {"reference": f"Patient/{veteran.patient}"}}}]},
+        "Condition": {"resourceType": "Condition", "code": {"text": "Tinnitus"}, "subject": {"reference": "#p"},
+                      "contained": [{"resourceType": "Patient", "id": "p", "identifier": [by_number["identifier"]]}]},
+        "List": {"resourceType": "List", "status": "current", "mode": "working", "title": "Problems",
+                 "entry": [{"item": {"reference": veteran.ids["condition"]}}]},
     }
     stranger = fhir_as(partner_class="charity", organisation="1777777", scopes=EVERYTHING)
+    # Another NHS organisation sees his record by default: it sees what was placed in the shared
+    # record, not what was kept apart with its writer.
+    other_nhs = fhir_as(partner_class="nhs", organisation="X99", scopes=EVERYTHING)
     for res_type, resource in cases.items():
         made = fhir.post(f"/{res_type}", content=dumps(resource), headers=JSON)
         assert made.status_code == 201, (res_type, made.text)
         assert stranger.get(f"/{res_type}/{made.json()['id']}").status_code == 404, res_type
         assert fhir.get(f"/{res_type}/{made.json()['id']}").status_code == 200, res_type
+        assert other_nhs.get(f"/{res_type}/{made.json()['id']}").status_code == 200, res_type
 
 
 def test_what_cannot_be_placed_is_seen_only_by_its_writer(fhir_as, veteran):
