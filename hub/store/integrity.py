@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.consent.parts import PARTS
 from hub.fhir.errors import FhirError, Issue
 from hub.fhir.references import LocalReference, literal_references
 from hub.search.access import Access, visible_sql
@@ -142,6 +143,29 @@ async def check_delete(conn: AsyncConnection, access: Access, res_type: str, res
     by = f": {named}{more}" if named else ""
     raise FhirError("conflict", f"{res_type}/{res_id} cannot be deleted while current resources refer to "
                     f"it{by} (delete or repoint them first)", status=409, expression=where or None)
+
+
+async def check_person_delete(conn: AsyncConnection, access: Access, patient_id: str) -> None:
+    """403 `forbidden` when a client deletes a person's Patient without sight of every part of
+    their record. A delete is judged on the referrers its client may see (`check_delete`), so a
+    partner that sees who someone is but not their health could otherwise delete the Patient a
+    whole hidden record rests on. Judged on what the client may see of each part — the consent
+    rule applied to the parts, not to any stored resource — so the answer is the same whether or
+    not anything is recorded in the parts it may not see (a write into such a part answers 403
+    alike: hub.store.resources.check_may_write). Called only once the Patient is known to be
+    one the client may see (a hidden one is deleted as an absent one: nothing, 204)."""
+    visible = visible_sql(access, "r")
+    if visible is None:
+        return
+    predicate, params = visible
+    cur = await conn.execute(
+        f"SELECT bool_and({predicate}) FROM unnest(%s::text[]) AS p(part), LATERAL (SELECT %s::text AS patient_id, "
+        "p.part AS part, (SELECT owner FROM resource WHERE res_type = 'Patient' AND res_id = %s) AS owner) AS r",
+        [*params, list(PARTS), patient_id, patient_id])
+    (sees_all,) = await cur.fetchone()
+    if not sees_all:
+        raise FhirError("forbidden", "this client may not delete a person's Patient record: that needs sight of "
+                        "every part of their record (ask the person's coordinator)", status=403)
 
 
 # The plan worker's queue (hub.pipeline.planlife), which also takes deleted resources to review

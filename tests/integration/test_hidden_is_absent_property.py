@@ -306,3 +306,26 @@ def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(worl
     assert nhs.get(f"/Goal/{goal}/_history/1").status_code == 200
     assert charity.get(f"/Goal/{goal}/_history/1").status_code == 200
     assert charity.get(f"/Goal/{goal}").status_code == 410
+
+
+def test_a_partner_without_sight_of_the_whole_record_may_not_delete_the_person(world):
+    """Deletes pass referrers a client cannot see, so deleting a person's Patient — on which
+    their whole record rests — needs sight of every part of the record (the consent rule on the
+    parts, whatever is stored): the lead charity, which sees who he is and his plan, is refused
+    403 and the Patient stays, over REST and in a transaction; a person hidden from it entirely
+    is deleted as an absent one (204, nothing happens); the NHS, which sees every part, may."""
+    charity, _, patient, nhs = world
+    refused = charity.delete(f"/Patient/{patient}")
+    assert refused.status_code == 403 and refused.json()["issue"][0]["code"] == "forbidden", refused.text
+    in_bundle = charity.post("", content=dumps(_bundle("transaction", [("DELETE", f"Patient/{patient}", None)])),
+                             headers=JSON)
+    assert in_bundle.status_code == 403, in_bundle.text
+    assert nhs.get(f"/Patient/{patient}").status_code == 200
+    stranger = make_person(nhs)   # no consent: the charity class sees nothing of him by default
+    hidden = _answer(charity, _deletes("Patient", stranger.patient)["delete"], stranger.patient)
+    absent_id = ids.new_id()
+    assert hidden == _answer(charity, _deletes("Patient", absent_id)["delete"], absent_id)
+    assert hidden[0] == 204 and nhs.get(f"/Patient/{stranger.patient}").status_code == 200
+    alone = nhs.post("/Patient", content=dumps({"resourceType": "Patient", "name": [{"family": "Alone"}]}),
+                     headers=JSON).json()["id"]
+    assert nhs.delete(f"/Patient/{alone}").status_code == 204
