@@ -9,7 +9,8 @@ the plan worker hands it here, after the request has answered — so the request
 work whether or not anything hidden refers to it.
 
 For each person whose record still refers to the deleted resource, one review Task (once per
-deleted version and person: the id derives from both) asks the coordinator to repoint the
+deleted version and person: the id derives from both; owner: the coordinator of the person's
+open care and support plan, so it is on their worklist) asks the coordinator to repoint the
 referrers or restore the resource from its history — its last content stays readable with
 vread for whoever may see it. The Task names the hidden referrers, so it is tagged into the
 most protected record part, `safeguarding`: only those who see everything of that person's
@@ -27,8 +28,10 @@ from psycopg import AsyncConnection
 
 from hub.consent.parts import PART_SYSTEM, SAFEGUARDING
 from hub.fhir.ids import derived_id
+from hub.plans.model import PLAN, coordinator
 from hub.search.access import Access
 from hub.store import integrity
+from hub.store.followups import open_plans_of
 from hub.store import resources as store
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,9 @@ async def review_deleted(conn: AsyncConnection, res_type: str, res_id: str, vers
         by_person.setdefault(patient_id, []).append((ref_type, ref_id))
     written = 0
     for patient_id, keys in sorted(by_person.items()):
-        task = review_task(res_type, res_id, version, patient_id, keys)
+        plans = await open_plans_of(conn, patient_id, PLAN)
+        owner = next((found for _, plan in plans if (found := coordinator(plan))), None)
+        task = review_task(res_type, res_id, version, patient_id, keys, owner)
         if await store.current_version(conn, "Task", task["id"], access=Access.system()) is not None:
             continue   # raised already (a queue entry handed back after a crash)
         await store.update(conn, "Task", task["id"], task, access=Access.system())
@@ -68,9 +73,10 @@ async def review_deleted(conn: AsyncConnection, res_type: str, res_id: str, vers
 
 
 def review_task(res_type: str, res_id: str, version: int, patient_id: str,
-                referrers: list[tuple[str, str]]) -> dict[str, Any]:
+                referrers: list[tuple[str, str]], owner: str | None = None) -> dict[str, Any]:
     """The FHIR Task asking a coordinator to put right references left pointing at a resource a
-    client deleted (never repointed here: which is right is a person's judgement)."""
+    client deleted (never repointed here: which is right is a person's judgement). `owner`: the
+    coordinator of the person's open care and support plan, whose worklist it then joins."""
     last = f"{res_type}/{res_id}/_history/{version - 1}"
     task: dict[str, Any] = {
         "resourceType": "Task",
@@ -90,6 +96,8 @@ def review_task(res_type: str, res_id: str, version: int, patient_id: str,
                   *({"type": {"text": "still refers to it"}, "valueReference": {"reference": f"{t}/{i}"}}
                     for t, i in referrers[:100])],
     }
+    if owner:
+        task["owner"] = {"reference": owner}
     if (res_type, res_id) != ("Patient", patient_id):
         task["for"] = {"reference": f"Patient/{patient_id}"}
     else:   # the person's own Patient was deleted: the Task sits outside every record, in the same part

@@ -255,12 +255,13 @@ def test_a_delete_whose_referrers_are_all_hidden_answers_as_one_with_none(world,
         assert nhs.get(f"/{key}").status_code == 200
 
 
-def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(world, pg_url):
+def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(world, pg_url, hold_referenced):
     """A visible referrer still stops the delete (409, naming only it); once the client has
     repointed what it sees, the delete goes through, the delete is queued for the hub's review,
     and the plan worker raises one review Task in the person's record, in its safeguarding part
-    (it names the hidden referrers): the NHS sees it, the charity that deleted does not; the
-    deleted Goal's last version stays readable by vread."""
+    (it names the hidden referrers), owned by the coordinator of the person's plan: the NHS sees
+    it, the charity that deleted does not; the deleted Goal's last version stays readable by
+    vread."""
     import asyncio
 
     from psycopg import AsyncConnection
@@ -268,8 +269,15 @@ def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(worl
     from hub.pipeline import dangling
     from hub.pipeline.planlife import PlanWorker
 
+    from hub.plans.model import coordinator
+    from tests.factories import ipc_plan
+
     charity, hidden, patient, nhs = world
     _FLAGS.setdefault(patient, f"Flag/{hidden['Flag'][0]}")
+    plan = ipc_plan(f"Patient/{patient}")
+    hold_referenced([plan])
+    made = nhs.post("/CarePlan", content=dumps(plan), headers=JSON)
+    assert made.status_code == 201, made.text
     goal, referrers = _referred(nhs, charity, patient, ["Condition", "Observation"])
     seen = charity.post("/Provenance", content=dumps({
         "resourceType": "Provenance", "recorded": "2026-01-15T10:00:00Z", "agent": [{"who": {"display": "charity"}}],
@@ -301,6 +309,7 @@ def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(worl
     assert len(tasks) == 1, tasks
     named = {i["valueReference"]["reference"] for i in tasks[0]["input"] if "valueReference" in i}
     assert named == set(referrers)
+    assert tasks[0]["owner"] == {"reference": coordinator(plan)}   # on the coordinator's worklist
     assert charity.get("/Task", params=query).json().get("total", 0) == 0
     assert charity.get(f"/Task/{tasks[0]['id']}").status_code == 404
     assert nhs.get(f"/Goal/{goal}/_history/1").status_code == 200
