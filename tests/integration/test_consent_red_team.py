@@ -104,6 +104,26 @@ def test_an_nhs_backend_client_cannot_change_consent_either(fhir, veteran):
     assert refused.status_code == 403 and issue(refused)["code"] == "forbidden"
 
 
+def test_a_backend_client_can_neither_withdraw_nor_delete_a_persons_consent(recorder, fhir, fhir_as, veteran):
+    """Changing a consent includes ending it: an NHS backend client that sees the whole record
+    (and the Consent) is refused 403 for a withdrawal and for a delete, over REST and in a
+    transaction, and the consent keeps working; the coordinator who recorded it may withdraw it."""
+    consent_id = lead_charity_consent(recorder, veteran)
+    stored = fhir.get(f"/Consent/{consent_id}")
+    assert stored.status_code == 200
+    withdrawn = {**stored.json(), "status": "inactive"}
+    assert fhir.put(f"/Consent/{consent_id}", content=dumps(withdrawn), headers=JSON).status_code == 403
+    assert fhir.delete(f"/Consent/{consent_id}").status_code == 403
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"request": {"method": "DELETE", "url": f"Consent/{consent_id}"}}]}
+    assert fhir.post("", content=dumps(bundle), headers=JSON).status_code == 403
+    charity = fhir_as(partner_class="charity", organisation=veteran.charity_number, scopes=EVERYTHING)
+    assert charity.get(f"/{veteran.ids['goal']}").status_code == 200   # still granted
+    assert fhir.get(f"/Consent/{consent_id}").json()["status"] == "active"
+    assert recorder.delete(f"/Consent/{consent_id}").status_code == 204
+    assert charity.get(f"/{veteran.ids['goal']}").status_code == 404   # withdrawn: the class default again
+
+
 def test_a_coordinator_records_consent_only_with_the_conversation_and_it_is_audited(recorder, fhir_as, veteran,
                                                                                      pg_url):
     consent = sharing_consent(veteran.patient, [permit("lead-charity", ["care-support-plan"], veteran.charity)])
