@@ -305,7 +305,7 @@ def test_a_provenance_names_only_what_its_reader_may_see(recorder, fhir, fhir_as
 
 
 def test_an_audit_event_names_only_what_its_reader_may_see(recorder, fhir, fhir_as, veteran):
-    lead_charity_consent(recorder, veteran)  # the charity sees who he is and his plan, not his health
+    consent_id = lead_charity_consent(recorder, veteran)  # the charity sees who he is and his plan only
     stranger = factories.patient()
     stranger_nhs = factories.test_nhs_number()
     stranger["identifier"] = [{"system": NHS_NUMBER, "value": stranger_nhs}]
@@ -313,18 +313,19 @@ def test_an_audit_event_names_only_what_its_reader_may_see(recorder, fhir, fhir_
     searcher_id = factories.unique("searcher-")
     searcher = fhir_as(partner_class="nhs", client_id=searcher_id, scopes=EVERYTHING)
     assert searcher.get(f"/{veteran.ids['condition']}").status_code == 200
+    assert searcher.get(f"/Consent/{consent_id}").status_code == 200
     assert searcher.get("/Patient", params={"identifier": f"{NHS_NUMBER}|{stranger_nhs}"}).json()["total"] == 1
     auditor = fhir_as(partner_class="charity", organisation=veteran.charity_number, scopes=["system/AuditEvent.rs"])
     deadline = time.monotonic() + 20
     while True:  # written off the request path
         found = auditor.get("/AuditEvent", params={"agent": searcher_id, "_count": 100}).json()
         events = [e["resource"] for e in found.get("entry", [])]
-        if len(events) >= 2 or time.monotonic() > deadline:
+        if len(events) >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert len(events) == 2
+    assert len(events) == 3
     text = dumps(events).decode()
-    for hidden in (veteran.ids["condition"], stranger_id, stranger_nhs,
+    for hidden in (veteran.ids["condition"], f"Consent/{consent_id}", stranger_id, stranger_nhs,
                    base64.b64encode(f"identifier={NHS_NUMBER}|{stranger_nhs}".encode()).decode()):
         assert hidden not in text, hidden
     named = {e["what"]["reference"] for ev in events for e in ev.get("entity", []) if "what" in e}
