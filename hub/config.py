@@ -186,7 +186,8 @@ class Settings(BaseSettings):
     review_task_lead_days: int = 28
     plan_worker_interval_s: float = 60.0
     # Referential integrity (hub/store/integrity.py): a resource that current resources refer to
-    # is not deleted (409 naming them). False lets the delete go through and leaves the
+    # the client may see is not deleted (409 naming them; hidden ones raise a review Task
+    # instead: hub/pipeline/dangling.py). False lets the delete go through and leaves the
     # references dangling, as a server without the check would.
     referential_integrity_on_delete: bool = True
     # Client-chosen ids (issue 20): `refuse` (the default) creates nothing under an id a client

@@ -168,6 +168,8 @@ async def delete(ctx: Context, request: FhirRequest, res_type: str, res_id: str)
             await subs.forget(conn, res_id)
         if deleted is not None:
             if ctx.settings.referential_integrity_on_delete:
+                if res_type == "Patient":   # not past referrers it cannot see (hub.store.integrity)
+                    await integrity.check_person_delete(conn, ctx.access, res_id)
                 if ctx.deferred is not None:
                     ctx.deferred.append(Deleted(res_type, res_id, ctx.where))
                 else:

@@ -9,6 +9,9 @@ reviews that fall due with time.
   requests, withdrawal Flags, the effect of a review meeting, a replaced plan closed, outcome
   Observations), so several workers on several machines never handle one plan at once, and a
   row is gone only when its work commits.
+- **References to what a client deleted.** Every delete a client makes is queued in the same
+  queue (hub.store.integrity); the worker raises a review Task wherever a resource hidden from
+  that client still refers to what it deleted (hub.pipeline.dangling).
 - **Look-alike people.** Woken by the NOTIFY an API write of a new Patient sends (and on every
   loop), the worker runs the identity review pass (hub.pipeline.lookalikes) until no new person
   is left unscored, so a look-alike created over the API gets its review Task with no feed
@@ -42,6 +45,7 @@ from hub.audit.provenance import agent, build
 from hub.fhir import jsontext
 from hub.fhir.errors import FhirError
 from hub.fhir.validation import load_guide
+from hub.pipeline import dangling
 from hub.pipeline.lookalikes import review_all
 from hub.plans import followups as plan_followups
 from hub.plans import ehc, growing_up, outcomes, reviews
@@ -149,7 +153,10 @@ class PlanWorker:
                 return handled
 
     async def _one(self, conn: AsyncConnection, res_type: str, res_id: str) -> None:
-        if res_type == "QuestionnaireResponse":
+        deleted = await dangling.deleted_version(conn, res_type, res_id)
+        if deleted is not None:   # a client's delete: what still refers to it (hub.pipeline.dangling)
+            await dangling.review_deleted(conn, res_type, res_id, deleted)
+        elif res_type == "QuestionnaireResponse":
             await self._outcomes(conn, res_id)
         elif res_type == "Encounter":
             meeting = await queue.content(conn, "Encounter", res_id)

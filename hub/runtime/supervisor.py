@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -20,6 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hub.runtime.logs import allow_terms
 
 log = logging.getLogger("hub.supervisor")
 
@@ -30,6 +33,7 @@ EXIT_DLQ_LIMIT = 3
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0
+_PROCESS_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
 def die_with_parent() -> None:
@@ -60,6 +64,14 @@ class Child:
     ready: bool = False
     detail: str = "starting"
     _health_at: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        # A child's name is the code's own word (hub.cli.up: the workers and connectors it
+        # supervises), never data: it becomes a term of the log rule (hub.runtime.logs) as the
+        # child is made, so every line about the child names it.
+        if not _PROCESS_NAME.fullmatch(self.name):
+            raise ValueError("a supervised process is named by the code, in lower-case words joined by '-'")
+        allow_terms([self.name])
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from hub.consent.parts import PARTS
 from hub.fhir.errors import FhirError, Issue
 from hub.fhir.references import LocalReference, literal_references
 from hub.search.access import Access, visible_sql
+from hub.store.plans import FOLLOWUP_CHANNEL
 
 # How many referrers a refused delete names.
 MAX_REFERRERS = 10
@@ -98,30 +100,44 @@ async def current_links(conn: AsyncConnection, access: Access, res_type: str, re
     return frozenset((t, i) for t, i in await cur.fetchall())
 
 
-async def referrers(conn: AsyncConnection, res_type: str, res_id: str) -> list[tuple[str, str]]:
-    """(type, id) of current resources other than itself that refer to `res_type/res_id`
-    (unversioned), a few more than a refusal names, oldest type and id first."""
+async def referrers(conn: AsyncConnection, res_type: str, res_id: str) -> list[tuple[str, str, str | None, str | None, str | None]]:
+    """(type, id, patient, part, owner) of current resources other than itself that refer to
+    `res_type/res_id` (unversioned), oldest type and id first: what the hub's own review of a
+    delete looks at (hub.pipeline.dangling), whoever may see them."""
     cur = await conn.execute(
-        "SELECT DISTINCT res_type, res_id FROM resource_link WHERE target_type = %s AND target_id = %s "
-        "AND NOT (res_type = %s AND res_id = %s) ORDER BY 1, 2 LIMIT %s",
-        (res_type, res_id, res_type, res_id, MAX_REFERRERS * 5))
-    return [(t, i) for t, i in await cur.fetchall()]
+        "SELECT DISTINCT l.res_type, l.res_id, r.patient_id, r.part, r.owner FROM resource_link l "
+        "JOIN resource r ON r.res_type = l.res_type AND r.res_id = l.res_id AND NOT r.deleted "
+        "WHERE l.target_type = %s AND l.target_id = %s AND NOT (l.res_type = %s AND l.res_id = %s) "
+        "ORDER BY 1, 2", (res_type, res_id, res_type, res_id))
+    return [(t, i, p, part, o) for t, i, p, part, o in await cur.fetchall()]
 
 
 async def check_delete(conn: AsyncConnection, access: Access, res_type: str, res_id: str, *,
                        where: str = "") -> None:
-    """409 `conflict` when current resources still refer to the resource, naming up to ten of
-    those `access` may see (only those: the refusal names nothing the caller could not read,
-    and does not say whether there are others).
+    """409 `conflict` when current resources `access` may see still refer to the resource,
+    naming up to ten of them (those of types it may read).
 
-    Referential integrity holds even when every referrer is hidden from the caller: the delete is
-    refused, which tells the caller that *something* refers to a resource it can see, never what
-    (hub/consent/README.md: the one answer that still depends on what a caller may not see, and
-    why it stays)."""
-    found = await referrers(conn, res_type, res_id)
+    Judged on what the caller may see, and on nothing else (issue 20: no answer tells a hidden
+    resource from an absent one): referrers hidden from it by consent count as none, so a
+    delete whose only referrers are hidden proceeds exactly as one with no referrer — the same
+    statements, the same answer. What keeps the record whole for those who may see the hidden
+    referrers is `queue_review`: every delete this check lets through is queued for the hub's
+    own review (hub.pipeline.dangling), which raises a review Task in the referrers' record
+    when anything still refers to what was deleted, and the deleted resource's last version
+    stays readable by vread to whoever may see it (hub/consent/README.md)."""
+    visible = visible_sql(access, "r")
+    predicate, params = visible if visible is not None else ("TRUE", [])
+    cur = await conn.execute(
+        "SELECT DISTINCT l.res_type, l.res_id FROM resource_link l JOIN resource r ON r.res_type = l.res_type "
+        "AND r.res_id = l.res_id AND NOT r.deleted WHERE l.target_type = %s AND l.target_id = %s "
+        f"AND NOT (l.res_type = %s AND l.res_id = %s) AND {predicate} ORDER BY 1, 2 LIMIT %s",
+        [res_type, res_id, res_type, res_id, *params, MAX_REFERRERS * 5])
+    found = [(t, i) for t, i in await cur.fetchall()]
     if not found:
+        await queue_review(conn, res_type, res_id)
         return
-    shown = await _visible_of(conn, access, found)
+    readable = access.types_with("r", sorted({t for t, _ in found}))
+    shown = [(t, i) for t, i in found if readable is None or t in readable]
     named = ", ".join(f"{t}/{i}" for t, i in shown[:MAX_REFERRERS])
     more = " and others" if len(shown) > MAX_REFERRERS else ""
     by = f": {named}{more}" if named else ""
@@ -129,14 +145,38 @@ async def check_delete(conn: AsyncConnection, access: Access, res_type: str, res
                     f"it{by} (delete or repoint them first)", status=409, expression=where or None)
 
 
-async def _visible_of(conn: AsyncConnection, access: Access, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+async def check_person_delete(conn: AsyncConnection, access: Access, patient_id: str) -> None:
+    """403 `forbidden` when a client deletes a person's Patient without sight of every part of
+    their record. A delete is judged on the referrers its client may see (`check_delete`), so a
+    partner that sees who someone is but not their health could otherwise delete the Patient a
+    whole hidden record rests on. Judged on what the client may see of each part — the consent
+    rule applied to the parts, not to any stored resource — so the answer is the same whether or
+    not anything is recorded in the parts it may not see (a write into such a part answers 403
+    alike: hub.store.resources.check_may_write). Called only once the Patient is known to be
+    one the client may see (a hidden one is deleted as an absent one: nothing, 204)."""
     visible = visible_sql(access, "r")
     if visible is None:
-        return keys
+        return
     predicate, params = visible
-    readable = access.types_with("r", sorted({t for t, _ in keys}))
     cur = await conn.execute(
-        "SELECT r.res_type, r.res_id FROM resource r JOIN unnest(%s::text[], %s::text[]) AS k(t, i) "
-        f"ON r.res_type = k.t AND r.res_id = k.i WHERE NOT r.deleted AND {predicate} ORDER BY 1, 2",
-        [[t for t, _ in keys], [i for _, i in keys], *params])
-    return [(t, i) for t, i in await cur.fetchall() if readable is None or t in readable]
+        f"SELECT bool_and({predicate}) FROM unnest(%s::text[]) AS p(part), LATERAL (SELECT %s::text AS patient_id, "
+        "p.part AS part, (SELECT owner FROM resource WHERE res_type = 'Patient' AND res_id = %s) AS owner) AS r",
+        [*params, list(PARTS), patient_id, patient_id])
+    (sees_all,) = await cur.fetchone()
+    if not sees_all:
+        raise FhirError("forbidden", "this client may not delete a person's Patient record: that needs sight of "
+                        "every part of their record (ask the person's coordinator)", status=403)
+
+
+# The plan worker's queue (hub.pipeline.planlife), which also takes deleted resources to review
+# for references left pointing at them (hub.pipeline.dangling).
+_QUEUE = "INSERT INTO plan_followup (res_type, res_id) VALUES (%s, %s)"
+
+
+async def queue_review(conn: AsyncConnection, res_type: str, res_id: str) -> None:
+    """Queue a deleted resource for the hub's review of what still refers to it, in the delete's
+    own transaction (gone with it if it rolls back), on every delete a client makes — whether or
+    not anything hidden refers to it, so the request does the same work either way — and wake
+    the workers at commit."""
+    await conn.execute(_QUEUE, (res_type, res_id))
+    await conn.execute("SELECT pg_notify(%s, '')", (FOLLOWUP_CHANNEL,))

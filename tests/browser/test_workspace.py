@@ -249,7 +249,7 @@ def test_an_external_identity_without_a_hub_account_is_refused(hub, new_page):
     page.click("button[type=submit]")
     page.click("button:has-text('Continue')")
     page.wait_for_selector("h1:has-text('No hub account')")
-    check_page(page, "10-no-account")
+    check_page(page, "13-no-account")
 
 
 def test_sign_out_ends_the_session(hub, new_page):

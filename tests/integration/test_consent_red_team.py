@@ -104,6 +104,26 @@ def test_an_nhs_backend_client_cannot_change_consent_either(fhir, veteran):
     assert refused.status_code == 403 and issue(refused)["code"] == "forbidden"
 
 
+def test_a_backend_client_can_neither_withdraw_nor_delete_a_persons_consent(recorder, fhir, fhir_as, veteran):
+    """Changing a consent includes ending it: an NHS backend client that sees the whole record
+    (and the Consent) is refused 403 for a withdrawal and for a delete, over REST and in a
+    transaction, and the consent keeps working; the coordinator who recorded it may withdraw it."""
+    consent_id = lead_charity_consent(recorder, veteran)
+    stored = fhir.get(f"/Consent/{consent_id}")
+    assert stored.status_code == 200
+    withdrawn = {**stored.json(), "status": "inactive"}
+    assert fhir.put(f"/Consent/{consent_id}", content=dumps(withdrawn), headers=JSON).status_code == 403
+    assert fhir.delete(f"/Consent/{consent_id}").status_code == 403
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"request": {"method": "DELETE", "url": f"Consent/{consent_id}"}}]}
+    assert fhir.post("", content=dumps(bundle), headers=JSON).status_code == 403
+    charity = fhir_as(partner_class="charity", organisation=veteran.charity_number, scopes=EVERYTHING)
+    assert charity.get(f"/{veteran.ids['goal']}").status_code == 200   # still granted
+    assert fhir.get(f"/Consent/{consent_id}").json()["status"] == "active"
+    assert recorder.delete(f"/Consent/{consent_id}").status_code == 204
+    assert charity.get(f"/{veteran.ids['goal']}").status_code == 404   # withdrawn: the class default again
+
+
 def test_a_coordinator_records_consent_only_with_the_conversation_and_it_is_audited(recorder, fhir_as, veteran,
                                                                                      pg_url):
     consent = sharing_consent(veteran.patient, [permit("lead-charity", ["care-support-plan"], veteran.charity)])
@@ -228,13 +248,21 @@ def test_data_pointing_at_a_person_any_way_lands_in_their_record(fhir, fhir_as, 
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
                                       "code": "safety"}]}],
             "subject": {"reference": f"Patient/{veteran.patient}"}}}]},
+        "Condition": {"resourceType": "Condition", "code": {"text": "Tinnitus"}, "subject": {"reference": "#p"},
+                      "contained": [{"resourceType": "Patient", "id": "p", "identifier": [by_number["identifier"]]}]},
+        "List": {"resourceType": "List", "status": "current", "mode": "working", "title": "Problems",
+                 "entry": [{"item": {"reference": veteran.ids["condition"]}}]},
     }
     stranger = fhir_as(partner_class="charity", organisation="1777777", scopes=EVERYTHING)
+    # Another NHS organisation sees his record by default: it sees what was placed in the shared
+    # record, not what was kept apart with its writer.
+    other_nhs = fhir_as(partner_class="nhs", organisation="X99", scopes=EVERYTHING)
     for res_type, resource in cases.items():
         made = fhir.post(f"/{res_type}", content=dumps(resource), headers=JSON)
         assert made.status_code == 201, (res_type, made.text)
         assert stranger.get(f"/{res_type}/{made.json()['id']}").status_code == 404, res_type
         assert fhir.get(f"/{res_type}/{made.json()['id']}").status_code == 200, res_type
+        assert other_nhs.get(f"/{res_type}/{made.json()['id']}").status_code == 200, res_type
 
 
 def test_what_cannot_be_placed_is_seen_only_by_its_writer(fhir_as, veteran):
@@ -277,7 +305,7 @@ def test_a_provenance_names_only_what_its_reader_may_see(recorder, fhir, fhir_as
 
 
 def test_an_audit_event_names_only_what_its_reader_may_see(recorder, fhir, fhir_as, veteran):
-    lead_charity_consent(recorder, veteran)  # the charity sees who he is and his plan, not his health
+    consent_id = lead_charity_consent(recorder, veteran)  # the charity sees who he is and his plan only
     stranger = factories.patient()
     stranger_nhs = factories.test_nhs_number()
     stranger["identifier"] = [{"system": NHS_NUMBER, "value": stranger_nhs}]
@@ -285,18 +313,19 @@ def test_an_audit_event_names_only_what_its_reader_may_see(recorder, fhir, fhir_
     searcher_id = factories.unique("searcher-")
     searcher = fhir_as(partner_class="nhs", client_id=searcher_id, scopes=EVERYTHING)
     assert searcher.get(f"/{veteran.ids['condition']}").status_code == 200
+    assert searcher.get(f"/Consent/{consent_id}").status_code == 200
     assert searcher.get("/Patient", params={"identifier": f"{NHS_NUMBER}|{stranger_nhs}"}).json()["total"] == 1
     auditor = fhir_as(partner_class="charity", organisation=veteran.charity_number, scopes=["system/AuditEvent.rs"])
     deadline = time.monotonic() + 20
     while True:  # written off the request path
         found = auditor.get("/AuditEvent", params={"agent": searcher_id, "_count": 100}).json()
         events = [e["resource"] for e in found.get("entry", [])]
-        if len(events) >= 2 or time.monotonic() > deadline:
+        if len(events) >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert len(events) == 2
+    assert len(events) == 3
     text = dumps(events).decode()
-    for hidden in (veteran.ids["condition"], stranger_id, stranger_nhs,
+    for hidden in (veteran.ids["condition"], f"Consent/{consent_id}", stranger_id, stranger_nhs,
                    base64.b64encode(f"identifier={NHS_NUMBER}|{stranger_nhs}".encode()).decode()):
         assert hidden not in text, hidden
     named = {e["what"]["reference"] for ev in events for e in ev.get("entity", []) if "what" in e}

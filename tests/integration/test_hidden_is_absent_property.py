@@ -30,7 +30,7 @@ SKIP_HEADERS = {"date", "content-length", "x-request-id", "server"}
 
 @pytest.fixture(scope="module")
 def world(hub_url: str, admin_token: str, token_for):
-    """(the charity's client, {type: [hidden ids]}, the person's id)."""
+    """(the charity's client, {type: [hidden ids]}, the person's id, an NHS client that sees all)."""
     nhs = httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers={"Accept": "application/fhir+json",
                                                                           **bearer(admin_token)})
     coordinator = httpx.Client(base_url=f"{hub_url}/fhir", timeout=30, headers={
@@ -50,7 +50,7 @@ def world(hub_url: str, admin_token: str, token_for):
         "Accept": "application/fhir+json",
         **bearer(token_for(partner_class="charity", organisation=person.charity_number,
                            scopes=["system/*.cruds"], lifetime_s=3600))})
-    yield charity, hidden, person.patient
+    yield charity, hidden, person.patient, nhs
     for client in (nhs, coordinator, charity):
         client.close()
 
@@ -67,14 +67,46 @@ def _interactions(res_type: str, res_id: str, patient: str) -> dict[str, tuple]:
         "vread": ("GET", f"/{res_type}/{res_id}/_history/1", None, None),
         "history": ("GET", f"/{res_type}/{res_id}/_history", None, None),
         "search-id": ("GET", f"/{res_type}", {"_id": res_id}, None),
-        "delete": ("DELETE", f"/{res_type}/{res_id}", None, None),
-        "delete-if-match": ("DELETE", f"/{res_type}/{res_id}", None, {"If-Match": 'W/"1"'}),
+        **_deletes(res_type, res_id),
         "update": ("PUT", f"/{res_type}/{res_id}", None, body),
         "update-if-match": ("PUT", f"/{res_type}/{res_id}", None, {**body, "_if_match": 'W/"1"'}),
         "conditional-update": ("PUT", f"/{res_type}", {"_id": res_id}, {k: v for k, v in body.items() if k != "id"}),
+        "validate-instance": ("POST", f"/{res_type}/{res_id}/$validate", None,
+                              {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": body}]}),
         "provenance-of-it": ("POST", "/Provenance", None, provenance),
         "goal-addressing-it": ("POST", "/Goal", None, goal),
     }
+
+
+def _deletes(res_type: str, res_id: str) -> dict[str, tuple]:
+    """Every way a client may ask for a delete: plain, If-Match, conditional (criteria), and as a
+    transaction or batch entry."""
+    return {
+        "delete": ("DELETE", f"/{res_type}/{res_id}", None, None),
+        "delete-if-match": ("DELETE", f"/{res_type}/{res_id}", None, {"If-Match": 'W/"1"'}),
+        "conditional-delete": ("DELETE", f"/{res_type}", {"_id": res_id}, None),
+        "transaction-delete": ("POST", "", None, _bundle("transaction", [("DELETE", f"{res_type}/{res_id}", None)])),
+        "transaction-delete-if-match": ("POST", "", None, _bundle("transaction", [
+            ("DELETE", f"{res_type}/{res_id}", 'W/"1"')])),
+        "batch-delete": ("POST", "", None, _bundle("batch", [("DELETE", f"{res_type}/{res_id}", None)])),
+        "transaction-conditional-delete": ("POST", "", None, _bundle("transaction", [
+            ("DELETE", f"{res_type}?_id={res_id}", None)])),
+    }
+
+
+def _bundle(kind: str, entries: list[tuple[str, str, str | None]]) -> dict:
+    return {"resourceType": "Bundle", "type": kind, "entry": [
+        {"request": {"method": method, "url": url, **({"ifMatch": if_match} if if_match else {})}}
+        for method, url, if_match in entries]}
+
+
+def _entry_shape(entry: dict, res_id: str) -> tuple:
+    """A batch or transaction response entry, as a client meets it (the id aside)."""
+    response = entry.get("response") or {}
+    outcome = response.get("outcome") or entry.get("resource") or {}
+    issues = [(i["code"], i.get("diagnostics", "").replace(res_id, "<id>")) for i in outcome.get("issue", [])]
+    return (response.get("status"), response.get("etag"), (response.get("location") or "").replace(res_id, "<id>"),
+            issues)
 
 
 def _answer(client: httpx.Client, spec: tuple, res_id: str) -> tuple:
@@ -94,6 +126,8 @@ def _answer(client: httpx.Client, spec: tuple, res_id: str) -> tuple:
         found = response.json()
         if found.get("resourceType") == "OperationOutcome":
             shape = [(i["code"], i.get("diagnostics", "").replace(res_id, "<id>")) for i in found["issue"]]
+        elif found.get("resourceType") == "Bundle" and found.get("type") in ("batch-response", "transaction-response"):
+            shape = (found["type"], [_entry_shape(e, res_id) for e in found.get("entry", [])])
         elif found.get("resourceType") == "Bundle":
             shape = (found.get("type"), found.get("total"), len(found.get("entry", [])))
         else:
@@ -104,7 +138,7 @@ def _answer(client: httpx.Client, spec: tuple, res_id: str) -> tuple:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_every_interaction_answers_a_hidden_id_as_an_absent_one(world, data):
-    charity, hidden, patient = world
+    charity, hidden, patient, nhs = world
     res_type = data.draw(st.sampled_from(sorted(hidden)), label="type")
     hidden_id = data.draw(st.sampled_from(hidden[res_type]), label="hidden id")
     absent_id = ids.new_id()
@@ -112,7 +146,10 @@ def test_every_interaction_answers_a_hidden_id_as_an_absent_one(world, data):
     on_hidden = _answer(charity, _interactions(res_type, hidden_id, patient)[name], hidden_id)
     on_absent = _answer(charity, _interactions(res_type, absent_id, patient)[name], absent_id)
     assert on_hidden == on_absent, (name, on_hidden, on_absent)
-    assert on_hidden[0] != 200 or name.startswith("search") or name == "history"  # nothing hidden was served
+    # 200 only for what answers about the request itself (a Bundle of nothing, the outcome of
+    # validating the body sent), never with the hidden resource
+    assert on_hidden[0] != 200 or name.startswith(("search", "transaction", "batch", "validate")) or name == "history"
+    assert nhs.get(f"/{res_type}/{hidden_id}").status_code == 200   # nothing hidden was deleted
 
 
 def test_an_id_a_client_chose_answers_alike_free_or_held_by_something_hidden(world, pg_url, start_api):
@@ -128,7 +165,7 @@ def test_an_id_a_client_chose_answers_alike_free_or_held_by_something_hidden(wor
     from hub.search.access import Access
     from hub.store import resources as store
 
-    shared, hidden, patient = world
+    shared, hidden, patient, _ = world
     from hub.config import Settings
 
     assert Settings.model_fields["client_ids"].default == "refuse"   # the product's default
@@ -156,3 +193,148 @@ def test_an_id_a_client_chose_answers_alike_free_or_held_by_something_hidden(wor
     statement = charity.get("/metadata").json()
     assert {r["updateCreate"] for r in statement["rest"][0]["resource"] if "updateCreate" in r} == {False}
     charity.close()
+
+
+# Resources hidden from the lead charity that refer to a Goal it may see (and delete).
+def _referrer(kind: str, patient: str, goal: str) -> dict:
+    subject = {"reference": f"Patient/{patient}"}
+    if kind == "Condition":     # health
+        return {**HIDDEN["Condition"], "subject": subject, "evidence": [{"detail": [{"reference": f"Goal/{goal}"}]}]}
+    if kind == "Observation":   # mental health
+        return {**HIDDEN["Observation"], "subject": subject, "focus": [{"reference": f"Goal/{goal}"}]}
+    return {"resourceType": "Provenance", "recorded": "2026-01-15T10:00:00Z",   # safeguarding: as its target
+            "agent": [{"who": {"display": "NHS"}}], "target": [{"reference": f"Goal/{goal}"}, {"reference": goal_flag(patient)}]}
+
+
+_FLAGS: dict[str, str] = {}
+
+
+def goal_flag(patient: str) -> str:
+    return _FLAGS[patient]
+
+
+def _goal(client: httpx.Client, patient: str) -> str:
+    made = client.post("/Goal", content=dumps({"resourceType": "Goal", "lifecycleStatus": "active",
+                                                "description": {"text": "Back to work"},
+                                                "subject": {"reference": f"Patient/{patient}"}}), headers=JSON)
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
+def _referred(nhs: httpx.Client, charity: httpx.Client, patient: str, kinds: list[str]) -> tuple[str, list[str]]:
+    """A Goal the charity wrote, and the hidden resources the NHS wrote that refer to it."""
+    goal = _goal(charity, patient)
+    found = []
+    for kind in kinds:
+        made = nhs.post(f"/{kind}", content=dumps(_referrer(kind, patient, goal)), headers=JSON)
+        assert made.status_code == 201, made.text
+        found.append(f"{kind}/{made.json()['id']}")
+        assert charity.get(f"/{found[-1]}").status_code == 404   # hidden from the charity
+    return goal, found
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_delete_whose_referrers_are_all_hidden_answers_as_one_with_none(world, data):
+    """Issue 20, deletes: referential integrity is judged on the referrers the client may see, so a
+    resource only hidden resources refer to is deleted exactly as one nothing refers to — the same
+    status, body, headers and outcome on every delete path — and is gone afterwards alike."""
+    charity, hidden, patient, nhs = world
+    _FLAGS.setdefault(patient, f"Flag/{hidden['Flag'][0]}")
+    kinds = data.draw(st.lists(st.sampled_from(["Condition", "Observation", "Provenance"]), min_size=1, max_size=3),
+                      label="hidden referrers")
+    name = data.draw(st.sampled_from(sorted(_deletes("Goal", "x"))), label="interaction")
+    referred, referrers = _referred(nhs, charity, patient, kinds)
+    lone = _goal(charity, patient)
+    on_referred = _answer(charity, _deletes("Goal", referred)[name], referred)
+    on_lone = _answer(charity, _deletes("Goal", lone)[name], lone)
+    assert on_referred == on_lone, (name, on_referred, on_lone)
+    after = [charity.get(f"/Goal/{goal_id}").status_code for goal_id in (referred, lone)]
+    assert after[0] == after[1] and after[0] in (200, 410), after
+    for key in referrers:   # what the charity could not see is untouched
+        assert nhs.get(f"/{key}").status_code == 200
+
+
+def test_hidden_referrers_of_a_deleted_resource_come_before_the_coordinator(world, pg_url, hold_referenced):
+    """A visible referrer still stops the delete (409, naming only it); once the client has
+    repointed what it sees, the delete goes through, the delete is queued for the hub's review,
+    and the plan worker raises one review Task in the person's record, in its safeguarding part
+    (it names the hidden referrers), owned by the coordinator of the person's plan: the NHS sees
+    it, the charity that deleted does not; the deleted Goal's last version stays readable by
+    vread."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from hub.pipeline import dangling
+    from hub.pipeline.planlife import PlanWorker
+
+    from hub.plans.model import coordinator
+    from tests.factories import ipc_plan
+
+    charity, hidden, patient, nhs = world
+    _FLAGS.setdefault(patient, f"Flag/{hidden['Flag'][0]}")
+    plan = ipc_plan(f"Patient/{patient}")
+    hold_referenced([plan])
+    made = nhs.post("/CarePlan", content=dumps(plan), headers=JSON)
+    assert made.status_code == 201, made.text
+    goal, referrers = _referred(nhs, charity, patient, ["Condition", "Observation"])
+    seen = charity.post("/Provenance", content=dumps({
+        "resourceType": "Provenance", "recorded": "2026-01-15T10:00:00Z", "agent": [{"who": {"display": "charity"}}],
+        "target": [{"reference": f"Goal/{goal}"}]}), headers=JSON)
+    assert seen.status_code == 201, seen.text
+    refused = charity.delete(f"/Goal/{goal}")
+    assert refused.status_code == 409
+    said = refused.json()["issue"][0]["diagnostics"]
+    assert f"Provenance/{seen.json()['id']}" in said and not any(key in said for key in referrers), said
+    assert charity.delete(f"/Provenance/{seen.json()['id']}").status_code == 204
+    assert charity.delete(f"/Goal/{goal}").status_code == 204
+
+    async def review() -> int:
+        async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT count(*) FROM plan_followup WHERE res_type = 'Goal' AND res_id = %s",
+                                     (goal,))
+            (queued,) = await cur.fetchone()
+            assert queued == 1
+            async with conn.transaction():
+                await PlanWorker(pg_url)._one(conn, "Goal", goal)   # as the worker takes it from the queue
+            again = await dangling.review_deleted(conn, "Goal", goal, 2)   # a replay raises nothing new
+            await conn.execute("DELETE FROM plan_followup WHERE res_type = 'Goal' AND res_id = %s", (goal,))
+            return again
+
+    assert asyncio.run(review()) == 0
+    query = {"code": f"{dangling.TASK_CODE_SYSTEM}|{dangling.REVIEW_CODE}", "subject": f"Patient/{patient}"}
+    tasks = [e["resource"] for e in nhs.get("/Task", params=query).json().get("entry", [])
+             if f"Goal/{goal}/" in e["resource"]["description"]]
+    assert len(tasks) == 1, tasks
+    named = {i["valueReference"]["reference"] for i in tasks[0]["input"] if "valueReference" in i}
+    assert named == set(referrers)
+    assert tasks[0]["owner"] == {"reference": coordinator(plan)}   # on the coordinator's worklist
+    assert charity.get("/Task", params=query).json().get("total", 0) == 0
+    assert charity.get(f"/Task/{tasks[0]['id']}").status_code == 404
+    assert nhs.get(f"/Goal/{goal}/_history/1").status_code == 200
+    assert charity.get(f"/Goal/{goal}/_history/1").status_code == 200
+    assert charity.get(f"/Goal/{goal}").status_code == 410
+
+
+def test_a_partner_without_sight_of_the_whole_record_may_not_delete_the_person(world):
+    """Deletes pass referrers a client cannot see, so deleting a person's Patient — on which
+    their whole record rests — needs sight of every part of the record (the consent rule on the
+    parts, whatever is stored): the lead charity, which sees who he is and his plan, is refused
+    403 and the Patient stays, over REST and in a transaction; a person hidden from it entirely
+    is deleted as an absent one (204, nothing happens); the NHS, which sees every part, may."""
+    charity, _, patient, nhs = world
+    refused = charity.delete(f"/Patient/{patient}")
+    assert refused.status_code == 403 and refused.json()["issue"][0]["code"] == "forbidden", refused.text
+    in_bundle = charity.post("", content=dumps(_bundle("transaction", [("DELETE", f"Patient/{patient}", None)])),
+                             headers=JSON)
+    assert in_bundle.status_code == 403, in_bundle.text
+    assert nhs.get(f"/Patient/{patient}").status_code == 200
+    stranger = make_person(nhs)   # no consent: the charity class sees nothing of him by default
+    hidden = _answer(charity, _deletes("Patient", stranger.patient)["delete"], stranger.patient)
+    absent_id = ids.new_id()
+    assert hidden == _answer(charity, _deletes("Patient", absent_id)["delete"], absent_id)
+    assert hidden[0] == 204 and nhs.get(f"/Patient/{stranger.patient}").status_code == 200
+    alone = nhs.post("/Patient", content=dumps({"resourceType": "Patient", "name": [{"family": "Alone"}]}),
+                     headers=JSON).json()["id"]
+    assert nhs.delete(f"/Patient/{alone}").status_code == 204

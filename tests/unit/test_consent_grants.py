@@ -113,3 +113,31 @@ def test_both_spellings_mean_the_same(text):
 def test_a_bad_setting_is_refused(text):
     with pytest.raises(ConsentConfigError):
         parse_defaults(text)
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in EXAMPLES.glob("Bundle-case-*.json")))
+def test_the_guides_cases_grant_to_every_organisation_their_consents_name(case):
+    """Issue 20, point 2: the guide's worked cases name organisations that carry an identifier
+    (system and value), so each permit of their record-sharing Consents binds to an identity and
+    grants something — none points at an Organization with no identifier (which grants nothing)."""
+    bundle = json.loads((EXAMPLES / case).read_text())
+    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    consents = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Consent"
+                and e["resource"].get("status") == "active"]
+    assert consents
+    for found in consents:
+        organisations, named = {}, set()
+        for provision in found["provision"]["provision"]:
+            for actor in provision.get("actor", []):
+                target = by_url.get(actor.get("reference", {}).get("reference", ""))
+                if target is None:
+                    continue
+                assert target["resourceType"] == "Organization"
+                ids = [(i["system"], i["value"]) for i in target.get("identifier", []) if i.get("system")]
+                assert ids, f"{case}: a grant to an Organization with no identifier grants nothing"
+                key = actor["reference"]["reference"]
+                organisations[key.rsplit(":", 1)[-1]] = ids
+                named.add(actor["role"]["coding"][0]["code"])
+                actor["reference"]["reference"] = f"Organization/{key.rsplit(':', 1)[-1]}"
+        grants = grants_of(found, "p", organisations)
+        assert named and {g.role for g in grants} == named

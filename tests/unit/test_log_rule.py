@@ -115,3 +115,44 @@ def test_fields_a_record_has_of_its_own_are_not_taken_for_the_callers(log_file):
     (line,) = _lines(log_file)
     assert line["args"] == ["recorder", "1,3"]
     assert "process" not in line  # LogRecord.process is the pid, not a field the caller set
+
+
+
+def test_a_supervised_process_is_named_in_the_supervisors_lines(log_file, tmp_path):
+    """The supervisor's lines name the child they are about (`connector-statements did not stop
+    in 30 s; killed`): a child's name is the code's own word, registered as a term of the rule
+    when the child is made, while the rule still withholds everything else."""
+    import subprocess
+    import sys
+
+    from hub.runtime.supervisor import Child
+
+    name = "connector-statements"
+    assert logs.safe_value(name) == logs.WITHHELD        # not one of the rule's words by itself …
+    ready = tmp_path / "ready"
+    stubborn = ("import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "pathlib.Path(sys.argv[1]).write_text('up'); time.sleep(120)")
+    child = Child(name, [sys.executable, "-c", stubborn, str(ready)], {}, tmp_path / "child.log")
+    assert logs.safe_value(name) == name                  # … but a term once a child has it
+    child.start()
+    process = child.process
+    try:
+        for _ in range(1200):    # until it ignores SIGTERM (it says so in a file) or exits
+            if ready.exists():
+                break
+            try:
+                process.wait(0.05)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        assert ready.exists() and process.poll() is None
+        child.stop(timeout_s=0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    (line,) = [line for line in _lines(log_file) if line["event"] == "%s did not stop in %.0f s; killed"]
+    assert line["args"] == [name, 0.2]
+    with pytest.raises(ValueError):
+        Child("Alex Smith", ["true"], {}, tmp_path / "x.log")
+    assert logs.safe_value("Alex Smith") == logs.WITHHELD
