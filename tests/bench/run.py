@@ -855,7 +855,8 @@ def _register_section_modules() -> None:
     from tests.bench import cohorts
 
     SECTIONS["cohorts"] = Section("cohorts", "Bulk Data $export against raw COPY TO of the same rows, with the "
-                                  "API's memory; cohort evaluation for 100,000 people against one SQL pass",
+                                  "API's memory and its readers, in the API and in the exporter worker; cohort evaluation "
+                                  "for 100,000 people (--people) against one SQL pass",
                                   cohorts.run, cohorts.print_result)
     from tests.bench import push
 
