@@ -212,13 +212,16 @@ class Settings(BaseSettings):
     # Bulk Data export ($export; hub/exports): where files are written (unset: data_dir/exports; a
     # folder every API process and export runner shares), how long a finished export's files are
     # kept, at most how many resources one file holds, at most how many exports one client may
-    # have waiting or running, and whether each API process runs exports itself in a background
-    # thread (false: only `ipc-hub worker exporter` processes do).
+    # have waiting or running, whether each API process runs exports itself in a background
+    # thread (false: only `ipc-hub worker exporter` processes do; `ipc-hub up` runs one), and how
+    # much lower than the rest of its process a runner's thread is scheduled (nice increment:
+    # readers of the API come first on a busy machine).
     export_dir: Path | None = None
     export_retention_s: int = 3600
     export_file_resources: int = 100_000
     export_max_active: int = 3
     export_in_api: bool = True
+    export_niceness: int = 10
     # Linked datasets for commissioners (Group/[id]/$linked-dataset; hub/datasets): a value in a
     # quasi-identifying column that fewer people share than this is suppressed, and so is a count
     # below it in the summary.

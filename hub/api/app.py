@@ -101,7 +101,7 @@ def _start_export_runner(settings: Settings, database_url: str) -> Callable[[], 
     from hub.exports.runner import ExportRunner
 
     runner = ExportRunner(database_url, settings.exports_folder(), file_resources=settings.export_file_resources,
-                          retention_s=settings.export_retention_s)
+                          retention_s=settings.export_retention_s, niceness=settings.export_niceness)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), name="ipc-exporter", daemon=True)
     thread.start()

@@ -1,7 +1,7 @@
 """`ipc-hub up`: the whole hub on the embedded default, run the way production runs it.
 
-The API serves in this process; the mapper, recorder, relay, plan, cohort and notifier workers and the HL7 v2, MOD,
-local authority, statements and children's connectors are child processes under hub.runtime.supervisor (restarted with
+The API serves in this process; the mapper, recorder, relay, plan, cohort, notifier and export workers and the HL7 v2,
+MOD, local authority, statements and children's connectors are child processes under hub.runtime.supervisor (restarted with
 back-off, reported by /readyz). Start order: PostgreSQL, migrations, the broker, the topics,
 the bus journal republished (what was accepted before a crash and not recorded), the workers,
 the API, then the connectors (once the API serves the keys the MOD connector checks tokens
@@ -35,9 +35,11 @@ from hub.runtime.supervisor import Child, Supervisor
 log = logging.getLogger("hub")
 
 # plans: the plan worker (hub/cli/plan_worker.py), PostgreSQL only; cohorts: change events → cohort
-# members and offers (hub/cohorts); notifier: change events → subscribers (hub/subscriptions).
-# All run and restarted like the rest.
-WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts", "notifier")
+# members and offers (hub/cohorts); notifier: change events → subscribers (hub/subscriptions);
+# exporter: Bulk Data export jobs (hub/exports), in a process of their own at a lower priority, so
+# a large export does not take the API's readers' share of the interpreter (the API under `up`
+# runs none itself: HUB_EXPORT_IN_API is for `ipc-hub api` alone). All run and restarted like the rest.
+WORKERS = ("mapper", "recorder", "relay", "plans", "cohorts", "notifier", "exporter")
 CONNECTORS = ("hl7v2", "mod", "la", "statements", "children")
 WATCHERS = ("la", "statements", "children")  # file connectors: `connector NAME watch`
 
@@ -179,7 +181,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
                                 database_alive=own_database[0].alive if own_database else None,
                                 restart_database=own_database[0].restart if own_database else None)
         stack.callback(supervisor.stop, [[c.name for c in connectors], ["mapper"], ["recorder"], ["relay"], ["cohorts"],
-                                         ["notifier"]])
+                                         ["notifier"], ["exporter"]])
         extras = ""
         if not settings.database_url:
             from hub.cli.users import demo_users_banner
@@ -202,7 +204,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
             threading.Thread(target=announce, name="banner", daemon=True).start()
 
         # The workspace's operations pages read the bus the pipeline runs on.
-        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap, "export_in_api": False})
         serve_api(settings, db_url, banner=started, extra_ready=supervisor.status,
                   extra_metrics=supervisor.metrics)
 

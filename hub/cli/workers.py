@@ -44,7 +44,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
             runner = ExportRunner(database_url(settings, stack), settings.exports_folder(),
                                   file_resources=settings.export_file_resources,
-                                  retention_s=settings.export_retention_s)
+                                  retention_s=settings.export_retention_s, niceness=settings.export_niceness)
         elif args.name == "cohorts":
             from hub.cohorts.worker import cohort_worker
 

@@ -11,10 +11,15 @@ progress; a cancelled job stops there and its files are removed.
 Jobs are claimed from the table with SKIP LOCKED and a lease, so several runners (one per API
 process by default, or `ipc-hub worker exporter` processes) share the queue, and a job whose
 runner died is taken over when its lease runs out. Expired and cancelled jobs' files are
-removed by whichever runner sweeps first."""
+removed by whichever runner sweeps first.
+
+A runner's thread is scheduled below the rest of its process (`niceness`, HUB_EXPORT_NICENESS):
+an export is work that can wait, reads by id beside it cannot (make bench, section cohorts).
+`ipc-hub up` runs exports in the exporter worker's process, not the API's, for the same reason."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -50,13 +55,15 @@ class ExportRunner:
     name = "exporter"
 
     def __init__(self, database_url: str, directory: Path, *, file_resources: int = 100_000,
-                 retention_s: float = 3600.0, lease_s: float = 30.0, check_every: int = 20_000) -> None:
+                 retention_s: float = 3600.0, lease_s: float = 30.0, check_every: int = 20_000,
+                 niceness: int = 0) -> None:
         self.database_url = database_url
         self.directory = directory
         self.file_resources = file_resources
         self.retention_s = retention_s
         self.lease_s = lease_s
         self.check_every = check_every
+        self.niceness = niceness
         self.last_loop = time.monotonic()
         self.connected = False
 
@@ -70,6 +77,7 @@ class ExportRunner:
 
     def run(self, stop: threading.Event) -> None:
         """Run jobs until `stop` is set; a database outage is waited out."""
+        _lower_priority(self.niceness)
         delay = 0.1
         while not stop.is_set():
             self.last_loop = time.monotonic()
@@ -243,6 +251,19 @@ class ExportRunner:
             (folder / name).unlink()
             return []
         return [ExportFile(name, "deleted", "Bundle", count, size, sorted(patients))]
+
+
+def _lower_priority(niceness: int) -> None:
+    """Schedule the calling thread `niceness` steps below where it is (on Linux a thread has a
+    priority of its own: the API's event loop keeps its own). Raising it back needs privileges
+    a runner does not have, so this is done once, in the runner's own thread."""
+    if niceness <= 0:
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+    except (OSError, AttributeError) as exc:  # not Linux, or not allowed: run at the process's priority
+        log.warning("export runner: could not lower its priority (%s)", type(exc).__name__)
 
 
 def _retention(job: Job, default: float) -> float:

@@ -855,7 +855,8 @@ def _register_section_modules() -> None:
     from tests.bench import cohorts
 
     SECTIONS["cohorts"] = Section("cohorts", "Bulk Data $export against raw COPY TO of the same rows, with the "
-                                  "API's memory; cohort evaluation for 100,000 people against one SQL pass",
+                                  "API's memory and its readers, in the API and in the exporter worker; cohort evaluation "
+                                  "for 100,000 people (--people) against one SQL pass",
                                   cohorts.run, cohorts.print_result)
     from tests.bench import push
 
@@ -885,6 +886,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measured runs per figure, interleaved; the median is reported (default 3, --quick 1)")
     parser.add_argument("--clients", default="1,16,64", help="concurrent clients, comma-separated")
     parser.add_argument("--patients", type=int, default=1000, help="Patients (and CarePlans) to seed")
+    parser.add_argument("--people", type=int,
+                        help="section cohorts: people in the population, about 4 resources each (default "
+                             "100,000; --quick 10,000; 250,000 for a million-resource export)")
     parser.add_argument("--bare-only", action="store_true",
                         help="measure the bare endpoint alone, seeding with SQL: no hub is started")
     parser.add_argument("--hub-log-level",

@@ -9,6 +9,7 @@ from connectors.hl7v2 import frame
 from hub.bus.envelope import Envelope
 from hub.bus.kafka import BusSettings
 from tests.integration.conftest import free_port
+from tests.integration.bulk_client import export
 from tests.integration.test_cli import RunningHub, _processes_mentioning
 from tests.factories import patient
 from tests.integration.test_hl7v2_mllp import adt, msa
@@ -59,6 +60,11 @@ def test_up_runs_the_workers(tmp_path):
                  "the cohort worker's offer under up")
         members = fhir.get(f"/Group/cohort-{gid}").json()["member"]
         assert [m["entity"]["reference"] for m in members] == [f"Patient/{person}"]
+        # Bulk Data exports run in `up`'s exporter worker (the API under `up` runs none: where a
+        # large one took the readers' share, make bench section cohorts).
+        assert _readiness(hub)[1]["processes"]["exporter"]["ready"] is True
+        exported = export(fhir, "/Patient/$export", {"_type": "Patient,Condition"})
+        assert person in exported.ids("Patient") and len(exported.ids("Condition")) == 2
         fhir.close()
     finally:
         assert hub.stop() == 0
