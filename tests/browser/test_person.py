@@ -82,13 +82,20 @@ def test_a_veteran_uses_his_own_record(hub, new_page):
 
     page.goto(f"{hub.base}/me?view=easy-read")
     page.wait_for_selector("h1:has-text('Your plan in easy read')")
-    assert "This is your plan." in page.inner_text("main")
+    easy = page.inner_text("main")
+    assert "This is your plan." in easy
+    assert re.search(r"You want to: [^\n]*" + VETERAN_GOAL, easy), easy
+    assert "is your coordinator" in easy and "looked at again" in easy, easy
     check_page(page, "person-02-easy-read")
 
+    for _ in range(4):  # the veteran looks at his own pages again and again
+        page.goto(f"{hub.base}/me")
     page.goto(f"{hub.base}/me/who-looked")
     looked = page.inner_text("#looked")
     assert "Chapel Street Surgery" in looked or f"organisation {GP_PRACTICE}" in looked, looked
     assert "charit" in looked.lower(), looked
+    who = page.locator("#looked tbody tr td:nth-child(2)").all_inner_texts()
+    assert who and not any(w.startswith("You") for w in who), who  # his own visits are not listed
     check_page(page, "person-03-who-looked")
 
     page.goto(f"{hub.base}/me/sharing")
@@ -192,3 +199,89 @@ def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub,
     expired.fill("#password", PASSWORD)
     expired.click("button:has-text('Sign in')")
     expired.wait_for_selector("h1:has-text('You cannot see this record now')")
+
+
+def test_a_coordinator_gives_a_parent_sign_in_for_two_people_who_switches_and_a_delegation_ends(hub, new_page):
+    """The coordinator, in the workspace, adds Alex Whitfield to two people's records (a parent of
+    the council's nine-year-old, an attorney for the veteran), records each delegation with its
+    evidence and gives Alex one account that opens both; Alex signs in, chooses whose record,
+    switches to the other, and is refused once the coordinator ends that delegation. The veteran
+    then sees, apart from the organisations, that Alex looked."""
+    fhir = f"{hub.base}/fhir"
+    auth = hub.bearer()
+    child = httpx.get(f"{fhir}/Patient", params={"identifier": "P100001"}, headers=auth).json()["entry"][0]["resource"]
+    veteran = httpx.get(f"{fhir}/Patient", params={"identifier": VETERAN_NHS}, headers=auth).json()["entry"][0]["resource"]
+    staff = new_page()
+    sign_in(staff, hub, "demo.coordinator")
+
+    def give_access(patient_id: str, role: str, role_name: str, parts: list[str], evidence: str, existing: bool) -> str:
+        staff.goto(f"{hub.base}/app/people/{patient_id}")
+        staff.click("#access-link")
+        staff.wait_for_selector("h1:has-text('Sign-in and acting for')")
+        staff.fill("#given", "Alex")
+        staff.fill("#family", "Whitfield")
+        staff.select_option("#related-role", role)
+        staff.click("button:has-text('Add to the record')")
+        staff.wait_for_selector("text=They have been added to the record")
+        staff.select_option("#related", label=f"Alex Whitfield ({role_name})")
+        staff.select_option("#role", role)
+        for part in parts:
+            staff.check(f"#part-{part}")
+        staff.fill("#evidence", evidence)
+        staff.click("button:has-text('Record delegation')")
+        staff.wait_for_selector("#delegation-recorded")
+        assert "Alex Whitfield" in staff.inner_text("#delegations")
+        staff.select_option("#who", label=f"Alex Whitfield ({role_name}), acting for them")
+        staff.fill("#username", "alex.whitfield")
+        if existing:
+            staff.check("#existing")
+        staff.select_option("#checked", "photo-id")
+        staff.click("button:has-text('Give sign-in')")
+        staff.wait_for_selector("#account-issued")
+        assert "alex.whitfield" in staff.inner_text("#accounts")
+        return staff.inner_text("#issued-password") if not existing else ""
+
+    password = give_access(child["id"], "PRN", "Parent", ["demographics", "care-support-plan", "budget"],
+                           "Birth certificate seen", existing=False)
+    check_page(staff, "person-08-coordinator-gives-access")
+    give_access(veteran["id"], "HPOWATT", "Lasting power of attorney (health and welfare)",
+                ["demographics", "care-support-plan"], "Registered LPA, reference 7000-1234-5678", existing=True)
+
+    alex = new_page()
+    alex.goto(f"{hub.base}/me")
+    alex.fill("#username", "alex.whitfield")
+    alex.fill("#password", password)
+    alex.click("button:has-text('Sign in')")
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+    check_page(alex, "person-09-choose-whose-record")
+    alex.check(f"#choose-{child['id']}")
+    alex.click("button:has-text('Open this record')")
+    alex.wait_for_selector("#whose-record")
+    assert "Graham" in alex.inner_text("#whose-record") and VETERAN_GOAL not in alex.inner_text("main")
+    alex.goto(f"{hub.base}/me?view=easy-read")  # in easy read, about Graham by name
+    easy = alex.inner_text("main")
+    assert re.search(r"Graham \S+ has £[\d,.]+ for care and support\.", easy) and "comes from" in easy, easy
+    check_page(alex, "person-11-easy-read-for-someone")
+    alex.click("button:has-text('Switch to another person')")
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+    alex.check(f"#choose-{veteran['id']}")
+    alex.click("button:has-text('Open this record')")
+    alex.wait_for_selector("#whose-record")
+    assert VETERAN_GOAL in alex.inner_text("main")
+    check_page(alex, "person-10-switched")
+
+    staff.goto(f"{hub.base}/app/people/{veteran['id']}/access")
+    staff.locator("#delegations tr", has_text="Alex Whitfield").locator("button:has-text('End delegation')").click()
+    staff.wait_for_selector("#delegation-ended")
+    alex.goto(f"{hub.base}/me")
+    alex.wait_for_selector("h1:has-text('You cannot see this record now')")
+    # the account opens the child's record still (that delegation did not end)
+    alex.goto(f"{hub.base}/me/sign-in")
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+
+    person = new_page()
+    nhs_login(person, hub, f"P9-{VETERAN_NHS}")
+    person.wait_for_selector("h1:has-text('Your plan')")
+    person.goto(f"{hub.base}/me/who-looked")
+    assert "Alex Whitfield" in person.inner_text("#acting-looked")
+    assert "Alex Whitfield" not in person.inner_text("#looked")
