@@ -222,7 +222,10 @@ async def end_delegation(patient_id: str, consent_id: str, request: Request) -> 
         raise PageError(404, "Delegation not found", "This delegation is not in the record you can see.")
     consent["status"] = "inactive"
     provision = consent.setdefault("provision", {})
-    provision["period"] = {**(provision.get("period") or {}), "end": _now()}
+    period = provision.get("period") or {}
+    # Ends now; against a start given as a date, as a date (FHIR compares a period's ends at the
+    # precision they share, and the status already ends access this moment).
+    provision["period"] = {**period, "end": date.today().isoformat() if len(period.get("start") or "") == 10 else _now()}
     written = await workspace.record.update(consent, consent["meta"]["versionId"])
     if written.status != "ok":
         return await _render(request, workspace, patient, may, status=409, error=f"Not ended: {written.message}")

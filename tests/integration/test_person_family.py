@@ -7,6 +7,7 @@ selection at launch), and in each record sees exactly what that child's delegati
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import date
 
@@ -18,7 +19,7 @@ from hub.api.app import create_app
 from hub.auth.citizens import CLI, add_record
 from hub.store.audit import TrailSettingError
 from tests.integration.conftest import api_settings
-from tests.integration.signin import Agent, add_app, authorize_url, form_of, pkce, query_of, run, sign_in
+from tests.integration.signin import Agent, add_app, add_user, authorize_url, form_of, pkce, query_of, run, sign_in
 from tests.integration.test_person_access import (
     PASSWORD,
     PATIENT_APP,
@@ -30,6 +31,7 @@ from tests.integration.test_person_access import (
     related,
     with_birth_date,
 )
+from tests.integration.test_workspace_pages import csrf_of, workspace
 from tests.pipeline.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -222,3 +224,118 @@ def test_a_parent_of_two_chooses_whose_record_and_each_childs_delegation_applies
     younger = start_api(proxy_passes_at_age=8).url
     assert httpx.get(f"{younger}/fhir/Patient/{second.patient}", headers=as_second).status_code == 404
     assert httpx.get(f"{younger}/fhir/Patient/{first.patient}", headers=as_first).status_code == 200
+
+
+# --- the coordinator gives sign-in in the workspace ------------------------------------------------
+
+def test_a_coordinator_links_accounts_and_records_and_ends_a_delegation_with_the_clis_checks(
+        hub_url, pg_url, fhir, two_people):
+    child, other = two_people
+    with_birth_date(fhir, child, f"{date.today().year - 9}-05-01")
+    coordinator = add_user(pg_url)  # nhs coordinator: a role HUB_CONSENT_RECORDERS authorises by default
+    agent = workspace(hub_url, coordinator.username)
+    base = f"/app/people/{child.patient}/access"
+    try:
+        page = agent.get(base)
+        assert page.status == 200 and "Give sign-in" in page.text, page.text[:300]
+        csrf = csrf_of(page.text)
+        forged = agent.post(f"{base}/related", data={"csrf_token": "not-it", "family": "Whitfield", "role": "PRN"})
+        assert forged.status == 403
+        added = agent.post(f"{base}/related", data={"csrf_token": csrf, "given": "Pat", "family": "Whitfield",
+                                                    "role": "PRN"})
+        assert added.status == 303, added.text[:300]
+        parent = fhir.get("/RelatedPerson", params={"patient": f"Patient/{child.patient}"}).json()["entry"][-1]["resource"]["id"]
+        # the same checks as the CLI: the user name's form, a RelatedPerson of this person only,
+        # and how the coordinator checked who they are
+        unchecked = agent.post(f"{base}/account", data={"csrf_token": csrf, "who": parent, "username": "pat.w"})
+        assert unchecked.status == 400 and "Say how you checked" in unchecked.text
+        spaced = agent.post(f"{base}/account", data={"csrf_token": csrf, "who": parent, "username": "pat w",
+                                                     "checked": "photo-id"})
+        assert spaced.status == 400 and "one word" in spaced.text
+        elsewhere = related(fhir, other)
+        wrong = agent.post(f"{base}/account", data={"csrf_token": csrf, "who": elsewhere,
+                                                    "username": f"p-{uuid.uuid4().hex[:6]}", "checked": "photo-id"})
+        assert wrong.status == 400 and "from the list" in wrong.text
+        username = f"pat-{uuid.uuid4().hex[:6]}"
+        linked = agent.post(f"{base}/account", data={"csrf_token": csrf, "who": parent, "username": username,
+                                                     "name": "Pat Whitfield", "checked": "photo-id"})
+        assert linked.status == 200 and "account-issued" in linked.text and username in linked.text
+        password = re.search(r'id="issued-password">([^<]+)<', linked.text).group(1)
+        taken = agent.post(f"{base}/account", data={"csrf_token": csrf, "who": parent, "username": username,
+                                                    "checked": "known"})
+        assert taken.status == 400 and "already exists" in taken.text
+        # the link is audited: who, on what authority, how they checked
+        audited = wait_for(lambda: _account_audit(pg_url, child.patient), 10, "the link's audit row")
+        assert audited == (f"Practitioner/{coordinator.practitioner_id}", "QT1",
+                           "https://ipc-hub.example.org/fhir/consent-authority#authorised-role",
+                           f"RelatedPerson/{parent}", True)
+        # a delegation: evidence required; written through the API on the coordinator's authority
+        bare = agent.post(f"{base}/delegation", data={"csrf_token": csrf, "related": parent, "role": "PRN",
+                                                      "parts": ["care-support-plan"]})
+        assert bare.status == 400 and "evidence" in bare.text
+        made = agent.post(f"{base}/delegation", data={"csrf_token": csrf, "related": parent, "role": "PRN",
+                                                      "parts": ["demographics", "care-support-plan", "safeguarding"],
+                                                      "evidence": "Birth certificate seen", "verified_with": "related"})
+        assert made.status == 303, made.text[:300]
+        consent = fhir.get("/Consent", params={"patient": f"Patient/{child.patient}", "status": "active",
+                                               "category": "https://ipc-hub.example.org/fhir/CodeSystem/ipc-plan-category|proxy-delegation"}
+                           ).json()["entry"][-1]["resource"]
+        parts = {c["coding"][0]["code"] for c in consent["provision"]["code"]}
+        assert parts == {"demographics", "care-support-plan"}  # safeguarding is never delegated
+        # the parent signs in and sees the child's plan
+        parent_agent = _signed_in_with(hub_url, username, password)
+        assert child.ids["goal"].split("/")[1] in parent_agent.get("/me").text
+        # the coordinator ends it; the parent's next request is refused
+        page = agent.get(base)
+        ended = agent.post(f"{base}/delegation/{consent['id']}/end", data={"csrf_token": csrf_of(page.text)})
+        assert ended.status == 303, re.search(r"access-error\">([^<]*)", ended.text)
+        assert "You cannot see this record now" in parent_agent.get("/me").text
+        assert fhir.get(f"/Consent/{consent['id']}").json()["status"] == "inactive"
+        parent_agent.close()
+    finally:
+        agent.close()
+
+
+def test_only_a_role_authorised_to_record_consent_gives_sign_in(hub_url, pg_url, fhir, two_people):
+    child, _ = two_people
+    agent = workspace(hub_url, add_user(pg_url, role="commissioner").username)
+    try:
+        page = agent.get(f"/app/people/{child.patient}/access")
+        assert page.status == 200 and "not-authorised" in page.text and "Give sign-in" not in page.text
+        refused = agent.post(f"/app/people/{child.patient}/access/account", data={
+            "csrf_token": csrf_of(page.text), "who": "patient", "username": f"x-{uuid.uuid4().hex[:6]}",
+            "checked": "photo-id"})
+        assert refused.status == 403
+    finally:
+        agent.close()
+
+    async def count() -> int:
+        async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT count(*) FROM hub_user WHERE patient_id = %s", (child.patient,))
+            return (await cur.fetchone())[0]
+    assert run(count()) == 0
+
+
+def _account_audit(pg_url: str, patient_id: str):
+    async def go():
+        async with await AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT user_ref, organisation, policy, entities[1], query LIKE '%%identity-checked=photo-id%%' "
+                "FROM audit_event WHERE kind = 'account' AND %s = ANY(patients)", (patient_id,))
+            return await cur.fetchone()
+    return run(go())
+
+
+def _signed_in_with(hub_url: str, username: str, password: str) -> Agent:
+    agent = Agent(hub_url)
+    url = "/me"
+    for _ in range(8):
+        answer = agent.get(url)
+        if answer.status == 200 and "Sign in to IPC Hub" in answer.text:
+            action, csrf = form_of(answer.text)
+            answer = agent.post(action, data={"csrf_token": csrf, "username": username, "password": password,
+                                              "code": ""})
+        if answer.status not in (302, 303):
+            break
+        url = answer.location.replace(hub_url, "")
+    return agent
