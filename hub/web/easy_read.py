@@ -104,7 +104,8 @@ def easy_read(*, voice: Voice, plan: dict[str, Any] | None, stage: str, goals: l
         out.plan += [f"This is {voice.whose} plan.", f"It says what matters to {voice.who}.",
                      f"The plan is at this stage: {stage}."]
     for goal in goals:
-        said = [f"{words['who_cap']} want{words['s']} to: {goal['text'] or 'something not written down yet'}.",
+        text = (goal["text"] or "something not written down yet").strip().rstrip(".")
+        said = [f"{words['who_cap']} want{words['s']} to: {text}.",
                 f"How it is going: {goal['how']}."]
         notes = len(goal["notes"])
         if notes:
@@ -123,7 +124,7 @@ def easy_read(*, voice: Voice, plan: dict[str, Any] | None, stage: str, goals: l
             if option in MANAGED:
                 out.money.append(MANAGED[option].format(**words))
             if row.get("purpose"):
-                out.money.append(f"It is for: {row['purpose']}.")
+                out.money.append(f"It is for: {row['purpose'].strip().rstrip('.')}.")
         spent = [r["spent"] for r in allocations if r.get("spent") is not None]
         if spent:
             used = sum((Decimal(str(s)) for s in spent), Decimal(0))
