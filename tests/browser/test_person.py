@@ -62,6 +62,14 @@ def nhs_login(page, hub, login: str) -> None:
     page.click("button:has-text('Continue')")
 
 
+def citizen_sign_in(page, hub, username: str, password: str) -> None:
+    """From /me through the hub's own sign-in page, with a local citizen account."""
+    page.goto(f"{hub.base}/me")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button:has-text('Sign in')")
+
+
 def test_a_veteran_uses_his_own_record(hub, new_page):
     gp, charity = client_token(hub, "nhs", GP_PRACTICE), client_token(hub, "charity", CHARITY)
     plan = veteran_plan(hub, hub.bearer())
@@ -182,10 +190,7 @@ def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub,
             "--password", PASSWORD)
 
     page = new_page()
-    page.goto(f"{hub.base}/me")
-    page.fill("#username", "pat.father")
-    page.fill("#password", PASSWORD)
-    page.click("button:has-text('Sign in')")
+    citizen_sign_in(page, hub, "pat.father", PASSWORD)
     page.wait_for_selector("h1:has-text('Your plan')")
     text = page.inner_text("main")
     assert "acting for them" in text and "Graham" in text
@@ -194,10 +199,7 @@ def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub,
     check_page(page, "person-07-proxy")
 
     expired = new_page()
-    expired.goto(f"{hub.base}/me")
-    expired.fill("#username", "pat.mother")
-    expired.fill("#password", PASSWORD)
-    expired.click("button:has-text('Sign in')")
+    citizen_sign_in(expired, hub, "pat.mother", PASSWORD)
     expired.wait_for_selector("h1:has-text('You cannot see this record now')")
 
 
@@ -259,10 +261,7 @@ def test_a_coordinator_gives_an_attorney_sign_in_for_two_people_who_switches_and
                 existing=True)
 
     alex = new_page()
-    alex.goto(f"{hub.base}/me")
-    alex.fill("#username", "alex.whitfield")
-    alex.fill("#password", password)
-    alex.click("button:has-text('Sign in')")
+    citizen_sign_in(alex, hub, "alex.whitfield", password)
     alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
     check_page(alex, "person-09-choose-whose-record")
     alex.check(f"#choose-{graham['id']}")

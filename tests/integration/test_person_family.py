@@ -31,6 +31,7 @@ from tests.integration.test_person_access import (
     related,
     with_birth_date,
 )
+from tests.integration.test_person_pages import signed_in
 from tests.integration.test_workspace_pages import csrf_of, workspace
 from tests.pipeline.conftest import wait_for
 
@@ -283,7 +284,7 @@ def test_a_coordinator_links_accounts_and_records_and_ends_a_delegation_with_the
         parts = {c["coding"][0]["code"] for c in consent["provision"]["code"]}
         assert parts == {"demographics", "care-support-plan"}  # safeguarding is never delegated
         # the parent signs in and sees the child's plan
-        parent_agent = _signed_in_with(hub_url, username, password)
+        parent_agent = signed_in(hub_url, username, password)
         assert child.ids["goal"].split("/")[1] in parent_agent.get("/me").text
         # the coordinator ends it; the parent's next request is refused
         page = agent.get(base)
@@ -324,18 +325,3 @@ def _account_audit(pg_url: str, patient_id: str):
                 "FROM audit_event WHERE kind = 'account' AND %s = ANY(patients)", (patient_id,))
             return await cur.fetchone()
     return run(go())
-
-
-def _signed_in_with(hub_url: str, username: str, password: str) -> Agent:
-    agent = Agent(hub_url)
-    url = "/me"
-    for _ in range(8):
-        answer = agent.get(url)
-        if answer.status == 200 and "Sign in to IPC Hub" in answer.text:
-            action, csrf = form_of(answer.text)
-            answer = agent.post(action, data={"csrf_token": csrf, "username": username, "password": password,
-                                              "code": ""})
-        if answer.status not in (302, 303):
-            break
-        url = answer.location.replace(hub_url, "")
-    return agent
