@@ -7,7 +7,9 @@ selection at launch), and in each record sees exactly what that child's delegati
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import uuid
 from datetime import date
 
@@ -31,6 +33,7 @@ from tests.integration.test_person_access import (
     related,
     with_birth_date,
 )
+from tests.integration.test_auth_cli import IPC_HUB
 from tests.integration.test_person_pages import signed_in
 from tests.integration.test_workspace_pages import csrf_of, workspace
 from tests.pipeline.conftest import wait_for
@@ -325,3 +328,22 @@ def _account_audit(pg_url: str, patient_id: str):
                 "FROM audit_event WHERE kind = 'account' AND %s = ANY(patients)", (patient_id,))
             return await cur.fetchone()
     return run(go())
+
+
+def test_the_cli_lets_a_proxys_account_open_another_record_with_the_same_checks(pg_url, fhir, two_people):
+    first, second = two_people
+    parent = citizen(pg_url, related_person=related(fhir, first))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") or k == "HUB_ID_KEY_FILE"}
+    env["HUB_DATABASE_URL"] = pg_url
+
+    def link(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([IPC_HUB, "users", "link-person", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    other = related(fhir, second)
+    done = link(parent.username, "--related-person", other)
+    assert done.returncode == 0 and f"now also opens Patient/{second.patient}" in done.stdout, done.stderr
+    again = link(parent.username, "--related-person", other)
+    assert again.returncode == 2 and "already opens that person's record" in again.stderr
+    missing = link(parent.username, "--related-person", "no-such-person")
+    assert missing.returncode == 2 and "is not in the record" in missing.stderr
