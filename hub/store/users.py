@@ -217,7 +217,11 @@ async def add_link(conn: AsyncConnection, user_id: str, link: CitizenLink, linke
 
 async def set_launch(conn: AsyncConnection, family_id: str, user_id: str, link: CitizenLink) -> None:
     """The record a sign-in chose (SMART patient selection) for every token of its family."""
-    await conn.execute("DELETE FROM launch_context WHERE created_at < now() - interval '30 days'")
+    # Choices of sign-ins none of whose refresh tokens can still be used (a day's grace for the
+    # code itself): a choice is never forgotten while its tokens live, whatever their lifetime.
+    await conn.execute("DELETE FROM launch_context l WHERE l.created_at < now() - interval '1 day' AND NOT EXISTS "
+                       "(SELECT 1 FROM oauth_refresh_token t WHERE t.family_id = l.family_id AND t.expires_at > now() "
+                       "AND t.revoked_at IS NULL)")
     await conn.execute("INSERT INTO launch_context (family_id, user_id, patient_id, fhir_user) VALUES "
                        "(%s, %s, %s, %s) ON CONFLICT (family_id) DO NOTHING",
                        (family_id, user_id, link.patient_id, link.fhir_user))

@@ -17,7 +17,8 @@ CREATE TABLE citizen_link (
 
 -- The record a sign-in chose at launch (SMART patient selection): one row per token family (every
 -- token one sign-in led to), so the code and each rotated refresh token open the same record.
--- Read at the token endpoint, and checked against the account's links each time.
+-- Read at the token endpoint, and checked against the account's links each time; removed once
+-- none of its family's refresh tokens can be used (hub/store/users.py).
 CREATE TABLE launch_context (
     family_id  text PRIMARY KEY,
     user_id    text NOT NULL REFERENCES hub_user (user_id) ON DELETE CASCADE,
