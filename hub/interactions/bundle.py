@@ -11,6 +11,7 @@ own savepoint and reports each entry's outcome."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -110,13 +111,19 @@ async def _transaction(conn: AsyncConnection, ctx: Context, entries: list[dict],
             request.body = repoint(request.body, ids)
     deferred: list[Any] = []
     replies: list[dict | None] = [None] * len(entries)
-    for index in sorted(range(len(requests)), key=lambda i: _ORDER[requests[i].method]):
-        entry_ctx = ctx.bound_to(conn, deferred=deferred, where=f"Bundle.entry[{index}]")
-        try:
-            replies[index] = _reply(await handle(entry_ctx, requests[index]), ctx.base)
-        except FhirError as error:
-            raise _located(error, index, _type_of(requests[index])) from None
-    await run_deferred(conn, ctx, deferred)
+    # One pipeline for every entry: what an entry writes without needing an answer travels with
+    # the next statement that needs one (hub.store.resources.unanswered), instead of a round
+    # trip of its own per entry. Not when an entry runs an operation ($…), whose work may use
+    # COPY or a server-side cursor, which a pipeline cannot carry.
+    plain = not any("$" in request.path for request in requests)
+    async with conn.pipeline() if plain else nullcontext():
+        for index in sorted(range(len(requests)), key=lambda i: _ORDER[requests[i].method]):
+            entry_ctx = ctx.bound_to(conn, deferred=deferred, where=f"Bundle.entry[{index}]")
+            try:
+                replies[index] = _reply(await handle(entry_ctx, requests[index]), ctx.base)
+            except FhirError as error:
+                raise _located(error, index, _type_of(requests[index])) from None
+        await run_deferred(conn, ctx, deferred)
     return replies  # type: ignore[return-value]
 
 

@@ -3,7 +3,7 @@ and the outcome — so the HTTP routes and every Bundle entry go through the sam
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,16 +127,26 @@ class Context:
         return self.database.connection()
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
+    async def writing(self, *, pipelined: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction. At top level the interaction commits or rolls back whole,
         and what it wrote is attributed (Provenance) inside that transaction; bound to a Bundle's
-        connection, the Bundle does both once for all its entries."""
+        connection, the Bundle does both once for all its entries.
+
+        `pipelined` (the plain REST create and update): the whole transaction in one pipeline, so
+        the writes that need no answer, the Provenance and the commit share round trips with the
+        statements that do (hub.store.resources.unanswered). Not for work that uses COPY or a
+        server-side cursor (the recorder's batch writer, cohort evaluation), which a pipeline
+        cannot carry."""
         if self.database.conn is not None:
             yield self.database.conn
             return
-        async with self.database.pool.connection() as conn, conn.transaction():  # type: ignore[union-attr]
-            yield conn
-            await attribute(conn, self.principal, self.written)
+        async with self.database.pool.connection() as conn:  # type: ignore[union-attr]
+            async with AsyncExitStack() as stack:
+                if pipelined:
+                    await stack.enter_async_context(conn.pipeline())
+                await stack.enter_async_context(conn.transaction())
+                yield conn
+                await attribute(conn, self.principal, self.written)
 
 
 _ACTIVITY = {"POST": "CREATE", "PUT": "UPDATE", "DELETE": "DELETE"}

@@ -80,7 +80,7 @@ async def _money(conn: AsyncConnection, version: resources.Version) -> None:
 async def create(ctx: Context, request: FhirRequest, res_type: str) -> Outcome:
     resource = _body(request, res_type)
     condition = create_condition(request)
-    async with ctx.writing() as conn:
+    async with ctx.writing(pipelined=True) as conn:
         if condition:
             existing = await conditional.find_one(conn, res_type, condition, access=ctx.access)
             if existing is not None:
@@ -110,7 +110,7 @@ async def update(ctx: Context, request: FhirRequest, res_type: str, res_id: str)
         raise FhirError("invalid", f"the body's id '{resource['id']}' does not match the URL's id "
                         f"'{res_id}'", expression=f"{res_type}.id")
     if_match = version_from_etag(request.headers.get("if-match"))
-    async with ctx.writing() as conn:
+    async with ctx.writing(pipelined=True) as conn:
         return await _store(conn, ctx, res_type, res_id, resource, if_match, chosen=True)
 
 

@@ -8,11 +8,13 @@ owns the transaction, so several writes commit or roll back together. Each takes
 hub's own work says so with `Access.system()`."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, pq
 
 from hub.consent.authority import authorise
 from hub.consent.grants import decides_access, write_grants
@@ -171,7 +173,8 @@ async def current_version(conn: AsyncConnection, res_type: str, res_id: str, *,
 
 async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Access,
                  res_id: str | None = None, hold_apart: bool = False) -> Version:
-    """Store a new resource under a server-assigned id (any id in the body is replaced).
+    """Store a new resource under a server-assigned id (any id in the body is replaced): a fresh
+    one from new_id(), which `res_id` must be when given (a transaction assigns them ahead).
     `hold_apart`: a Patient that duplicates someone `access` may not see, kept as the writer's
     own record (hub.identity.duplicates)."""
     res_id = res_id or new_id()
@@ -433,7 +436,13 @@ async def _put(
         version = 1 if previous is None else previous.version + 1
         moment = datetime.now(UTC)
         content = stamp(resource, res_id, version, moment)
-        if previous is None:
+        if previous is None and method == "POST":
+            # A create's id is new and random (create()): no other writer can hold it, so the
+            # insert needs no answer and goes with the rest (a clash could only be a fault, and
+            # fails the transaction rather than overwrite anything).
+            await conn.execute(_INSERT_FIRST, (res_type, res_id, version, moment, False, content,
+                                               patient_id, part, owner))
+        elif previous is None:
             cur = await conn.execute(_INSERT_NEW, (res_type, res_id, version, moment, False, content,
                                                    patient_id, part, owner))
             if await cur.fetchone() is None:
@@ -444,7 +453,7 @@ async def _put(
                     raise unknown_id(res_type, res_id)
                 continue
         # What follows needs no answer from the database: sent together, one round trip.
-        async with conn.pipeline():
+        async with unanswered(conn):
             if previous is not None:
                 await conn.execute(_UPDATE, (version, moment, False, content, patient_id, part, owner,
                                              res_type, res_id))
@@ -461,6 +470,20 @@ async def _put(
                        part=part, owner=owner)
 
 
+@asynccontextmanager
+async def unanswered(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Statements whose answers nobody reads, sent in one round trip. Inside a pipeline already
+    open (a transaction Bundle runs all its entries in one: hub.interactions.bundle) they are
+    only queued and go with the next statement that needs an answer, so an entry's writes and
+    the next entry's first read share a round trip; an error among them still fails the
+    transaction, at that read or at the pipeline's end."""
+    if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        yield
+        return
+    async with conn.pipeline():
+        yield
+
+
 async def insert_attribution(conn: AsyncConnection, proof: dict[str, Any], place: Place) -> None:
     """The hub's Provenance for what one client request wrote, in the request's transaction and
     placed where its targets are (the caller groups targets by place: hub.interactions.context).
@@ -471,7 +494,7 @@ async def insert_attribution(conn: AsyncConnection, proof: dict[str, Any], place
     moment = datetime.now(UTC)
     res_id = proof["id"]
     content = stamp(proof, res_id, 1, moment)
-    async with conn.pipeline():
+    async with unanswered(conn):
         await conn.execute(_INSERT_FIRST, ("Provenance", res_id, 1, moment, False, content,
                                            place.patient_id, place.part, place.owner))
         await conn.execute(_INSERT_VERSION, ("Provenance", res_id, 1, moment, False, "PUT", content,

@@ -43,6 +43,7 @@ TX_TARGET = 3000.0    # resources/s committed by 100-entry transactions
 P99_TARGET = 3.0      # p99 ≤ 3 × p50 of a create at 16 clients
 TARGET_CLIENTS = 16
 UPDATE_POOL = 512     # Patients the update scenario works on
+TX100_MIN_SECONDS = 10.0  # a 100-entry transaction run lasts at least this long
 SAMPLES = 40          # creates whose rows the limit replays
 BENCH_SYSTEM = "https://fhir.example.org/Id/ipc-hub-bench-writer"
 
@@ -115,10 +116,13 @@ function setup(thread)
 end
 
 function init(args)
+  -- Each thread takes its share of the ids in sorted order: the order pairs() walks a table in
+  -- may differ between the threads' Lua states, and an id held by two threads is a 412.
   local threads = %(threads)s
-  local i = 0
-  for id, _ in pairs(bodies) do
-    i = i + 1
+  local ids = {}
+  for id, _ in pairs(bodies) do table.insert(ids, id) end
+  table.sort(ids)
+  for i, id in ipairs(ids) do
     if i %% threads == (thread_no - 1) then
       versions[id] = "1"
       table.insert(free, id)
@@ -334,25 +338,37 @@ def _limit_worker(database_url: str, tables, templates, connections: int, second
                     target = mine[k % len(mine)] if mine else None
                     statements = _statements(tables, templates, k, size, target)
                     began = time.monotonic()
-                    async with conn.transaction():
-                        async with conn.pipeline():
-                            for table, row in statements:
-                                if table == "__update__":
-                                    versions[target] += 1
-                                    await conn.execute("UPDATE resource SET version = %s, last_updated = now() "
-                                                       "WHERE res_type = 'Patient' AND res_id = %s",
-                                                       (versions[target], target))
-                                elif table == "__unindex__":
-                                    await conn.execute(DELETE_INDEX_MANY, (["Patient"], [target]))
-                                elif table == "__version__":
-                                    row = list(row)
-                                    row[version_cols.index("version")] = versions[target]
-                                    await conn.execute(inserts["resource_version"], row)
-                                else:
-                                    await conn.execute(inserts[table], row)
+                    try:
+                        await write(conn, statements, target, versions)
+                    except psycopg.errors.UniqueViolation:
+                        # The hub's own updates of these ids, still in flight when wrk stopped,
+                        # committed after this client read the versions: read them again.
+                        cur = await conn.execute("SELECT version FROM resource WHERE res_type = 'Patient' "
+                                                 "AND res_id = %s", (target,))
+                        versions[target] = (await cur.fetchone())[0]
+                        await conn.commit()
+                        continue
                     latencies.append(time.monotonic() - began)
                     done += 1
                     k += connections
+
+        async def write(conn, statements, target, versions: dict[str, int]) -> None:
+            async with conn.transaction():
+                async with conn.pipeline():
+                    for table, row in statements:
+                        if table == "__update__":
+                            versions[target] += 1
+                            await conn.execute("UPDATE resource SET version = %s, last_updated = now() "
+                                               "WHERE res_type = 'Patient' AND res_id = %s",
+                                               (versions[target], target))
+                        elif table == "__unindex__":
+                            await conn.execute(DELETE_INDEX_MANY, (["Patient"], [target]))
+                        elif table == "__version__":
+                            row = list(row)
+                            row[version_cols.index("version")] = versions[target]
+                            await conn.execute(inserts["resource_version"], row)
+                        else:
+                            await conn.execute(inserts[table], row)
 
         await asyncio.gather(*(client(c) for c in range(connections)))
         return done, latencies
@@ -440,12 +456,15 @@ def run(ctx, args: argparse.Namespace) -> dict:
                 else:
                     script = scripts.transaction(label, size)
                 print(f"  {name:<7}{clients:>4} clients ...", end="", flush=True)
+                # A 100-entry Bundle takes long enough that a short run completes too few to count
+                # (none at all in 2 s at 16 clients on 2 cores): it and its limit run longer.
+                seconds = max(ctx.duration, TX100_MIN_SECONDS) if size == 100 else ctx.duration
                 result = bench.run_wrk(ctx, label=f"write-{label}", url=ctx.hub_url, script=script,
-                                       clients=clients, duration=ctx.duration, server=ctx.hub)
+                                       clients=clients, duration=seconds, server=ctx.hub)
                 result["resources_per_s"] = round(result["rps"] * size, 1)
                 samples.setdefault((name, clients), []).append(result)
                 if name in ("create", "update", "tx100"):
-                    limit = measure_limit(ctx.database_url, tables, templates, clients, ctx.duration, size,
+                    limit = measure_limit(ctx.database_url, tables, templates, clients, seconds, size,
                                           update_ids if name == "update" else None)
                     limits.setdefault((name, clients), []).append(limit)
                     print(f" {result['rps']:>8.1f} req/s  p50 {result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} ms"
@@ -453,6 +472,8 @@ def run(ctx, args: argparse.Namespace) -> dict:
                 else:
                     print(f" {result['rps']:>8.1f} req/s  {result['resources_per_s']:>8.1f} resources/s"
                           f"  p99 {result['p99_ms']:.1f} ms", flush=True)
+
+    commits = commit_settings(ctx, scripts)
 
     runs = []
     for (name, clients), found in samples.items():
@@ -462,8 +483,51 @@ def run(ctx, args: argparse.Namespace) -> dict:
             entry["limit_rps"] = round(statistics.median(r["rps"] for r in limits[(name, clients)]), 1)
             entry["limit_p50_ms"] = round(statistics.median(r["p50_ms"] for r in limits[(name, clients)]), 3)
         runs.append(entry)
-    return {"runs": runs, "rows_per_create": rows_per_create, "load": os.getloadavg(),
+    return {"runs": runs, "rows_per_create": rows_per_create, "load": os.getloadavg(), "commit_settings": commits,
             "errors": sum(r["error_count"] for r in runs)}
+
+
+# What the database's commit settings change (issue 22 asks): creates at TARGET_CLIENTS with
+# PostgreSQL as shipped, with group commit (a flush waits up to commit_delay µs for others to
+# share it: an acknowledged write is still on disk before its answer), and with
+# synchronous_commit off (the answer no longer waits for the flush: a crash of PostgreSQL may
+# lose the last writes the hub acknowledged — shown for its price only, never the hub's setting).
+COMMIT_SETTINGS = [
+    ("as shipped (synchronous_commit on)", {}),
+    ("group commit (commit_delay 200 µs, commit_siblings 4)", {"commit_delay": "200", "commit_siblings": "4"}),
+    ("synchronous_commit off (NOT durable)", {"synchronous_commit": "off"}),
+]
+
+
+def _set_system(database_url: str, settings: dict[str, str], reset: list[str]) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name in reset:
+            conn.execute(f"ALTER SYSTEM RESET {name}")
+        for name, value in settings.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def commit_settings(ctx, scripts: "_Scripts") -> list[dict]:
+    """Creates at TARGET_CLIENTS under each of COMMIT_SETTINGS, the database put back as shipped
+    afterwards (also on error). New connections of the hub's pool take a reloaded setting; the
+    pool's existing ones do too (PostgreSQL applies a reload at each backend's next command)."""
+    bench = _bench()
+    names = sorted({n for _, settings in COMMIT_SETTINGS for n in settings})
+    out = []
+    try:
+        for label, settings in COMMIT_SETTINGS:
+            _set_system(ctx.database_url, settings, names)
+            print(f"  create {TARGET_CLIENTS:>4} clients, {label} ...", end="", flush=True)
+            result = bench.run_wrk(ctx, label=f"write-commit-{len(out)}", url=ctx.hub_url,
+                                   script=scripts.create(f"commit-{len(out)}"), clients=TARGET_CLIENTS,
+                                   duration=ctx.duration, server=ctx.hub)
+            print(f" {result['rps']:>8.1f} req/s  p50 {result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} ms", flush=True)
+            out.append({"setting": label, "rps": result["rps"], "p50_ms": result["p50_ms"],
+                        "p99_ms": result["p99_ms"], "errors": result["error_count"]})
+    finally:
+        _set_system(ctx.database_url, {}, names)
+    return out
 
 
 def print_result(result: dict) -> bool:
@@ -500,6 +564,11 @@ def print_result(result: dict) -> bool:
         print(f"  {text:<55}{figure:>10}  {'PASS' if passed else 'FAIL'}")
     if result["errors"]:
         print(f"  {result['errors']} request errors (a 412 in `update` is a lost update): the run does not pass")
+    if result.get("commit_settings"):
+        shipped = result["commit_settings"][0]["rps"] or 1
+        print("  what the commit settings change (creates, req/s and ÷ as shipped):")
+        for c in result["commit_settings"]:
+            print(f"    {c['setting']:<55}{c['rps']:>9.1f}{c['rps'] / shipped:>7.2f}  p99 {c['p99_ms']:.1f} ms")
     stored = ", ".join(f"{n} {t}" for t, n in sorted(result["rows_per_create"].items()))
     print(f"  resources stored per create answered: {stored}")
     print(f"  load average during the section: {', '.join(f'{x:.1f}' for x in result['load'])}")
