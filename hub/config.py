@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     # birthday at this age, and passes to them (Mental Capacity Act 2005 s.2(5), Family Law
     # Reform Act 1969 s.8: docs/person.md).
     proxy_passes_at_age: int = 16
+    # The purposes of use (v3-PurposeOfUse codes) whose requests the person's trail of who looked
+    # leaves out (hub/store/audit.py, docs/person.md): a safeguarding enquiry, the law, public
+    # health. Which ones the law lets a controller withhold is the controller's judgement.
+    person_trail_withheld_purposes: str = "PATSFTY,HLEGAL,LEGAL,PUBHLTH"
     # Per-client token bucket: sustained requests per second and burst size (0 rps: no limit).
     rate_limit_rps: float = 200.0
     rate_limit_burst: int = 400

@@ -20,6 +20,7 @@ from hub.consent.authority import parse_recorders
 from hub.consent.defaults import parse_defaults
 from hub.fhir.errors import FhirError
 from hub.search.access import Access
+from hub.store.audit import withheld_purposes
 from hub.store.resources import Version
 
 MAX_AUDIT_ENTITIES = 100
@@ -44,6 +45,7 @@ def check_settings(settings: Settings) -> None:
     """Refuse, at start-up, consent settings the hub cannot apply exactly (ConsentConfigError)."""
     _defaults(settings.consent_defaults)
     _recorders(settings.consent_recorders)
+    withheld_purposes(settings.person_trail_withheld_purposes)
 
 
 # token id → (its Principal, the consent settings, the Access made from them). The verifier hands

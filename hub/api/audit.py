@@ -204,6 +204,11 @@ def _note_disclosed(request: Request, records: list[AuditRecord]) -> None:
     entities += [f"AuditEvent/{r.id}" for r in records[:100 - len(entities)]]
 
 
+def _person_trail(request: Request, access: Access) -> tuple[str, list]:
+    settings: Settings = request.app.state.settings
+    return audit_store.person_trail(access, audit_store.withheld_purposes(settings.person_trail_withheld_purposes))
+
+
 def _site(request: Request) -> str:
     return request.app.state.base_url
 
@@ -234,7 +239,7 @@ async def read_audit_event(event_id: str, request: Request) -> Response:
     _require(request, READ)
     access = api_access.of(request)
     async with request.app.state.pool.connection() as conn:
-        row = await audit_store.read(conn, event_id, only=audit_store.person_trail(access)
+        row = await audit_store.read(conn, event_id, only=_person_trail(request, access)
                                      if access.patient is not None else None)
         if row is None:
             raise FhirError("not-found", f"AuditEvent/{event_id[:64]} is not known")
@@ -263,7 +268,7 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     async with request.app.state.pool.connection() as conn:
         if access.patient is not None:
             # A person's own app: the trail of their record alone, less what is withheld.
-            condition, params = audit_store.person_trail(access)
+            condition, params = _person_trail(request, access)
             query.conditions.append(condition)
             query.params += params
         named = set(query.named)

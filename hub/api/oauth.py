@@ -106,7 +106,9 @@ async def _preload(request: Request, fields: dict[str, str]) -> tuple[Preloaded,
                 await grants.revoke_family(conn, code.family_id)
                 return Preloaded(), _oauth_error(400, "invalid_grant", "this authorization code has already "
                                                  "been used; the tokens it gave have been revoked")
-            user = await users.get_user(conn, code.user_id)
+            # A proxy for several people opens the record chosen at sign-in (SMART patient
+            # selection), while the account may still open it.
+            user = await users.in_launch(conn, await users.get_user(conn, code.user_id), code.family_id)
             return Preloaded(code=code, code_value=fields["code"], user=user), None
         if grant_type == "refresh_token" and fields.get("refresh_token"):
             refresh = await grants.get_refresh(conn, fields["refresh_token"])
@@ -116,7 +118,7 @@ async def _preload(request: Request, fields: dict[str, str]) -> tuple[Preloaded,
                 await grants.revoke_family(conn, refresh.family_id)
                 return Preloaded(), _oauth_error(400, "invalid_grant", "this refresh token has already been "
                                                  "used; every token of its sign-in has been revoked")
-            user = await users.get_user(conn, refresh.user_id)
+            user = await users.in_launch(conn, await users.get_user(conn, refresh.user_id), refresh.family_id)
             return Preloaded(refresh=refresh, refresh_value=fields["refresh_token"], user=user), None
     return Preloaded(), None
 

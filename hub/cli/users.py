@@ -17,7 +17,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.auth.accounts import AccountError, NewAccount, new_account, new_citizen_account, seal_totp
+from hub.auth.accounts import AccountError, NewAccount, new_account, seal_totp
+from hub.auth.citizens import CLI, add_record, link_citizen
 from hub.auth.keys import load_signing_keys
 from hub.auth.passwords import (
     PasswordPolicyError,
@@ -32,8 +33,6 @@ from hub.auth.roles import ROLES
 from hub.auth.sealing import Sealer
 from hub.cli.common import database_url
 from hub.config import Settings
-from hub.fhir import jsontext
-from hub.fhir.errors import FhirError
 from hub.fhir.ids import source_id
 from hub.search.access import Access
 from hub.cli.common import database_url
@@ -103,39 +102,6 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
         print(f"signs in through the external OpenID Connect provider as {args.external_subject}")
 
 
-async def link_citizen(conn: AsyncConnection, *, username: str, display_name: str, patient: str | None,
-                       related_person: str | None, password: str | None,
-                       external_subject: str | None = None) -> tuple[UserRecord | None, str]:
-    """A citizen account linked to a Patient (the person) or a RelatedPerson (acting for them):
-    the resource must be in the record, and a RelatedPerson opens the record of its `patient`.
-    (None, why) when it cannot be made."""
-    if (patient is None) == (related_person is None):
-        return None, "give exactly one of --patient (the person) or --related-person (acting for them)"
-    res_type, res_id = ("Patient", patient) if patient else ("RelatedPerson", related_person)
-    try:
-        found = await resources.read(conn, res_type, res_id, access=Access.system())
-    except FhirError:
-        return None, f"{res_type}/{res_id} is not in the record"
-    content = jsontext.loads(found.content)
-    if res_type == "Patient":
-        opens = res_id
-    else:
-        reference = (content.get("patient") or {}).get("reference") or ""
-        if not reference.startswith("Patient/") or reference.count("/") != 1:
-            return None, f"RelatedPerson/{res_id} names no Patient in this hub"
-        opens = reference.split("/")[1]
-    try:
-        user = new_citizen_account(username=username, display_name=display_name, fhir_user=f"{res_type}/{res_id}",
-                                   patient_id=opens, password=password, external_subject=external_subject)
-    except (AccountError, PasswordPolicyError) as exc:
-        return None, str(exc)
-    async with conn.transaction():
-        if await store.user_by_username(conn, username) is not None:
-            return None, f"a user {username} already exists"
-        await store.insert_user(conn, user)
-    return user, ""
-
-
 def cmd_add_person(args: argparse.Namespace, settings: Settings) -> None:
     password = None if args.external_subject else (args.password or new_password())
     user, why = _run(settings, lambda conn: link_citizen(
@@ -148,6 +114,15 @@ def cmd_add_person(args: argparse.Namespace, settings: Settings) -> None:
     if password is not None and args.password is None:
         print(f"password:      {password}")
         print("Keep the password now: it is stored only as a hash and cannot be shown again.")
+
+
+def cmd_link_person(args: argparse.Namespace, settings: Settings) -> None:
+    user, link, why = _run(settings, lambda conn: add_record(conn, username=args.username,
+                                                             related_person=args.related_person, linked_by=CLI))
+    if user is None:
+        _fail(why)
+    print(f"user:          {user.username} (proxy) now also opens Patient/{link.patient_id}, as {link.fhir_user}")
+    print("At sign-in they choose whose record to open; each person's delegation says what they see.")
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -235,6 +210,15 @@ def _add_users(sub: argparse._SubParsersAction) -> None:
     person.add_argument("--external-subject", help="signs in through an external provider with this subject "
                         "instead of a password")
     person.set_defaults(handler=cmd_add_person)
+
+    further = actions.add_parser(
+        "link-person", help="let a proxy's account open one more person's record (a parent of two children)",
+        description="Adds a further record to an account acting for someone: they sign in once and choose "
+        "whose record to open. What they see there is that person's delegation Consent.")
+    further.add_argument("username", help="the proxy's existing account")
+    further.add_argument("--related-person", required=True, help="the id of their RelatedPerson in the other "
+                         "person's record")
+    further.set_defaults(handler=cmd_link_person)
 
     disable = actions.add_parser("disable", help="stop a person signing in; their sessions end now")
     disable.add_argument("username")

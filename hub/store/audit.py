@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from hub.fhir.errors import FhirError
+from hub.fhir.identifiers import CANONICAL_BASE
 from hub.search.access import Access, visible_sql
 from hub.search.parse import PREFIXES, split_unescaped, unescape
 from hub.search.values import date_range
@@ -106,21 +107,41 @@ def own_organisation(access: Access) -> tuple[str, list[Any]]:
 
 
 # What a person (or their proxy) is not shown of the trail of who looked at their record
-# (docs/person.md, "Who has looked at my record"): a request made for a safeguarding enquiry or
-# the law (purpose of use), and a request that touched anything of their record they may not see
-# themselves (a safeguarding record; for a proxy, the parts their delegation does not cover), since
-# even "the council read something at 10:02" would tell them an enquiry exists.
-WITHHELD_PURPOSES = ("PATSFTY", "HLEGAL", "LEGAL", "PUBHLTH")
+# (docs/person.md, "Who has looked at my record"): a request made for a withheld purpose of use
+# (HUB_PERSON_TRAIL_WITHHELD_PURPOSES: by default a safeguarding enquiry, the law, public health),
+# and a request that touched anything of their record they may not see themselves (a safeguarding
+# record; for a proxy, the parts their delegation does not cover), since even "the council read
+# something at 10:02" would tell them an enquiry exists. The purposes are an operator's setting
+# because which purposes the law lets a controller withhold from a subject is the controller's
+# judgement (UK GDPR art. 15 with the Data Protection Act 2018 sch. 2 exemptions), not the hub's.
+DEFAULT_WITHHELD_PURPOSES = "PATSFTY,HLEGAL,LEGAL,PUBHLTH"
 
 
-def person_trail(access: Access) -> tuple[str, list[Any]]:
+class TrailSettingError(ValueError):
+    """A HUB_PERSON_TRAIL_WITHHELD_PURPOSES the hub cannot apply exactly (stops start-up)."""
+
+
+def withheld_purposes(text: str | None) -> tuple[str, ...]:
+    """The purposes of use (v3-PurposeOfUse codes, comma-separated) whose requests the person's
+    trail leaves out. Empty withholds none by purpose (the hidden-resource rule still applies); a
+    value that is not a code stops the hub at start-up rather than withhold less than meant."""
+    codes = tuple(c.strip() for c in (text or "").split(",") if c.strip())
+    for code in codes:
+        if not (code.isascii() and code.isalnum() and code.isupper() and len(code) <= 20):
+            raise TrailSettingError(f"HUB_PERSON_TRAIL_WITHHELD_PURPOSES: '{code[:30]}' is not a "
+                                    "v3-PurposeOfUse code (upper-case letters, e.g. PATSFTY)")
+    return codes
+
+
+def person_trail(access: Access, purposes: tuple[str, ...]) -> tuple[str, list[Any]]:
     """The search condition for a person's own app: events that disclosed or wrote their record,
-    less what is withheld from them (above). `access.patient` must be set."""
+    less what is withheld from them (above; `purposes`: withheld_purposes of the setting).
+    `access.patient` must be set."""
     predicate, params = visible_sql(access, "r") or ("TRUE", [])
-    condition = ("(patients && %s::text[] AND NOT (purpose_of_use = ANY(%s::text[])) AND NOT EXISTS ("
+    condition = ("(patients && %s::text[] AND NOT (coalesce(purpose_of_use, '') = ANY(%s::text[])) AND NOT EXISTS ("
                  "SELECT 1 FROM unnest(entities) AS e(ref) JOIN resource r ON r.res_type = split_part(e.ref, '/', 1) "
                  f"AND r.res_id = split_part(e.ref, '/', 2) WHERE NOT ({predicate})))")
-    return condition, [[access.patient], list(WITHHELD_PURPOSES), *params]
+    return condition, [[access.patient], list(purposes), *params]
 
 
 async def visible_references(conn: AsyncConnection, access: Access, refs: set[str]) -> set[str]:
@@ -158,6 +179,21 @@ async def record_consent_change(conn: AsyncConnection, *, consent_id: str, versi
         None, None, None, sorted(set(patient_ids)), [entity], user_ref, "consent", policy))
 
 
+async def record_account_link(conn: AsyncConnection, *, patient_id: str, linked: str, account_user_id: str,
+                              policy: str, client_id: str | None, organisation: str | None,
+                              organisation_system: str | None, partner_class: str | None, user_ref: str | None,
+                              how_checked: str) -> None:
+    """An audit row (kind `account`) for a citizen account linked to a person's record in the
+    workspace (hub/web/person_access.py): who linked it (the coordinator's Practitioner, client and
+    organisation), on what authority (`policy`), the Patient or RelatedPerson the account signs in
+    as, and how the coordinator checked who they are. In the link's own transaction."""
+    await conn.execute(_CONSENT_CHANGE, (
+        str(uuid.uuid4()), datetime.now(UTC), "create", "C", 0, 0, "POST",
+        f"/app/people/{patient_id}/access", f"account={account_user_id}&identity-checked={how_checked}", client_id,
+        organisation, organisation_system, partner_class, None, None, None, [patient_id], [linked], user_ref,
+        "account", policy))
+
+
 # --- search ---------------------------------------------------------------------------------
 
 # `recorded` (a point in time) against the searched range [low, high): the SQL and which bounds.
@@ -167,8 +203,17 @@ _DATE_SQL = {
     "gt": ("recorded >= %s", "h"), "sa": ("recorded >= %s", "h"), "le": ("recorded < %s", "h"),
     "ge": ("recorded >= %s", "l"), "lt": ("recorded < %s", "l"), "eb": ("recorded < %s", "l"),
 }
-_TOKEN_COLUMNS = {"outcome": "outcome::text", "action": "action::text", "subtype": "interaction"}
+_TOKEN_COLUMNS = {"outcome": "outcome::text", "action": "action::text", "subtype": "interaction",
+                  "agent-role": "partner_class"}
+# A token's system, where the hub's AuditEvent writes one (hub.audit.events): a value naming
+# another system matches nothing. The others carry bare codes and are matched on the code.
+_TOKEN_SYSTEMS = {"agent-role": f"{CANONICAL_BASE}/CodeSystem/ipc-consent-partner"}  # as hub.audit.events writes
 SUPPORTED = frozenset({"patient", "entity", "agent", "date", *_TOKEN_COLUMNS})
+# `:not` (FHIR R4 search, token modifiers): the resources whose value is none of those given,
+# including those with no value. A person's app asks `agent-role:not=person` to leave out the
+# visits made by people themselves (theirs and their proxies') in the query, so paging shows the
+# organisations' (hub/web/me.py).
+_NEGATABLE = frozenset(_TOKEN_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -210,7 +255,7 @@ def parse_audit_query(pairs: list[tuple[str, str]], *, default_count: int, max_c
             query.snapshot = _whole(name, value)
         elif name in ("_format", "_pretty"):
             query.kept.append((name, value))
-        elif name in SUPPORTED:
+        elif name.partition(":")[0] in SUPPORTED:
             _criterion(query, name, value)
             query.kept.append((name, value))
         elif strict:
@@ -228,6 +273,10 @@ def _whole(name: str, value: str) -> int:
 
 
 def _criterion(query: AuditQuery, name: str, value: str) -> None:
+    name, _, modifier = name.partition(":")
+    if modifier and not (modifier == "not" and name in _NEGATABLE):
+        raise FhirError("not-supported", f"the modifier ':{modifier[:20]}' is not supported on AuditEvent's "
+                        f"'{name}' (only ':not', on {', '.join(sorted(_NEGATABLE))})", expression=f"{name}:{modifier[:20]}")
     values = [unescape(v) for v in split_unescaped(value, ",")]
     if name == "date":
         ors = [_date_condition(v, query.params) for v in values]
@@ -244,14 +293,21 @@ def _criterion(query: AuditQuery, name: str, value: str) -> None:
         query.params += [refs, patients]
         query.named += refs
     elif name == "agent":  # a client id or organisation code, bare, as a token, or as Device/<id>;
-        # or a signed-in user as Practitioner/<id>
+        # or a signed-in user as Practitioner/<id> (staff), Patient/<id> or RelatedPerson/<id> (a
+        # person, or someone acting for them)
         codes = [v.rpartition("|")[2].rpartition("/")[2] for v in values]
-        users = [v for v in values if v.startswith("Practitioner/")]
+        users = [v for v in values if v.startswith(("Practitioner/", "Patient/", "RelatedPerson/"))]
         query.conditions.append("(client_id = ANY(%s) OR organisation = ANY(%s) OR user_ref = ANY(%s))")
         query.params += [codes, codes, users]
     else:
-        query.conditions.append(f"{_TOKEN_COLUMNS[name]} = ANY(%s)")
-        query.params.append([v.rpartition("|")[2] for v in values])
+        system = _TOKEN_SYSTEMS.get(name)
+        codes = [code for v in values for found_system, bar, code in [v.rpartition("|")]
+                 if not bar or system is None or found_system in ("", system)]
+        if modifier == "not":
+            query.conditions.append(f"NOT (coalesce({_TOKEN_COLUMNS[name]}, '') = ANY(%s))")
+        else:
+            query.conditions.append(f"{_TOKEN_COLUMNS[name]} = ANY(%s)")
+        query.params.append(codes)
 
 
 def _date_condition(raw: str, params: list[Any]) -> str:

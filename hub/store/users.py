@@ -181,3 +181,81 @@ async def link_external_citizen(conn: AsyncConnection, user: UserRecord) -> User
             await end_everything_of(conn, found.user_id)
             found = replace(found, patient_id=user.patient_id, fhir_user=user.fhir_user)
         return found
+
+
+# --- records a citizen account opens (issue 18: a proxy for several people) ------------------------
+
+@dataclass(frozen=True)
+class CitizenLink:
+    fhir_user: str   # the Patient (the person) or RelatedPerson (acting for them) they sign in as
+    patient_id: str  # whose record it opens
+
+
+async def links_of(conn: AsyncConnection, user: UserRecord) -> list[CitizenLink]:
+    """Every record a citizen account may open: the one its row names, then the further ones
+    (oldest first). Empty for staff. Read from the rows (not from `user`, which may already be
+    launched into another of its records)."""
+    if not user.is_citizen:
+        return []
+    cur = await conn.execute(
+        "SELECT fhir_user, patient_id, 0 AS n, NULL::timestamptz AS at FROM hub_user WHERE user_id = %s "
+        "AND fhir_user IS NOT NULL UNION ALL SELECT l.fhir_user, l.patient_id, 1, l.linked_at FROM citizen_link l "
+        "JOIN hub_user u USING (user_id) WHERE l.user_id = %s AND l.patient_id <> u.patient_id "
+        "ORDER BY n, at, patient_id", (user.user_id, user.user_id))
+    return [CitizenLink(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def add_link(conn: AsyncConnection, user_id: str, link: CitizenLink, linked_by: str) -> bool:
+    """Let a proxy's account open a further record; False if it already opens that record."""
+    cur = await conn.execute(
+        "INSERT INTO citizen_link (user_id, fhir_user, patient_id, linked_by) SELECT %s, %s, %s, %s "
+        "WHERE NOT EXISTS (SELECT 1 FROM hub_user WHERE user_id = %s AND patient_id = %s) "
+        "ON CONFLICT (user_id, patient_id) DO NOTHING",
+        (user_id, link.fhir_user, link.patient_id, linked_by, user_id, link.patient_id))
+    return cur.rowcount == 1
+
+
+async def set_launch(conn: AsyncConnection, family_id: str, user_id: str, link: CitizenLink) -> None:
+    """The record a sign-in chose (SMART patient selection) for every token of its family."""
+    # Choices of sign-ins none of whose refresh tokens can still be used (a day's grace for the
+    # code itself): a choice is never forgotten while its tokens live, whatever their lifetime.
+    await conn.execute("DELETE FROM launch_context l WHERE l.created_at < now() - interval '1 day' AND NOT EXISTS "
+                       "(SELECT 1 FROM oauth_refresh_token t WHERE t.family_id = l.family_id AND t.expires_at > now() "
+                       "AND t.revoked_at IS NULL)")
+    await conn.execute("INSERT INTO launch_context (family_id, user_id, patient_id, fhir_user) VALUES "
+                       "(%s, %s, %s, %s) ON CONFLICT (family_id) DO NOTHING",
+                       (family_id, user_id, link.patient_id, link.fhir_user))
+
+
+async def in_launch(conn: AsyncConnection, user: UserRecord | None, family_id: str) -> UserRecord | None:
+    """`user` as the sign-in `family_id` launched them: opening the record they chose, if they
+    chose one and may still open it (else None: the grant fails); unchanged if none was chosen."""
+    if user is None or not user.is_citizen:
+        return user
+    cur = await conn.execute("SELECT patient_id, fhir_user FROM launch_context WHERE family_id = %s AND user_id = %s",
+                             (family_id, user.user_id))
+    row = await cur.fetchone()
+    if row is None:
+        return user
+    chosen = CitizenLink(row[1], row[0])
+    if chosen not in await links_of(conn, user):
+        return None
+    return replace(user, patient_id=chosen.patient_id, fhir_user=chosen.fhir_user)
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    username: str
+    display_name: str
+    role: str
+    status: str
+    fhir_user: str
+
+
+async def accounts_opening(conn: AsyncConnection, patient_id: str) -> list[LinkedAccount]:
+    """The citizen accounts that open a person's record (as the person, or acting for them)."""
+    cur = await conn.execute(
+        "SELECT username, display_name, role, status, fhir_user FROM hub_user WHERE patient_id = %s "
+        "UNION SELECT u.username, u.display_name, u.role, u.status, l.fhir_user FROM citizen_link l "
+        "JOIN hub_user u USING (user_id) WHERE l.patient_id = %s ORDER BY 1", (patient_id, patient_id))
+    return [LinkedAccount(*row) for row in await cur.fetchall()]

@@ -3,8 +3,9 @@
 Pages are server-rendered from the hub's own FHIR API under the signed-in person's access
 (hub.web.record), so consent and audit apply to every page exactly as to any app. One route
 module per area: signin, person_signin and me (the person's own pages, issue 18), caseload, person,
-plan (and signoff: a commissioner agreeing it), budget, worklist, children (the children's worklist),
-operations, commissioning; templates are
+person_access (the coordinator giving the person and their family sign-in), plan (and signoff: a
+commissioner agreeing it), budget, worklist, children (the children's worklist), operations,
+commissioning; templates are
 named after their page; the NHS design system's stylesheet is vendored in static/nhsuk."""
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from hub.web import (budget, caseload, children, commissioning, me, operations, person, person_signin, plan, signin,
-                     signoff, worklist)
+from hub.web import (budget, caseload, children, commissioning, me, operations, person, person_access, person_signin,
+                     plan, signin, signoff, worklist)
 from hub.web.errors import PageError, SignInRequired
 from hub.web.pages import STATIC, render
 
 
 def install(app: FastAPI) -> None:
     """Add the pages, their static files and the answers to their errors to the app."""
-    for module in (signin, person_signin, me, caseload, person, plan, signoff, budget, worklist, children, operations,
-                   commissioning):
+    for module in (signin, person_signin, me, caseload, person, person_access, plan, signoff, budget, worklist,
+                   children, operations, commissioning):
         app.router.routes.extend(module.router.routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

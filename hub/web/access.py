@@ -5,10 +5,11 @@ and gives the page the record as that person's app sees it. A POST also checks t
 token. Pages for one role (operations) say so with `require_role`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
+from hub.fhir.errors import FhirError
 from hub.store.users import UserRecord
 from hub.web import session as web
 from hub.web.errors import PageError, SignInRequired
@@ -21,6 +22,7 @@ _REFRESH_MARGIN_S = 30
 class Workspace:
     session: web.Session
     record: Record
+    records: int = 1  # the person's pages: how many people's records this account may open
 
     @property
     def user(self) -> UserRecord:
@@ -50,7 +52,19 @@ async def signed_in(request: Request, app: str = "workspace") -> Workspace:
     expires = current.record.access_expires_at or 0
     if not access or expires - _REFRESH_MARGIN_S < web.now():
         access = await _refreshed(request, current, refresh, cookie, client_id)
+    if app == "person":
+        current.user = _launched(request, current.user, access)
     return Workspace(current, Record(request, access))
+
+
+def _launched(request: Request, user: UserRecord, access: str) -> UserRecord:
+    """The person's pages open the record their token opens (for a proxy acting for several
+    people, the one chosen at sign-in), as the token says: its `patient` and `fhirUser`."""
+    try:
+        principal = request.app.state.auth.authenticate(f"Bearer {access}")
+    except FhirError:
+        raise SignInRequired(_here(request) if request.method == "GET" else "/me") from None
+    return replace(user, patient_id=principal.patient, fhir_user=principal.user)
 
 
 async def _refreshed(request: Request, current: web.Session, refresh: str | None, cookie: str,

@@ -17,13 +17,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from hub.auth.accounts import CITIZEN_SYSTEM
+from hub.auth.accounts import CITIZEN_SYSTEM, PARTNER_SYSTEM
 from hub.consent.parts import PART_SYSTEM
-from hub.web import facts
+from hub.store import users
+from hub.web import easy_read, facts
 from hub.web import session as web
 from hub.web.access import Workspace, posted, signed_in
 from hub.web.errors import PageError
 from hub.web.pages import person_name, render
+from hub.web.record import oauth_post
 from hub.web.signin import PERSON_APP, app_callback, app_sign_in, app_sign_out
 
 router = APIRouter(include_in_schema=False)
@@ -57,11 +59,31 @@ async def sign_out(request: Request) -> Response:
     return await app_sign_out(request, PERSON_APP)
 
 
+@router.post("/me/switch")
+async def switch(request: Request) -> Response:
+    """Someone acting for several people opens another one's record: this record's tokens are
+    revoked and its session ended, and the app launches again; the sign-in is kept, so the hub
+    asks only whose record to open (hub.web.signin, patient selection)."""
+    me = await signed_in(request, "person")
+    await posted(request, me)
+    access, refresh = web.tokens(request, me.session)
+    for token, hint in ((refresh, "refresh_token"), (access, "access_token")):
+        if token:
+            await oauth_post(request, "/auth/revoke", {"token": token, "token_type_hint": hint,
+                                                       "client_id": PERSON_APP.client_id})
+    await web.end_session(request, web.cookie_of(PERSON_APP.kind))
+    response = RedirectResponse("/me/sign-in", status_code=303)
+    web.clear_cookie(request, response, web.cookie_of(PERSON_APP.kind))
+    return response
+
+
 # --- reading the record ------------------------------------------------------------------------------
 
 async def _me(request: Request) -> tuple[Workspace, dict[str, Any]]:
     """The signed-in person's session and the Patient whose record they may open."""
     me = await signed_in(request, "person")
+    async with request.app.state.pool.connection() as conn:
+        me.records = len(await users.links_of(conn, me.user))
     patient = await me.record.read("Patient", me.user.patient_id or "-")
     if patient is None:
         raise PageError(403, "You cannot see this record now",
@@ -74,7 +96,7 @@ def _context(me: Workspace, patient: dict[str, Any], area: str, title: str, **ex
     acting = (me.user.fhir_user or "").startswith("RelatedPerson/")
     return {"me": me.user, "csrf": me.csrf, "area": area, "title": title, "patient": patient,
             "whose": f"{person_name(patient)}'s" if acting else "your", "acting": acting,
-            "person": person_name(patient), **extra}
+            "person": person_name(patient), "several": me.records > 1, **extra}
 
 
 async def _plan(me: Workspace, patient_id: str) -> dict[str, Any] | None:
@@ -102,16 +124,25 @@ async def overview(request: Request) -> Response:
     names = await record.names({r for r in (*members, coordinator or "") if r})
     contact = await _contact(me, coordinator)
     code, stage = facts.stage(plan) if plan else (None, "")
-    easy = request.query_params.get("view") == "easy-read"
-    return render("me", **_context(
-        me, patient, "plan", "Your plan" if not easy else "Your plan in easy read", plan=plan, stage=stage,
-        goals=[_goal(g) for g in goals], budget=budget,
-        allocations=facts.allocations(budget, position) if budget else [], position=position,
-        team=[{"name": names.get(p.get("member", {}).get("reference", ""), p.get("member", {}).get("display", "")),
-               "role": " ".join(c.get("text") or (c.get("coding") or [{}])[0].get("display", "") for c in p.get("role") or [])}
-              for t in teams for p in t.get("participant") or []],
-        carers=[person_name(c) for c in carers], coordinator=names.get(coordinator or "", ""), contact=contact,
-        easy=easy, done=request.query_params.get("done")))
+    view = request.query_params.get("view")
+    easy = view == "easy-read" or (view != "usual" and easy_read.wants_easy_read(patient))
+    context = _context(me, patient, "plan", "Your plan" if not easy else "Your plan in easy read", plan=plan,
+                       easy=easy, done=request.query_params.get("done"))
+    team = [{"name": names.get(p.get("member", {}).get("reference", ""), p.get("member", {}).get("display", "")),
+             "role": " ".join(c.get("text") or (c.get("coding") or [{}])[0].get("display", "") for c in p.get("role") or [])}
+            for t in teams for p in t.get("participant") or []]
+    allocations = facts.allocations(budget, position) if budget else []
+    if easy:
+        charges = (await record.search("ChargeItem", [("subject", f"Patient/{pid}"), ("_count", "500")])).matches
+        said = easy_read.easy_read(
+            voice=easy_read.Voice(person_name(patient), context["acting"]), plan=plan, stage=stage,
+            goals=[_goal(g) for g in goals], allocations=allocations, charges=charges,
+            coordinator=names.get(coordinator or "", ""), contact=contact, carers=[person_name(c) for c in carers],
+            team=team, patient=patient)
+        return render("me_easy", **context, said=said)
+    return render("me", **context, stage=stage, goals=[_goal(g) for g in goals], budget=budget,
+                  allocations=allocations, position=position, team=team, carers=[person_name(c) for c in carers],
+                  coordinator=names.get(coordinator or "", ""), contact=contact)
 
 
 def _goal(goal: dict[str, Any]) -> dict[str, Any]:
@@ -177,22 +208,65 @@ async def ask_for_review(request: Request) -> Response:
 
 # --- who has looked at my record ------------------------------------------------------------------
 
+LOOKED_PAGE = 25
+CITIZEN_ROLE = f"{PARTNER_SYSTEM}|person"
+
+
 @router.get("/me/who-looked")
 async def who_looked(request: Request) -> Response:
+    """Organisations' visits, newest first, a page at a time; then, apart, the visits of people
+    acting for the person. Visits made by people themselves are left out in the query
+    (`agent-role:not=person`), so a person reading their own page many times never pushes the
+    organisations' visits off it. Proxies' visits are shown, named, in their own list: the person
+    should know when their attorney or parent looked. The person's own visits are never listed,
+    to them (they know) or to a proxy (a young person's use of their own record is theirs)."""
     me, patient = await _me(request)
-    events = (await me.record.search("AuditEvent", [("patient", f"Patient/{patient['id']}"), ("_count", "100")])).matches
+    pid = patient["id"]
+    page = _whole(request.query_params.get("page"), 1)
+    found = await me.record.search("AuditEvent", [("patient", f"Patient/{pid}"), ("agent-role:not", CITIZEN_ROLE),
+                                                  ("_count", str(LOOKED_PAGE)),
+                                                  ("_offset", str((page - 1) * LOOKED_PAGE))])
     organisations: dict[tuple[str, str], str] = {}
     rows = []
-    for event in events:
+    for event in found.matches:
         row = _looked(event, me)
         key = row.pop("organisation_key")
         if key and key[0] != CITIZEN_SYSTEM and key not in organisations:
-            found = await me.record.search("Organization", [("identifier", f"{key[0]}|{key[1]}"), ("_count", "1")])
-            organisations[key] = found.matches[0].get("name", "") if found.matches else ""
+            known = await me.record.search("Organization", [("identifier", f"{key[0]}|{key[1]}"), ("_count", "1")])
+            organisations[key] = known.matches[0].get("name", "") if known.matches else ""
         if key and key[0] != CITIZEN_SYSTEM:
             row["who"] = organisations.get(key) or f"{row['who']} (organisation {key[1]})"
         rows.append(row)
-    return render("me_looked", **_context(me, patient, "looked", "Who has looked at your record", rows=rows))
+    acting = await _proxies_looked(me, pid)
+    total = found.total or 0
+    return render("me_looked", **_context(
+        me, patient, "looked", "Who has looked at your record", rows=rows, acting=acting, page=page,
+        newer=page - 1 if page > 1 else None, older=page + 1 if page * LOOKED_PAGE < total else None, total=total))
+
+
+async def _proxies_looked(me: Workspace, patient_id: str) -> list[dict[str, Any]]:
+    """The latest visits of the people acting for the person (their RelatedPersons this reader
+    may see; a proxy's own visits left out of theirs), each named."""
+    related = (await me.record.search("RelatedPerson", [("patient", f"Patient/{patient_id}"),
+                                                        ("_count", "50")])).matches
+    names = {f"RelatedPerson/{r['id']}": person_name(r) for r in related}
+    names.pop(me.user.fhir_user or "", None)
+    if not names:
+        return []
+    found = await me.record.search("AuditEvent", [("patient", f"Patient/{patient_id}"),
+                                                  ("agent", ",".join(sorted(names))), ("_count", "10")])
+    rows = []
+    for event in found.matches:
+        row = _looked(event, me)
+        row.pop("organisation_key")
+        users = [a["who"]["reference"] for a in event.get("agent") or [] if (a.get("who") or {}).get("reference")]
+        row["who"] = next((names[u] for u in users if u in names), "Someone acting for you")
+        rows.append(row)
+    return rows
+
+
+def _whole(text: str | None, default: int) -> int:
+    return int(text) if text and text.isascii() and text.isdigit() and 0 < int(text) < 10_000 else default
 
 
 def _looked(event: dict[str, Any], me: Workspace) -> dict[str, Any]:

@@ -35,13 +35,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from hub.auth.accounts import SignInPolicy, check_local_sign_in
+from hub.auth.scopes import LAUNCH_PATIENT
 from hub.auth.server import AuthorizationCheck, FormRequest, authorize, check_authorization
-from hub.store import clients, grants, users
+from hub.fhir import jsontext
+from hub.fhir.errors import FhirError
+from hub.search.access import Access
+from hub.store import clients, grants, resources, users
 from hub.store.clients import ClientRecord
 from hub.store.users import UserRecord
 from hub.web import session as web
 from hub.web.errors import PageError
-from hub.web.pages import page_csp, render
+from hub.web.pages import page_csp, person_name, render
 from hub.web.record import oauth_post
 
 router = APIRouter(include_in_schema=False)
@@ -89,7 +93,7 @@ async def authorization_page(request: Request) -> Response:
         return answer
     signed_in = await web.current_session(request, "sign-in")
     if signed_in is not None and request.query_params.get("prompt") != "login":
-        return await _issue_code(request, form, client, signed_in.user, signed_in.record.auth_time)
+        return await _launch(request, form, client, signed_in.user, signed_in.record.auth_time)
     return _sign_in_page(request, client, check)
 
 
@@ -102,6 +106,12 @@ async def sign_in(request: Request) -> Response:
     fields = await request.form()
     if not web.same(str(fields.get("csrf_token") or ""), request.cookies.get(web.LOGIN_COOKIE)):
         raise PageError(403, "Sign-in form expired", web.csrf_refused().issues[0].diagnostics)
+    if "launch_patient" in fields:  # the choice of whose record to open, by someone signed in already
+        signed_in = await web.current_session(request, "sign-in")
+        if signed_in is None:
+            return _sign_in_page(request, client, check)
+        return await _launch(request, form, client, signed_in.user, signed_in.record.auth_time,
+                             chosen=str(fields.get("launch_patient") or ""))
     settings = request.app.state.settings
     policy = SignInPolicy(settings.signin_max_failures, settings.signin_lockout_s)
     async with request.app.state.pool.connection() as conn:
@@ -111,7 +121,7 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_page(request, client, check, status=401, username=str(fields.get("username") or ""),
                              error=_FAILED.format(n=policy.max_failures, m=max(1, policy.lockout_s // 60)))
     auth_time = int(time.time())
-    response = await _issue_code(request, form, client, user, auth_time)
+    response = await _launch(request, form, client, user, auth_time)
     await web.start_session(request, response, kind="sign-in", user=user, auth_time=auth_time)
     return response
 
@@ -131,14 +141,53 @@ def _sign_in_page(request: Request, client: ClientRecord | None, check: Authoriz
     return response
 
 
+async def _launch(request: Request, form: FormRequest, client: ClientRecord | None, user: UserRecord,
+                  auth_time: int, *, chosen: str | None = None) -> Response:
+    """The code for the app; but first, for someone acting for several people whose app asked for
+    a patient launch (`launch/patient`), the choice of whose record to open (SMART App Launch 2's
+    patient selection at launch, made here by the authorization server). The choice must be one of
+    the account's records; what the proxy sees there is still that person's delegation."""
+    if user.is_citizen and LAUNCH_PATIENT in (request.query_params.get("scope") or "").split():
+        async with request.app.state.pool.connection() as conn:
+            links = await users.links_of(conn, user)
+            if len(links) > 1:
+                link = next((found for found in links if found.patient_id == chosen), None)
+                if link is None:
+                    return await _pick_patient(request, conn, client, links, refused=chosen is not None)
+                return await _issue_code(request, form, client, user, auth_time, launch=link)
+    return await _issue_code(request, form, client, user, auth_time)
+
+
+async def _pick_patient(request: Request, conn: Any, client: ClientRecord | None, links: list[users.CitizenLink],
+                        *, refused: bool) -> Response:
+    people = []
+    for link in links:
+        try:
+            found = jsontext.loads((await resources.read(conn, "Patient", link.patient_id,
+                                                         access=Access.system())).content)
+        except FhirError:
+            continue  # a record that has gone (deleted, merged) is not offered
+        people.append({"id": link.patient_id, "name": person_name(found),
+                       "born": found.get("birthDate", "")})
+    token, new = web.login_token(request)
+    response = render("choose_patient", status=400 if refused else 200,
+                      csp=page_csp(request.query_params.get("redirect_uri", "")), people=people,
+                      app_name=client.name if client else "", query=request.url.query, csrf=token, refused=refused)
+    if new:
+        web.set_cookie(request, response, web.LOGIN_COOKIE, token, max_age=web.FLOW_LIFETIME_S)
+    return response
+
+
 async def _issue_code(request: Request, form: FormRequest, client: ClientRecord | None, user: UserRecord,
-                      auth_time: int) -> Response:
+                      auth_time: int, *, launch: users.CitizenLink | None = None) -> Response:
     outcome = authorize(request.app.state.auth, client, form, user, auth_time)
     if isinstance(outcome, AuthorizationCheck):
         return answer_check(outcome) or render("error", status=400, title="Sign-in failed", message="")
     if outcome.new_code is not None:
         async with request.app.state.pool.connection() as conn:
             await grants.insert_code(conn, outcome.new_code.code, outcome.new_code.record)
+            if launch is not None:
+                await users.set_launch(conn, outcome.new_code.record.family_id, user.user_id, launch)
     location = dict(outcome.headers).get("Location", "")
     return RedirectResponse(location, status_code=302)
 

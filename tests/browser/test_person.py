@@ -62,6 +62,14 @@ def nhs_login(page, hub, login: str) -> None:
     page.click("button:has-text('Continue')")
 
 
+def citizen_sign_in(page, hub, username: str, password: str) -> None:
+    """From /me through the hub's own sign-in page, with a local citizen account."""
+    page.goto(f"{hub.base}/me")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button:has-text('Sign in')")
+
+
 def test_a_veteran_uses_his_own_record(hub, new_page):
     gp, charity = client_token(hub, "nhs", GP_PRACTICE), client_token(hub, "charity", CHARITY)
     plan = veteran_plan(hub, hub.bearer())
@@ -82,13 +90,20 @@ def test_a_veteran_uses_his_own_record(hub, new_page):
 
     page.goto(f"{hub.base}/me?view=easy-read")
     page.wait_for_selector("h1:has-text('Your plan in easy read')")
-    assert "This is your plan." in page.inner_text("main")
+    easy = page.inner_text("main")
+    assert "This is your plan." in easy
+    assert re.search(r"You want to: [^\n]*" + VETERAN_GOAL, easy), easy
+    assert "Karen Hughes is your coordinator" in easy and "look at the plan again" in easy, easy
     check_page(page, "person-02-easy-read")
 
+    for _ in range(4):  # the veteran looks at his own pages again and again
+        page.goto(f"{hub.base}/me")
     page.goto(f"{hub.base}/me/who-looked")
     looked = page.inner_text("#looked")
     assert "Chapel Street Surgery" in looked or f"organisation {GP_PRACTICE}" in looked, looked
     assert "charit" in looked.lower(), looked
+    who = page.locator("#looked tbody tr td:nth-child(2)").all_inner_texts()
+    assert who and not any(w.startswith("You") for w in who), who  # his own visits are not listed
     check_page(page, "person-03-who-looked")
 
     page.goto(f"{hub.base}/me/sharing")
@@ -175,10 +190,7 @@ def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub,
             "--password", PASSWORD)
 
     page = new_page()
-    page.goto(f"{hub.base}/me")
-    page.fill("#username", "pat.father")
-    page.fill("#password", PASSWORD)
-    page.click("button:has-text('Sign in')")
+    citizen_sign_in(page, hub, "pat.father", PASSWORD)
     page.wait_for_selector("h1:has-text('Your plan')")
     text = page.inner_text("main")
     assert "acting for them" in text and "Graham" in text
@@ -187,8 +199,100 @@ def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub,
     check_page(page, "person-07-proxy")
 
     expired = new_page()
-    expired.goto(f"{hub.base}/me")
-    expired.fill("#username", "pat.mother")
-    expired.fill("#password", PASSWORD)
-    expired.click("button:has-text('Sign in')")
+    citizen_sign_in(expired, hub, "pat.mother", PASSWORD)
     expired.wait_for_selector("h1:has-text('You cannot see this record now')")
+
+
+def submit(page, button: str, expected: str) -> None:
+    """Press a form's button and wait for the page it leads to, which must show `expected` (else
+    the test fails with what the page said instead)."""
+    with page.expect_navigation():
+        page.click(f"button:has-text('{button}')")
+    assert page.locator(expected).count() == 1, page.inner_text("main")
+
+
+def test_a_coordinator_gives_an_attorney_sign_in_for_two_people_who_switches_and_a_delegation_ends(hub, new_page):
+    """The coordinator, in the workspace, adds Alex Whitfield to two people's records (the council's
+    Graham and Susan Whitfield, Alex holding a lasting power of attorney for each), records each
+    delegation with its evidence and gives Alex one account that opens both; Alex signs in, chooses
+    whose record, reads Graham's plan in easy read, switches to Susan's, and is refused once the
+    coordinator ends that delegation. Graham then sees, apart from the organisations, that Alex
+    looked."""
+    fhir = f"{hub.base}/fhir"
+    auth = hub.bearer()
+
+    def by_nhs_number(number: str) -> dict:
+        return httpx.get(f"{fhir}/Patient", params={"identifier": f"https://fhir.nhs.uk/Id/nhs-number|{number}"},
+                         headers=auth).json()["entry"][0]["resource"]
+
+    graham, susan = by_nhs_number("9990000018"), by_nhs_number("9990000026")
+    staff = new_page()
+    sign_in(staff, hub, "demo.coordinator")
+    lpa = "Lasting power of attorney (health and welfare)"
+
+    def give_access(patient_id: str, parts: list[str], evidence: str, existing: bool) -> str:
+        staff.goto(f"{hub.base}/app/people/{patient_id}")
+        staff.click("#access-link")
+        staff.wait_for_selector("h1:has-text('Sign-in and acting for')")
+        staff.fill("#given", "Alex")
+        staff.fill("#family", "Whitfield")
+        staff.select_option("#related-role", "HPOWATT")
+        submit(staff, "Add to the record", "text=They have been added to the record")
+        staff.select_option("#related", label=f"Alex Whitfield ({lpa})")
+        staff.select_option("#role", "HPOWATT")
+        for part in parts:
+            staff.check(f"#part-{part}")
+        staff.fill("#evidence", evidence)
+        submit(staff, "Record delegation", "#delegation-recorded")
+        assert "Alex Whitfield" in staff.inner_text("#delegations")
+        staff.select_option("#who", label=f"Alex Whitfield ({lpa}), acting for them")
+        staff.fill("#username", "alex.whitfield")
+        if existing:
+            staff.check("#existing")
+        staff.select_option("#checked", "photo-id")
+        submit(staff, "Give sign-in", "#account-issued")
+        assert "alex.whitfield" in staff.inner_text("#accounts")
+        return "" if existing else staff.inner_text("#issued-password")
+
+    password = give_access(graham["id"], ["demographics", "care-support-plan", "budget"],
+                           "Registered LPA, reference 7000-1234-5678", existing=False)
+    check_page(staff, "person-08-coordinator-gives-access")
+    give_access(susan["id"], ["demographics", "care-support-plan"], "Registered LPA, reference 7000-8765-4321",
+                existing=True)
+
+    alex = new_page()
+    citizen_sign_in(alex, hub, "alex.whitfield", password)
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+    check_page(alex, "person-09-choose-whose-record")
+    alex.check(f"#choose-{graham['id']}")
+    alex.click("button:has-text('Open this record')")
+    alex.wait_for_selector("#whose-record")
+    assert "Graham" in alex.inner_text("#whose-record")
+    alex.goto(f"{hub.base}/me?view=easy-read")  # in easy read, about Graham by name
+    easy = alex.inner_text("main")
+    assert re.search(r"Graham [\w ]+ has £[\d,.]+ for care and support\.", easy) and "comes from" in easy, easy
+    check_page(alex, "person-10-easy-read-for-someone")
+    alex.click("button:has-text('Switch to another person')")
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+    alex.check(f"#choose-{susan['id']}")
+    alex.click("button:has-text('Open this record')")
+    alex.wait_for_selector("#whose-record")
+    assert "Susan" in alex.inner_text("#whose-record") and "Graham" not in alex.inner_text("#whose-record")
+    check_page(alex, "person-11-switched")
+
+    staff.goto(f"{hub.base}/app/people/{susan['id']}/access")
+    with staff.expect_navigation():
+        staff.locator("#delegations tr", has_text="Alex Whitfield").locator("button:has-text('End delegation')").click()
+    assert staff.locator("#delegation-ended").count() == 1, staff.inner_text("main")
+    alex.goto(f"{hub.base}/me")
+    alex.wait_for_selector("h1:has-text('You cannot see this record now')")
+    # the account still opens Graham's record (that delegation did not end)
+    alex.goto(f"{hub.base}/me/sign-in")
+    alex.wait_for_selector("h1:has-text('Whose record do you want to see?')")
+
+    person = new_page()
+    nhs_login(person, hub, "P9-9990000018")
+    person.wait_for_selector("h1:has-text('Your plan')")
+    person.goto(f"{hub.base}/me/who-looked")
+    assert "Alex Whitfield" in person.inner_text("#acting-looked")
+    assert "Alex Whitfield" not in person.inner_text("#looked")

@@ -17,7 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from psycopg import AsyncConnection
 
-from hub.cli.users import link_citizen
+from hub.auth.citizens import link_citizen
 from hub.fhir.jsontext import dumps
 from tests.integration.access_cases import IPC, JSON, PART, Person, make_person, permit
 from tests.integration.signin import Agent, add_app, add_user, authorize_url, pkce, query_of, run, sign_in

@@ -17,14 +17,14 @@ from tests.integration.test_person_access import PASSWORD, citizen, delegation, 
 pytestmark = pytest.mark.integration
 
 
-def signed_in(hub_url: str, username: str) -> Agent:
+def signed_in(hub_url: str, username: str, password: str = PASSWORD) -> Agent:
     agent = Agent(hub_url)
     url = "/me"
     for _ in range(8):
         answer = agent.get(url)
         if answer.status == 200 and "Sign in to IPC Hub" in answer.text:
             action, csrf = form_of(answer.text)
-            answer = agent.post(action, data={"csrf_token": csrf, "username": username, "password": PASSWORD,
+            answer = agent.post(action, data={"csrf_token": csrf, "username": username, "password": password,
                                               "code": ""})
         if answer.status not in (302, 303):
             break
