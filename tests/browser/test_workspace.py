@@ -390,7 +390,7 @@ def test_the_childrens_worklist_shows_each_childs_steps_with_their_age_and_filte
     hers = "\n".join(ellie.all_inner_texts())
     assert "Transfer to adult services" in hers and "Continuing care to NHS Continuing Healthcare check" in hers
     assert ellie.first.locator("td").nth(1).inner_text() == str(age_on(date(2009, 5, 14), today))
-    check_page(page, "13-children")
+    check_page(page, "14-children")
 
     page.select_option("#kind", "transition")
     page.click("button:has-text('Show')")
