@@ -141,6 +141,7 @@ async def overview(request: Request) -> Response:
             team=team, patient=patient)
         return render("me_easy", **context, said=said)
     return render("me", **context, stage=stage, goals=[_goal(g) for g in goals], budget=budget,
+                  profile=facts.one_page_profile(plan) if plan else [], needs=facts.needs(plan) if plan else [],
                   allocations=allocations, position=position, team=team, carers=[person_name(c) for c in carers],
                   coordinator=names.get(coordinator or "", ""), contact=contact)
 

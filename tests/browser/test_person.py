@@ -141,6 +141,33 @@ def test_nhs_login_refuses_a_low_proofing_level_and_an_unknown_nhs_number(hub, n
     other = new_page()
     nhs_login(other, hub, "P9-9990000999")
     other.wait_for_selector("h1:has-text('We could not find your record')")
+    # Two records holding the veteran's NHS number (a duplicate not yet resolved: the API refuses
+    # to make one, so it is put straight into the database, and taken out again for the module's
+    # later tests): nothing is opened, and the person is told to ask their coordinator.
+    import psycopg
+
+    from hub.runtime.embedded import running_postgres_url
+
+    copy_id = "duplicate-of-the-veteran"
+    with psycopg.connect(running_postgres_url(hub.data_dir), autocommit=True) as conn:
+        original = conn.execute(
+            "SELECT r.res_id FROM idx_token t JOIN resource r USING (res_type, res_id) WHERE t.res_type = 'Patient'"
+            " AND t.param = 'identifier' AND t.code = %s AND r.owner IS NULL AND NOT r.deleted", (VETERAN_NHS,)).fetchone()[0]
+        conn.execute("INSERT INTO resource (res_type, res_id, version, last_updated, deleted, content, patient_id, part, owner)"
+                     " SELECT res_type, %s, version, last_updated, deleted, content, %s, part, owner FROM resource"
+                     " WHERE res_type = 'Patient' AND res_id = %s", (copy_id, copy_id, original))
+        conn.execute("INSERT INTO idx_token (res_type, res_id, param, system, code, text) SELECT res_type, %s, param,"
+                     " system, code, text FROM idx_token WHERE res_type = 'Patient' AND res_id = %s AND param = 'identifier'",
+                     (copy_id, original))
+        try:
+            twice = new_page()
+            nhs_login(twice, hub, f"P9-{VETERAN_NHS}")
+            twice.wait_for_selector("h1:has-text('We could not open your record')")
+            assert "matches more than one record" in twice.content()
+            assert "Whitfield" not in twice.content()  # nothing of either record is shown
+        finally:
+            conn.execute("DELETE FROM idx_token WHERE res_type = 'Patient' AND res_id = %s", (copy_id,))
+            conn.execute("DELETE FROM resource WHERE res_type = 'Patient' AND res_id = %s", (copy_id,))
 
 
 def test_a_parent_sees_the_childs_plan_and_an_expired_delegation_is_refused(hub, new_page):

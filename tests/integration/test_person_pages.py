@@ -78,3 +78,29 @@ def test_a_proxy_whose_delegation_ended_is_told_and_shown_nothing(hub_url, pg_ur
         assert "Back to work" not in page.text
     finally:
         agent.close()
+
+
+def test_the_person_reads_their_one_page_profile_and_what_is_working_on_their_plan(hub_url, pg_url, fhir,
+                                                                                   hold_referenced):
+    """Issue 18, "my plan and one-page profile": the profile's sections, in the plan's words and
+    order, and what is working and not in each part of life, on the person's own plan page."""
+    from tests.factories import ipc_plan, unique
+    from tests.validation_cases import example
+
+    person = f"Patient/{unique('p-')}"
+    hold_referenced([ipc_plan(person), example("Task-veteran-action")])
+    stored = fhir.post("/CarePlan", content=dumps(ipc_plan(person, stage="conversation")), headers=JSON)
+    assert stored.status_code == 201, stored.text
+    agent = signed_in(hub_url, citizen(pg_url, patient=person.split("/")[1]).username)
+    try:
+        page = agent.get("/me?view=usual")
+        assert page.status == 200, page.text[:300]
+        text = page.text
+        headings = ["What people like and admire about me", "What is important to me", "How best to support me"]
+        assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+        assert "Funny, stubborn in a good way, and the first to help a mate." in text
+        needs = text[text.index('id="needs"'):]
+        assert "Steps at the door and a bath he cannot use" in needs
+        assert "No adapted laptop yet; he has not applied to university." in needs
+    finally:
+        agent.close()
