@@ -3,7 +3,7 @@ and the outcome — so the HTTP routes and every Bundle entry go through the sam
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,10 +141,7 @@ class Context:
             yield self.database.conn
             return
         async with self.database.pool.connection() as conn:  # type: ignore[union-attr]
-            async with AsyncExitStack() as stack:
-                if pipelined:
-                    await stack.enter_async_context(conn.pipeline())
-                await stack.enter_async_context(conn.transaction())
+            async with conn.pipeline() if pipelined else nullcontext(), conn.transaction():
                 yield conn
                 await attribute(conn, self.principal, self.written)
 

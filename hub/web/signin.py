@@ -369,10 +369,6 @@ async def ensure_app_client(request: Request, app: OwnApp) -> None:
         await clients.save_app_client(conn, record)
 
 
-async def ensure_workspace_client(request: Request) -> None:
-    await ensure_app_client(request, WORKSPACE_APP)
-
-
 def safe_next(value: str | None, home: str = "/app") -> str:
     """Where to go after sign-in: a path of the app's own (never another site)."""
     if value and value.startswith(home) and not value.startswith("//") and "\\" not in value:
